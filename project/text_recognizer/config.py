@@ -1,0 +1,155 @@
+"""The experiment config: parse, validate and fill defaults, all before any heavy import.
+
+A config names a ``dataset``, ``model`` and ``network`` with their arguments, plus ``train_args``.
+Every default lives here or in the registries beside the class it configures.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.errors import ConfigError
+from text_recognizer.spec import Param, unknown_key_error, validate_args
+
+TRAIN_ARGS: dict[str, Param] = {
+    "batch_size": Param(int, 128, min=1, max=1 << 20),
+    "eval_batch_size": Param(int, None, min=1, nullable=True, help="default: 4x batch_size"),
+    "epochs": Param(int, 10, min=1, max=100000),
+    "optimizer": Param(str, "adam", choices=("adam", "adamw", "sgd")),
+    "learning_rate": Param(float, 1e-3, gt=0.0, max=10.0),
+    "momentum": Param(float, 0.9, min=0.0, lt=1.0, help="sgd only"),
+    "weight_decay": Param(float, 0.0, min=0.0),
+    "lr_schedule": Param(str, "constant", choices=("constant", "cosine")),
+    "warmup_epochs": Param(int, 0, min=0),
+    "grad_clip": Param(float, None, gt=0.0, nullable=True, help="max gradient norm"),
+    "early_stopping_patience": Param(
+        int, None, min=1, nullable=True, help="epochs without val-loss improvement before stopping"
+    ),
+    "early_stopping_min_delta": Param(float, 0.0, min=0.0),
+    "seed": Param(int, 0, min=0),
+    "num_threads": Param(int, None, min=1, max=1024, nullable=True, help="torch CPU threads"),
+    "mixed_precision": Param(str, "auto", choices=("auto", "off", "bf16", "fp16")),
+}
+
+TOP_LEVEL: dict[str, Param] = {
+    "experiment_group": Param(str, "default"),
+    "run_name": Param(str, None, nullable=True),
+    "dataset": Param(str),
+    "dataset_args": Param(dict, None, nullable=True),
+    "model": Param(str),
+    "network": Param(str),
+    "network_args": Param(dict, None, nullable=True),
+    "train_args": Param(dict, None, nullable=True),
+}
+REQUIRED = ("dataset", "model", "network")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,99}$")
+
+
+def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
+    """Parse JSON text or, when it names an existing .json file, that file's content."""
+    stripped = text.strip()
+    if not stripped.startswith("{"):
+        path = Path(stripped).expanduser()
+        if not path.is_file():
+            hint = " (a JSON object or a path to a .json file)"
+            if stripped.endswith(".json"):
+                raise ConfigError(f"config file {stripped!r} does not exist{hint}")
+            raise ConfigError(f"config is neither JSON nor an existing file: {stripped[:60]!r}{hint}")
+        source = str(path)
+        stripped = path.read_text(encoding="utf-8")
+    try:
+        config = json.loads(stripped)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"malformed JSON in {source}: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return the resolved config (defaults filled in) or raise ConfigError with one clear line."""
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.models import MODELS
+    from text_recognizer.networks import NETWORKS
+    from text_recognizer.registry import lookup
+
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a JSON object, got {type(config).__name__}")
+    for key in config:
+        if key not in TOP_LEVEL:
+            raise unknown_key_error(key, list(TOP_LEVEL), "the config")
+    for key in REQUIRED:
+        if key not in config:
+            raise ConfigError(f"the config is missing {key!r} (required: {', '.join(REQUIRED)})")
+    resolved: dict[str, Any] = {}
+    for key, param in TOP_LEVEL.items():
+        if key in config:
+            resolved[key] = param.check(config[key], key)
+        elif param.nullable or param.default is not None:
+            resolved[key] = param.default
+    for key in ("experiment_group", "run_name"):
+        value = resolved.get(key)
+        if value is not None and not _SAFE_NAME.match(value):
+            raise ConfigError(
+                f"{key} {value!r} must be 1-100 letters, digits, spaces or ._+=- "
+                "(it becomes a folder name)"
+            )
+
+    dataset = lookup(DATASETS, resolved["dataset"], "dataset")
+    model = lookup(MODELS, resolved["model"], "model")
+    network = lookup(NETWORKS, resolved["network"], "network")
+    resolved["dataset_args"] = validate_args(config.get("dataset_args"), dataset.args, "dataset_args")
+    resolved["network_args"] = validate_args(config.get("network_args"), network.args, "network_args")
+    resolved["train_args"] = validate_args(config.get("train_args"), TRAIN_ARGS, "train_args")
+
+    if dataset.kind != model.kind:
+        raise ConfigError(
+            f"model {resolved['model']} works on {model.kind} datasets, but "
+            f"{resolved['dataset']} holds {dataset.kind}; pick a {model.kind} dataset "
+            f"({', '.join(n for n, e in sorted(DATASETS.items()) if e.kind == model.kind)})"
+        )
+    if network.kind != model.kind:
+        raise ConfigError(
+            f"network {resolved['network']!r} is for {network.kind}, but model "
+            f"{resolved['model']} needs a {model.kind} network "
+            f"({', '.join(n for n, e in sorted(NETWORKS.items()) if e.kind == model.kind)})"
+        )
+    ta = resolved["train_args"]
+    if ta["warmup_epochs"] >= ta["epochs"] and ta["warmup_epochs"] > 0:
+        raise ConfigError(
+            f"train_args.warmup_epochs ({ta['warmup_epochs']}) must be less than "
+            f"train_args.epochs ({ta['epochs']})"
+        )
+    data_dir = resolved["dataset_args"].get("data_dir")
+    if data_dir is not None:
+        resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
+    return resolved
+
+
+def resolve_data_dir(data_dir: str) -> Path:
+    """A relative data_dir is looked up from the current folder, then from the project root."""
+    from text_recognizer.paths import PROJECT_ROOT
+
+    path = Path(data_dir).expanduser()
+    for candidate in (path, PROJECT_ROOT / path) if not path.is_absolute() else (path,):
+        if candidate.is_dir():
+            return candidate.resolve()
+    raise ConfigError(
+        f"dataset_args.data_dir {data_dir!r} is not a folder (relative paths are looked up from "
+        f"the current folder, then from {PROJECT_ROOT})"
+    )
+
+
+def load_config(text: str) -> dict[str, Any]:
+    """Parse and validate: the one call the command-line scripts make."""
+    return validate_config(parse_config_text(text))
+
+
+def resolved_copy(config: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(config)

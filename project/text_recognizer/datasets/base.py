@@ -1,0 +1,234 @@
+"""The Dataset base class: a data container in the FSDL sense (not a torch Dataset).
+
+A subclass says where its raw files come from (``metadata.toml``) and how to turn them into arrays
+(``process``); the base class downloads, caches the arrays in HDF5 under a name made of the arguments
+that shaped them, carves a seeded validation split out of train, and subsamples on request. The test
+split is kept apart for the final evaluation only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from text_recognizer import paths
+from text_recognizer.errors import DataError
+from text_recognizer.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+SPLIT_KEYS = ("x_trainval", "y_trainval", "x_test", "y_test")
+
+
+class Dataset:
+    """Base class. Subclasses set ``name`` and implement ``process``; they may override the rest."""
+
+    name: ClassVar[str] = ""  # folder under data/raw and data/processed
+    kind: ClassVar[str] = "characters"
+    # Constructor arguments that change the processed arrays (and so the cache file name).
+    shaping_args: ClassVar[tuple[str, ...]] = ()
+    # Files (relative to data_dir) that must exist before processing.
+    required_files: ClassVar[tuple[str, ...]] = ()
+    needs_download: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        subsample_fraction: float | None = None,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+        **args: Any,
+    ) -> None:
+        self.user_data_dir = data_dir is not None
+        self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else paths.raw_dir(self.name)
+        self.subsample_fraction = subsample_fraction
+        self.validation_fraction = validation_fraction
+        self.seed = seed
+        self.args = args
+        self.mapping: list[str] = []
+        self.input_shape: tuple[int, ...] = ()
+        self.output_shape: tuple[int, ...] = ()
+        self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
+        self.skipped: dict[str, int] = {}
+
+    # ----- to implement -------------------------------------------------------------------------
+    def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Turn the raw files into ``x_trainval, y_trainval, x_test, y_test`` arrays and a mapping."""
+        raise NotImplementedError
+
+    # ----- raw data -----------------------------------------------------------------------------
+    @property
+    def metadata_path(self) -> Path:
+        return paths.raw_dir(self.name) / "metadata.toml"
+
+    def missing_files(self) -> list[str]:
+        return [f for f in self.required_files if not (self.data_dir / f).exists()]
+
+    def prepare_raw_data(self) -> None:
+        """Make sure the raw files are present: trust a user's ``data_dir``, else download."""
+        if self.user_data_dir:
+            missing = self.missing_files()
+            if missing:
+                raise DataError(
+                    f"data_dir {self.data_dir} lacks {', '.join(missing)} "
+                    f"(the {type(self).__name__} official layout needs: "
+                    f"{', '.join(self.required_files)})"
+                )
+            return
+        if self.needs_download and self.missing_files():
+            from text_recognizer.datasets.download import ensure_downloaded
+
+            ensure_downloaded(self.metadata_path, self.data_dir)
+            missing = self.missing_files()
+            if missing:
+                raise DataError(
+                    f"after download, {self.data_dir} still lacks {', '.join(missing)}; "
+                    f"check {self.metadata_path}"
+                )
+
+    # ----- the HDF5 cache ------------------------------------------------------------------------
+    def cache_key(self) -> str:
+        parts = [f"{k}={self.args[k]}" for k in self.shaping_args]
+        if self.user_data_dir:
+            parts.append("src=" + hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:8])
+        readable = "_".join(str(self.args[k]) for k in self.shaping_args) or "default"
+        digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
+        return f"{readable}_{digest}" if self.user_data_dir else readable
+
+    @property
+    def cache_path(self) -> Path:
+        return paths.processed_dir(self.name) / f"{self.name}_{self.cache_key()}.h5"
+
+    def _read_cache(self, path: Path) -> tuple[dict[str, np.ndarray], list[str]] | None:
+        import h5py
+
+        if not path.exists():
+            return None
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != CACHE_FORMAT:
+                    raise ValueError(f"format {f.attrs.get('format')} != {CACHE_FORMAT}")
+                arrays = {k: f[k][()] for k in SPLIT_KEYS}
+                mapping = json.loads(f.attrs["mapping"])
+            for split in ("trainval", "test"):
+                if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
+                    raise ValueError(f"{split} images and labels differ in length")
+            return arrays, mapping
+        except Exception as e:  # a corrupt or truncated cache is rebuilt, never a crash
+            print(f"cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return None
+
+    def _write_cache(self, path: Path, arrays: dict[str, np.ndarray], mapping: list[str]) -> None:
+        import h5py
+
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                for key in SPLIT_KEYS:
+                    a = arrays[key]
+                    f.create_dataset(key, data=a, compression="lzf" if a.ndim > 1 else None)
+                f.attrs["format"] = CACHE_FORMAT
+                f.attrs["mapping"] = json.dumps(mapping)
+                f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
+
+    # ----- loading -------------------------------------------------------------------------------
+    def load_or_generate_data(self) -> Dataset:
+        """Load the splits, processing the raw data into the HDF5 cache the first time."""
+        cached = self._read_cache(self.cache_path)
+        if cached is None:
+            self.prepare_raw_data()
+            arrays, mapping = self.process()
+            self._write_cache(self.cache_path, arrays, mapping)
+        else:
+            arrays, mapping = cached
+        self.mapping = list(mapping)
+        self._split(arrays)
+        self.input_shape = tuple(int(d) for d in self.x_train.shape[1:])
+        self.output_shape = (len(self.mapping),)
+        return self
+
+    def _split(self, arrays: dict[str, np.ndarray]) -> None:
+        rng = np.random.default_rng(self.seed)
+        x, y = arrays["x_trainval"], arrays["y_trainval"]
+        order = rng.permutation(len(x))
+        num_val = int(round(len(x) * self.validation_fraction))
+        if self.validation_fraction > 0 and len(x) > 1:
+            num_val = min(max(num_val, 1), len(x) - 1)
+        val_idx, train_idx = np.sort(order[:num_val]), np.sort(order[num_val:])
+        if self.subsample_fraction is not None:
+            train_idx = _subsample(train_idx, self.subsample_fraction, rng)
+            val_idx = _subsample(val_idx, self.subsample_fraction, rng)
+        self.x_train, self.y_train = x[train_idx], y[train_idx]
+        self.x_val, self.y_val = x[val_idx], y[val_idx]
+        self.x_test, self.y_test = arrays["x_test"], arrays["y_test"]
+
+    # ----- what a model needs ----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """The small contract between data and model: shapes, mapping and kind."""
+        return {
+            "dataset": type(self).__name__,
+            "kind": self.kind,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "mapping": list(self.mapping),
+        }
+
+    def summary(self) -> str:
+        def shape(a: np.ndarray | None) -> str:
+            return "none" if a is None else f"{len(a)} x {tuple(a.shape[1:])} {a.dtype}"
+
+        lines = [
+            f"{type(self).__name__} ({self.kind})",
+            f"  data_dir:   {self.data_dir}",
+            f"  cache:      {self.cache_path}",
+            f"  train:      {shape(self.x_train)}",
+            f"  validation: {shape(self.x_val)}",
+            f"  test:       {shape(self.x_test)}",
+            f"  classes:    {len(self.mapping)}: {''.join(self.mapping)[:100]}",
+        ]
+        if self.y_train is not None and len(self.y_train):
+            counts = np.bincount(self.y_train, minlength=len(self.mapping))
+            lines.append(f"  per class (train): min {counts.min()}, max {counts.max()}")
+        if self.skipped:
+            lines.append(f"  skipped:    {self.skipped}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _subsample(idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    keep = max(1, int(round(len(idx) * fraction))) if len(idx) else 0
+    return np.sort(rng.choice(idx, size=keep, replace=False)) if keep < len(idx) else idx
+
+
+def summary_main(dataset_name: str, argv: list[str] | None = None) -> int:
+    """``python -m text_recognizer.datasets.<module> ['{json dataset_args}']``: load and summarise."""
+    import argparse
+
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.errors import UserError
+    from text_recognizer.spec import validate_args
+
+    parser = argparse.ArgumentParser(description=f"Load {dataset_name} and print a summary.")
+    parser.add_argument("dataset_args", nargs="?", default="{}", help="JSON object of dataset_args")
+    ns = parser.parse_args(argv)
+    entry = DATASETS[dataset_name]
+    try:
+        try:
+            raw = json.loads(ns.dataset_args)
+        except json.JSONDecodeError as e:
+            raise DataError(f"dataset_args is not valid JSON: {e.msg} at char {e.pos}") from None
+        args = validate_args(raw, entry.args, "dataset_args")
+        dataset = entry.load()(**args).load_or_generate_data()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(dataset.summary())
+    return 0

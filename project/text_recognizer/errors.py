@@ -1,0 +1,23 @@
+"""Errors a user can fix. The command-line scripts turn them into one line and exit code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: config, command line or data layout. Printed as one line, exit 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """The experiment config is malformed or inconsistent."""
+
+
+class DataError(UserError):
+    """Raw data is missing, malformed or failed verification."""
+
+
+class RunFailed(Exception):
+    """A run that started but failed while running (exit 1, recorded in summary.json)."""
+
+    exit_code = 1

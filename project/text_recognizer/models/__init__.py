@@ -1,0 +1,13 @@
+"""Models by name. A model owns a network, the dataset's config and the training loop."""
+
+from __future__ import annotations
+
+from text_recognizer.registry import Entry
+
+MODELS: dict[str, Entry] = {
+    "CharacterModel": Entry(
+        "text_recognizer.models.character_model:CharacterModel",
+        kind="characters",
+        help="one class per image; reports accuracy",
+    ),
+}

@@ -1,0 +1,53 @@
+"""Test isolation: data, runs and W&B go to a temporary folder, never the project's own."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="text-recognizer-tests-"))
+# Set before text_recognizer is imported anywhere, so paths.py and subprocesses both see them.
+os.environ["TEXT_RECOGNIZER_DATA_DIR"] = str(_SESSION_DIR / "data")
+os.environ["TEXT_RECOGNIZER_RUNS_DIR"] = str(_SESSION_DIR / "runs")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh runs folder for one test."""
+    path = tmp_path / "runs"
+    monkeypatch.setenv("TEXT_RECOGNIZER_RUNS_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real sample data beside the checkout; tests that need it skip with a reason if absent."""
+    from text_recognizer.paths import SHARED_DATA_DIR
+
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"real sample data not found at {SHARED_DATA_DIR} (set TEXT_RECOGNIZER_SHARED_DATA)")
+    return SHARED_DATA_DIR
+
+
+def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
+    """Run a project script with the test environment; returns CompletedProcess (text)."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
