@@ -17,7 +17,7 @@ setup(
     description="Handwriting recognition experiments from a JSON config (FSDL style), on PyTorch",
     long_description=(here / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     package_dir={"": "project"},
     packages=find_packages("project"),
     install_requires=requirements,

@@ -34,7 +34,9 @@ def shared_data() -> Path:
     from text_recognizer.paths import SHARED_DATA_DIR
 
     if not SHARED_DATA_DIR.is_dir():
-        pytest.skip(f"real sample data not found at {SHARED_DATA_DIR} (set TEXT_RECOGNIZER_SHARED_DATA)")
+        pytest.skip(
+            f"real sample data not found at {SHARED_DATA_DIR} (set TEXT_RECOGNIZER_SHARED_DATA)"
+        )
     return SHARED_DATA_DIR
 
 

@@ -53,10 +53,19 @@ def test_int_widens_to_float():
         (with_(train_args={"learning_rate": "fast"}), "must be a number"),
         (with_(train_args={"optimizer": "lbfgs"}), "one of 'adam', 'adamw', 'sgd'"),
         (with_(network_args={"layer_size": 0}), "layer_size must be an integer >= 1"),
-        (with_(network_args={"dropout_amount": 1.0}), "dropout_amount must be a number >= 0.0 and < 1.0"),
+        (
+            with_(network_args={"dropout_amount": 1.0}),
+            "dropout_amount must be a number >= 0.0 and < 1.0",
+        ),
         (with_(network="resnet", network_args={"layers": []}), "at least 1 items"),
-        (with_(network="resnet", network_args={"layers": [2, 0]}), "layers[1] must be an integer >= 1"),
-        (with_(dataset_args={"subsample_fraction": 0}), "subsample_fraction must be a number > 0.0"),
+        (
+            with_(network="resnet", network_args={"layers": [2, 0]}),
+            "layers[1] must be an integer >= 1",
+        ),
+        (
+            with_(dataset_args={"subsample_fraction": 0}),
+            "subsample_fraction must be a number > 0.0",
+        ),
         (with_(dataset_args={"data_dir": "/no/such/folder"}), "is not a folder"),
         (with_(train_args={"epochs": 2, "warmup_epochs": 2}), "warmup_epochs (2) must be less"),
         (with_(experiment_group="../escape"), "experiment_group '../escape' must be"),

@@ -36,7 +36,14 @@ def test_cli_run_writes_complete_record_and_loadable_weights(runs_dir):
     rec = RunRecord.read(run_dir)
     assert rec["config"] == validate_config(TINY)
     assert [m["epoch"] for m in rec["metrics"]] == [1, 2]
-    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time"):
+    for key in (
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "learning_rate",
+        "epoch_time",
+    ):
         assert key in rec["metrics"][0]
     summary = rec["summary"]
     assert summary["status"] == "finished"
@@ -52,7 +59,9 @@ def test_cli_run_writes_complete_record_and_loadable_weights(runs_dir):
 
     model = Model.load(summary["weights"])
     assert isinstance(model, CharacterModel)
-    data = SyntheticCharactersDataset(**validate_config(TINY)["dataset_args"]).load_or_generate_data()
+    data = SyntheticCharactersDataset(
+        **validate_config(TINY)["dataset_args"]
+    ).load_or_generate_data()
     again = model.evaluate(data.x_test, data.y_test)
     assert again["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     char, conf = model.predict_on_image(data.x_test[0])
@@ -97,7 +106,9 @@ def test_wandb_offline_is_automatic_and_never_fatal(runs_dir, monkeypatch, tmp_p
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: no API key
-    out = run_script("training/run_experiment.py", json.dumps({**TINY, "train_args": {"epochs": 1}}))
+    out = run_script(
+        "training/run_experiment.py", json.dumps({**TINY, "train_args": {"epochs": 1}})
+    )
     assert out.returncode == 0, out.stderr
     assert "W&B: offline" in out.stderr and "wandb sync" in out.stderr
     run_dir = only_run(runs_dir)

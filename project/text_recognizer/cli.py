@@ -21,10 +21,14 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("config", help="JSON object, or a path to a .json file")
     parser.add_argument(
-        "--gpu", type=int, default=None,
+        "--gpu",
+        type=int,
+        default=None,
         help="GPU index to use; -1 picks a free GPU; omitted = CPU (no GPU = CPU with a notice)",
     )
-    parser.add_argument("--save", action="store_true", help="save the best weights in the run folder")
+    parser.add_argument(
+        "--save", action="store_true", help="save the best weights in the run folder"
+    )
     parser.add_argument("--nowandb", action="store_true", help="do not log to Weights & Biases")
     args = parser.parse_args(argv)
 
@@ -37,7 +41,7 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
             raise UserError(f"--gpu must be -1 (any free GPU) or a GPU index >= 0, got {args.gpu}")
         from text_recognizer.experiment.runner import Interrupted, run_experiment
 
-        def on_term(signum, frame):  # noqa: ANN001 - signal handler signature
+        def on_term(signum, frame):
             raise Interrupted()
 
         signal.signal(signal.SIGTERM, on_term)

@@ -33,6 +33,9 @@ TRAIN_ARGS: dict[str, Param] = {
     "seed": Param(int, 0, min=0),
     "num_threads": Param(int, None, min=1, max=1024, nullable=True, help="torch CPU threads"),
     "mixed_precision": Param(str, "auto", choices=("auto", "off", "bf16", "fp16")),
+    "augment": Param(
+        float, 0.0, min=0.0, max=3.0, help="strength of on-the-fly affine + elastic warps; 0 = off"
+    ),
 }
 
 TOP_LEVEL: dict[str, Param] = {
@@ -58,7 +61,9 @@ def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
             hint = " (a JSON object or a path to a .json file)"
             if stripped.endswith(".json"):
                 raise ConfigError(f"config file {stripped!r} does not exist{hint}")
-            raise ConfigError(f"config is neither JSON nor an existing file: {stripped[:60]!r}{hint}")
+            raise ConfigError(
+                f"config is neither JSON nor an existing file: {stripped[:60]!r}{hint}"
+            )
         source = str(path)
         stripped = path.read_text(encoding="utf-8")
     try:
@@ -104,8 +109,12 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     dataset = lookup(DATASETS, resolved["dataset"], "dataset")
     model = lookup(MODELS, resolved["model"], "model")
     network = lookup(NETWORKS, resolved["network"], "network")
-    resolved["dataset_args"] = validate_args(config.get("dataset_args"), dataset.args, "dataset_args")
-    resolved["network_args"] = validate_args(config.get("network_args"), network.args, "network_args")
+    resolved["dataset_args"] = validate_args(
+        config.get("dataset_args"), dataset.args, "dataset_args"
+    )
+    resolved["network_args"] = validate_args(
+        config.get("network_args"), network.args, "network_args"
+    )
     resolved["train_args"] = validate_args(config.get("train_args"), TRAIN_ARGS, "train_args")
 
     if dataset.kind != model.kind:

@@ -24,10 +24,14 @@ def _find_project_root() -> Path:
 
 
 PROJECT_ROOT: Path = _find_project_root()
-DATA_DIR: Path = Path(os.environ.get("TEXT_RECOGNIZER_DATA_DIR", PROJECT_ROOT / "data")).expanduser()
+DATA_DIR: Path = Path(
+    os.environ.get("TEXT_RECOGNIZER_DATA_DIR", PROJECT_ROOT / "data")
+).expanduser()
 RAW_DIR: Path = DATA_DIR / "raw"
 PROCESSED_DIR: Path = DATA_DIR / "processed"
-RUNS_DIR: Path = Path(os.environ.get("TEXT_RECOGNIZER_RUNS_DIR", PROJECT_ROOT / "runs")).expanduser()
+RUNS_DIR: Path = Path(
+    os.environ.get("TEXT_RECOGNIZER_RUNS_DIR", PROJECT_ROOT / "runs")
+).expanduser()
 # Real sample data that sits beside the checkout (read-only, never copied into the project).
 SHARED_DATA_DIR: Path = Path(
     os.environ.get("TEXT_RECOGNIZER_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data")

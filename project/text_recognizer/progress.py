@@ -16,7 +16,13 @@ def bar(total: int | None, desc: str, unit: str = "it", **kwargs: Any):
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=total, desc=desc, unit=unit, disable=not interactive(), leave=False, dynamic_ncols=True, **kwargs
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not interactive(),
+        leave=False,
+        dynamic_ncols=True,
+        **kwargs,
     )
 
 

@@ -46,7 +46,9 @@ class Dataset:
         **args: Any,
     ) -> None:
         self.user_data_dir = data_dir is not None
-        self.data_dir = Path(data_dir).expanduser().resolve() if data_dir else paths.raw_dir(self.name)
+        self.data_dir = (
+            Path(data_dir).expanduser().resolve() if data_dir else paths.raw_dir(self.name)
+        )
         self.subsample_fraction = subsample_fraction
         self.validation_fraction = validation_fraction
         self.seed = seed
@@ -121,30 +123,38 @@ class Dataset:
                     raise ValueError(f"{split} images and labels differ in length")
             return arrays, mapping
         except Exception as e:  # a corrupt or truncated cache is rebuilt, never a crash
-            print(f"cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding", file=sys.stderr)
+            print(
+                f"cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding", file=sys.stderr
+            )
             path.unlink(missing_ok=True)
             return None
 
     def _write_cache(self, path: Path, arrays: dict[str, np.ndarray], mapping: list[str]) -> None:
         import h5py
 
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                for key in SPLIT_KEYS:
-                    a = arrays[key]
-                    f.create_dataset(key, data=a, compression="lzf" if a.ndim > 1 else None)
-                f.attrs["format"] = CACHE_FORMAT
-                f.attrs["mapping"] = json.dumps(mapping)
-                f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            for key in SPLIT_KEYS:
+                a = arrays[key]
+                f.create_dataset(key, data=a, compression="lzf" if a.ndim > 1 else None)
+            f.attrs["format"] = CACHE_FORMAT
+            f.attrs["mapping"] = json.dumps(mapping)
+            f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
 
     # ----- loading -------------------------------------------------------------------------------
     def load_or_generate_data(self) -> Dataset:
         """Load the splits, processing the raw data into the HDF5 cache the first time."""
         cached = self._read_cache(self.cache_path)
         if cached is None:
+            import time
+
+            from text_recognizer import progress
+
             self.prepare_raw_data()
+            start = time.perf_counter()
+            progress.line(f"processing {type(self).__name__} into {self.cache_path} ...")
             arrays, mapping = self.process()
             self._write_cache(self.cache_path, arrays, mapping)
+            progress.line(f"processed in {time.perf_counter() - start:.1f}s")
         else:
             arrays, mapping = cached
         self.mapping = list(mapping)
@@ -157,7 +167,7 @@ class Dataset:
         rng = np.random.default_rng(self.seed)
         x, y = arrays["x_trainval"], arrays["y_trainval"]
         order = rng.permutation(len(x))
-        num_val = int(round(len(x) * self.validation_fraction))
+        num_val = round(len(x) * self.validation_fraction)
         if self.validation_fraction > 0 and len(x) > 1:
             num_val = min(max(num_val, 1), len(x) - 1)
         val_idx, train_idx = np.sort(order[:num_val]), np.sort(order[num_val:])
@@ -204,7 +214,7 @@ class Dataset:
 
 
 def _subsample(idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    keep = max(1, int(round(len(idx) * fraction))) if len(idx) else 0
+    keep = max(1, round(len(idx) * fraction)) if len(idx) else 0
     return np.sort(rng.choice(idx, size=keep, replace=False)) if keep < len(idx) else idx
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from text_recognizer import progress
 from text_recognizer.datasets.base import Dataset, summary_main
 
 CHARSETS = {
@@ -64,8 +65,12 @@ class SyntheticCharactersDataset(Dataset):
         templates, template_class = render_templates(chars)
         size, d = self.args["image_size"], self.args["distortion"]
         rng = np.random.default_rng(GENERATION_SEED)
-        x_train, y_train = generate(templates, template_class, len(chars), self.args["num_train"], size, d, rng)
-        x_test, y_test = generate(templates, template_class, len(chars), self.args["num_test"], size, d, rng)
+        x_train, y_train = generate(
+            templates, template_class, len(chars), self.args["num_train"], size, d, rng
+        )
+        x_test, y_test = generate(
+            templates, template_class, len(chars), self.args["num_test"], size, d, rng
+        )
         arrays = {"x_trainval": x_train, "y_trainval": y_train, "x_test": x_test, "y_test": y_test}
         return arrays, list(chars)
 
@@ -82,7 +87,15 @@ def render_templates(chars: str) -> tuple[np.ndarray, np.ndarray]:
                 img = Image.new("L", (TEMPLATE_SIZE, TEMPLATE_SIZE), 0)
                 draw = ImageDraw.Draw(img)
                 centre = (TEMPLATE_SIZE // 2, TEMPLATE_SIZE // 2)
-                draw.text(centre, ch, font=font, fill=255, anchor="mm", stroke_width=stroke, stroke_fill=255)
+                draw.text(
+                    centre,
+                    ch,
+                    font=font,
+                    fill=255,
+                    anchor="mm",
+                    stroke_width=stroke,
+                    stroke_fill=255,
+                )
                 glyphs.append(np.asarray(img))
                 classes.append(cls)
     return np.stack(glyphs), np.asarray(classes, dtype=np.int64)
@@ -106,9 +119,11 @@ def generate(
     source = torch.from_numpy(templates).float().div_(255).unsqueeze(1)
     out = np.empty((count, image_size, image_size), dtype=np.uint8)
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    for start in range(0, count, CHUNK):
-        idx = torch.from_numpy(choice[start : start + CHUNK])
-        out[start : start + len(idx)] = _distort(source[idx], image_size, distortion, gen)
+    with progress.bar(count, "rendering characters", unit="img") as bar:
+        for start in range(0, count, CHUNK):
+            idx = torch.from_numpy(choice[start : start + CHUNK])
+            out[start : start + len(idx)] = _distort(source[idx], image_size, distortion, gen)
+            bar.update(len(idx))
     return out, labels
 
 
@@ -122,7 +137,9 @@ def _distort(glyphs, image_size: int, d: float, gen) -> np.ndarray:
         return torch.rand(n, *shape, generator=gen) * (hi - lo) + lo
 
     angle = uniform(-15, 15).mul(d).deg2rad()
-    scale = uniform(0.85, 1.1 + 0.1 * d)  # >1 zooms out; glyphs fill most of the frame, as in EMNIST
+    scale = uniform(
+        0.85, 1.1 + 0.1 * d
+    )  # >1 zooms out; glyphs fill most of the frame, as in EMNIST
     aspect = uniform(-0.12, 0.12).mul(d).exp()
     shear = uniform(-0.3, 0.3).mul(d)
     shift = uniform(-0.1, 0.1, 2).mul(d)
@@ -136,14 +153,18 @@ def _distort(glyphs, image_size: int, d: float, gen) -> np.ndarray:
     hi = 2 * image_size  # sample at 2x, then average-pool: cheap anti-aliasing
     grid = F.affine_grid(theta, [n, 1, hi, hi], align_corners=False)
     coarse = torch.randn(n, 2, 4, 4, generator=gen) * (0.035 * d)  # smooth elastic field
-    grid = grid + F.interpolate(coarse, size=(hi, hi), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    grid = grid + F.interpolate(coarse, size=(hi, hi), mode="bicubic", align_corners=False).permute(
+        0, 2, 3, 1
+    )
     img = F.avg_pool2d(F.grid_sample(glyphs, grid, align_corners=False), 2)
     sigma = uniform(0.01, 0.4 + 0.5 * d)  # per-sample Gaussian blur by a grouped convolution
     r = torch.arange(-2, 3, dtype=torch.float32)
     k1 = torch.exp(-(r**2) / (2 * sigma[:, None] ** 2))
     k1 = k1 / k1.sum(1, keepdim=True)
     kernels = (k1[:, :, None] * k1[:, None, :]).unsqueeze(1)
-    img = F.conv2d(img.view(1, n, image_size, image_size), kernels, padding=2, groups=n).view(n, 1, image_size, image_size)
+    img = F.conv2d(img.view(1, n, image_size, image_size), kernels, padding=2, groups=n).view(
+        n, 1, image_size, image_size
+    )
     img = img * uniform(0.65, 1.0)[:, None, None, None]
     img = img + torch.randn(img.shape, generator=gen) * uniform(0.0, 0.05 * d)[:, None, None, None]
     return (img.clamp_(0, 1) * 255).round_().to(torch.uint8).squeeze(1).numpy()

@@ -17,12 +17,16 @@ def select_device(gpu: int | None) -> str:
     import torch
 
     if not torch.cuda.is_available():
-        print("notice: no GPU available (no NVIDIA driver or a CPU build of torch); running on the CPU",
-              file=sys.stderr)
+        print(
+            "notice: no GPU available (no NVIDIA driver or a CPU build of torch); running on the CPU",
+            file=sys.stderr,
+        )
         return "cpu"
     count = torch.cuda.device_count()
     if gpu == -1:
         return "cuda:0"
     if not 0 <= gpu < count:
-        raise UserError(f"--gpu={gpu} does not exist; this machine has GPUs 0..{count - 1} (or -1 for any)")
+        raise UserError(
+            f"--gpu={gpu} does not exist; this machine has GPUs 0..{count - 1} (or -1 for any)"
+        )
     return f"cuda:{gpu}"

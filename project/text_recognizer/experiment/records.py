@@ -75,5 +75,7 @@ class RunRecord:
             p = run_dir / f"{name}.json"
             out[name] = json.loads(p.read_text()) if p.exists() else None
         mp = run_dir / "metrics.jsonl"
-        out["metrics"] = [json.loads(x) for x in mp.read_text().splitlines() if x] if mp.exists() else []
+        out["metrics"] = (
+            [json.loads(x) for x in mp.read_text().splitlines() if x] if mp.exists() else []
+        )
         return out

@@ -69,7 +69,7 @@ def run_experiment(
         fields.update(epochs_run=len(history), best_epoch=best["epoch"])
         if save:
             fields["weights"] = str(model.save_weights(record.weights_path))
-        summary = record.update_summary(status="finished", **fields)
+        record.update_summary(status="finished", **fields)
         tracker.summary(fields)
         print(
             "test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({record.dir})",
@@ -77,16 +77,19 @@ def run_experiment(
         )
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
-        summary = record.update_summary(status="interrupted")
+        record.update_summary(status="interrupted")
         print(f"interrupted; partial record in {record.dir}", file=sys.stderr)
-    except UserError:
-        record.update_summary(status="failed", error="bad input (see message)")
+    except UserError as e:
+        record.update_summary(status="failed", error=str(e))
         raise
-    except Exception as e:  # noqa: BLE001 - a failed run is recorded, not a traceback
+    except Exception as e:
         exit_code = 1
         (record.dir / "error.log").write_text(traceback.format_exc())
-        summary = record.update_summary(status="failed", error=f"{type(e).__name__}: {e}")
-        print(f"run failed: {type(e).__name__}: {e} (traceback in {record.dir / 'error.log'})", file=sys.stderr)
+        record.update_summary(status="failed", error=f"{type(e).__name__}: {e}")
+        print(
+            f"run failed: {type(e).__name__}: {e} (traceback in {record.dir / 'error.log'})",
+            file=sys.stderr,
+        )
     finally:
         record.update_summary(wall_time=time.time() - started)
         tracker.finish(exit_code)

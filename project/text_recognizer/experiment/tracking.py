@@ -52,7 +52,7 @@ class Tracker:
                     f"W&B: offline (no API key); sync later with: wandb sync {run_dir}/wandb/offline-run-*",
                     file=sys.stderr,
                 )
-        except Exception as e:  # noqa: BLE001 - tracking must never end a run
+        except Exception as e:
             self._warn(e)
 
     def _warn(self, e: Exception) -> None:
@@ -64,7 +64,7 @@ class Tracker:
             return
         try:
             self.run.log(metrics)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._warn(e)
 
     def summary(self, fields: dict[str, Any]) -> None:
@@ -72,7 +72,7 @@ class Tracker:
             return
         try:
             self.run.summary.update(fields)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._warn(e)
 
     def finish(self, exit_code: int = 0) -> None:
@@ -80,6 +80,6 @@ class Tracker:
             return
         try:
             self.run.finish(exit_code=exit_code)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self._warn(e)
         self.run = None

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from text_recognizer import progress
+from text_recognizer.augment import augment_batch
 from text_recognizer.errors import DataError, RunFailed
 from text_recognizer.networks import build_network
 
@@ -56,7 +57,9 @@ class Model:
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_metrics(
+        self, outputs: torch.Tensor, targets: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Sums over the batch (as tensors, so no GPU sync per step); divided by the count later."""
         return {}
 
@@ -145,7 +148,9 @@ class Model:
         batch_size = args["batch_size"]
         steps_per_epoch = math.ceil(len(x_train) / batch_size)
         optimizer = self._optimizer(args)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(args, steps_per_epoch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, self._schedule(args, steps_per_epoch)
+        )
         use_fp16 = self.device.type == "cuda" and (
             args["mixed_precision"] == "fp16"
             or (args["mixed_precision"] == "auto" and not torch.cuda.is_bf16_supported())
@@ -159,13 +164,19 @@ class Model:
             totals: dict[str, torch.Tensor] = {}
             loss_sum = torch.zeros((), device=self.device)
             bar = progress.bar(steps_per_epoch, f"epoch {epoch}/{args['epochs']}", unit="batch")
-            for xb, yb in self.batches(x_train, y_train, batch_size, shuffle=True, generator=generator):
+            for xb, yb in self.batches(
+                x_train, y_train, batch_size, shuffle=True, generator=generator
+            ):
+                if args.get("augment"):
+                    xb = augment_batch(xb, args["augment"], generator)
                 with self._autocast(args["mixed_precision"]):
                     outputs = self.network(xb)
                     loss = self.loss(outputs, yb)
                 if not torch.isfinite(loss):
-                    raise RunFailed(f"training loss became {loss.item()} at epoch {epoch}; "
-                                    "lower learning_rate or set grad_clip")
+                    raise RunFailed(
+                        f"training loss became {loss.item()} at epoch {epoch}; "
+                        "lower learning_rate or set grad_clip"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if args["grad_clip"]:
@@ -184,7 +195,9 @@ class Model:
             metrics: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum.item() / n}
             metrics.update({f"train_{k}": float(v) / n for k, v in totals.items()})
             if has_val:
-                metrics.update({f"val_{k}": v for k, v in self.evaluate(x_val, y_val, args).items()})
+                metrics.update(
+                    {f"val_{k}": v for k, v in self.evaluate(x_val, y_val, args).items()}
+                )
             metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - start
             metrics["samples_per_second"] = n / metrics["epoch_time"]
@@ -212,7 +225,10 @@ class Model:
     # ----- evaluation and prediction -----------------------------------------------------------------
     @torch.no_grad()
     def evaluate(
-        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, train_args: dict[str, Any] | None = None
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        train_args: dict[str, Any] | None = None,
     ) -> dict[str, float]:
         """Mean loss and metrics over a split, in eval mode."""
         args = train_args or {}
@@ -257,10 +273,14 @@ class Model:
         except FileNotFoundError:
             raise DataError(f"no weights file at {path}") from None
         except Exception as e:
-            raise DataError(f"{path} is not a readable weights file ({type(e).__name__}: {e})") from None
+            raise DataError(
+                f"{path} is not a readable weights file ({type(e).__name__}: {e})"
+            ) from None
         version = payload.get("format_version") if isinstance(payload, dict) else None
         if version != WEIGHTS_FORMAT:
-            raise DataError(f"{path} has weights format {version!r}; this version reads {WEIGHTS_FORMAT}")
+            raise DataError(
+                f"{path} has weights format {version!r}; this version reads {WEIGHTS_FORMAT}"
+            )
         model_cls = cls
         if cls is Model or payload["model"] != cls.__name__:
             from text_recognizer.models import MODELS
@@ -269,7 +289,13 @@ class Model:
             model_cls = lookup(MODELS, payload["model"], "model").load()
             if cls is not Model and not issubclass(model_cls, cls):
                 raise DataError(f"{path} holds a {payload['model']}, not a {cls.__name__}")
-        model = model_cls(payload["data_config"], payload["network"], payload["network_args"], device, payload["config"])
+        model = model_cls(
+            payload["data_config"],
+            payload["network"],
+            payload["network_args"],
+            device,
+            payload["config"],
+        )
         model.network.load_state_dict(payload["state_dict"])
         model.network.eval()
         return model

@@ -21,7 +21,9 @@ def build(
         layers += [nn.Conv2d(in_ch, ch, 3), nn.ReLU(inplace=True)]
         in_ch, height, width = ch, height - 2, width - 2
     if height < 2 or width < 2:
-        raise ValueError(f"lenet: input {tuple(input_shape)} is too small for {len(conv_channels)} convs")
+        raise ValueError(
+            f"lenet: input {tuple(input_shape)} is too small for {len(conv_channels)} convs"
+        )
     layers += [nn.MaxPool2d(2), nn.Dropout(dropout_amount), nn.Flatten()]
     flat = in_ch * (height // 2) * (width // 2)
     layers += [

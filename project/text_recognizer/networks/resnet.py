@@ -49,7 +49,10 @@ class ResNet(nn.Module):
                 in_ch = out_ch
         self.stages = nn.Sequential(*stages)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout_amount), nn.Linear(in_ch, num_classes)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(dropout_amount),
+            nn.Linear(in_ch, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
