@@ -125,15 +125,32 @@ def test_early_stopping_and_best_weights_restored():
     assert m.evaluate(data.x_val, data.y_val)["loss"] == pytest.approx(best_val, rel=1e-5)
 
 
-def test_nan_loss_fails_the_run_clearly():
+def test_nonfinite_batches_are_skipped_counted_and_stop_the_run_when_persistent():
     from text_recognizer.errors import RunFailed
 
-    m, data = model(), toy_dataset()
+    class FlakyLoss(CharacterModel):
+        calls = 0
+
+        def loss(self, outputs, targets):
+            FlakyLoss.calls += 1
+            loss = super().loss(outputs, targets)
+            return loss * float("nan") if self.network.training and FlakyLoss.calls <= 2 else loss
+
+    torch.manual_seed(0)
+    m, data = FlakyLoss(DATA_CONFIG, "mlp", {"num_layers": 1, "layer_size": 16}), toy_dataset()
+    before = [p.detach().clone() for p in m.network.parameters()]
+    history = m.fit(data, train_args(epochs=3))
+    assert history[0]["nonfinite_batches"] == 2 and "nonfinite_batches" not in history[1]
+    assert all(math.isfinite(p.sum().item()) for p in m.network.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.network.parameters(), strict=True))
+    assert history[-1]["val_accuracy"] > 0.9
+
+    broken = model()
     with torch.no_grad():
-        for p in m.network.parameters():
+        for p in broken.network.parameters():
             p.fill_(float("nan"))
-    with pytest.raises(RunFailed, match="training loss became nan"):
-        m.fit(data, train_args(epochs=1))
+    with pytest.raises(RunFailed, match="3 batches in a row had a non-finite loss or gradient"):
+        broken.fit(data, train_args(epochs=1, max_nonfinite_batches=3))
 
 
 def test_save_and_load_roundtrip(tmp_path):

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
-def augment_batch(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor, strength: float, generator: torch.Generator
+) -> torch.Tensor:
     """Warp a float batch (N, H, W) or (N, C, H, W) of ink-on-black images; returns the same shape."""
     if strength <= 0:
         return images

@@ -33,6 +33,9 @@ TRAIN_ARGS: dict[str, Param] = {
     "seed": Param(int, 0, min=0),
     "num_threads": Param(int, None, min=1, max=1024, nullable=True, help="torch CPU threads"),
     "mixed_precision": Param(str, "auto", choices=("auto", "off", "bf16", "fp16")),
+    "max_nonfinite_batches": Param(
+        int, 20, min=1, help="batches in a row with a NaN/inf loss or gradient before the run stops"
+    ),
     "augment": Param(
         float, 0.0, min=0.0, max=3.0, help="strength of on-the-fly affine + elastic warps; 0 = off"
     ),

@@ -160,8 +160,14 @@ class Dataset:
         self.mapping = list(mapping)
         self._split(arrays)
         self.input_shape = tuple(int(d) for d in self.x_train.shape[1:])
-        self.output_shape = (len(self.mapping),)
+        self.output_shape = self.compute_output_shape()
         return self
+
+    def compute_output_shape(self) -> tuple[int, ...]:
+        """(classes,) for characters; text datasets return (max_length, classes)."""
+        if self.y_train is not None and self.y_train.ndim == 2:
+            return (int(self.y_train.shape[1]), len(self.mapping))
+        return (len(self.mapping),)
 
     def _split(self, arrays: dict[str, np.ndarray]) -> None:
         rng = np.random.default_rng(self.seed)
@@ -180,14 +186,23 @@ class Dataset:
 
     # ----- what a model needs ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """The small contract between data and model: shapes, mapping and kind."""
-        return {
+        """The small contract between data and model: shapes, mapping and kind.
+
+        Text datasets (kind "lines") add ``max_length``, ``blank_index`` and ``padding_index``
+        (see datasets/text.py).
+        """
+        config = {
             "dataset": type(self).__name__,
             "kind": self.kind,
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
             "mapping": list(self.mapping),
         }
+        if self.kind == "lines":
+            from text_recognizer.datasets.text import text_config
+
+            config.update(text_config(self.mapping, int(self.output_shape[0])))
+        return config
 
     def summary(self) -> str:
         def shape(a: np.ndarray | None) -> str:
@@ -202,7 +217,7 @@ class Dataset:
             f"  test:       {shape(self.x_test)}",
             f"  classes:    {len(self.mapping)}: {''.join(self.mapping)[:100]}",
         ]
-        if self.y_train is not None and len(self.y_train):
+        if self.y_train is not None and self.y_train.ndim == 1 and len(self.y_train):
             counts = np.bincount(self.y_train, minlength=len(self.mapping))
             lines.append(f"  per class (train): min {counts.min()}, max {counts.max()}")
         if self.skipped:

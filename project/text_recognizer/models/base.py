@@ -59,8 +59,12 @@ class Model:
 
     def batch_metrics(
         self, outputs: torch.Tensor, targets: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Sums over the batch (as tensors, so no GPU sync per step); divided by the count later."""
+    ) -> dict[str, tuple[torch.Tensor | float, torch.Tensor | float]]:
+        """Per metric, a (numerator, denominator) pair summed over batches; the metric is their ratio.
+
+        Pairs let accuracy (correct / items) and CER (edits / reference characters) share one
+        accumulator; tensors stay on the device, so training does not sync the GPU per step.
+        """
         return {}
 
     # ----- data path -----------------------------------------------------------------------------
@@ -157,12 +161,15 @@ class Model:
         )
         scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
         best_loss, best_state, bad_epochs, history = math.inf, None, 0, []
+        params = [p for p in self.network.parameters() if p.requires_grad]
+        in_a_row = 0
 
         for epoch in range(1, args["epochs"] + 1):
             start = time.perf_counter()
             self.network.train()
-            totals: dict[str, torch.Tensor] = {}
+            totals: dict[str, list] = {}
             loss_sum = torch.zeros((), device=self.device)
+            seen = skipped = 0
             bar = progress.bar(steps_per_epoch, f"epoch {epoch}/{args['epochs']}", unit="batch")
             for xb, yb in self.batches(
                 x_train, y_train, batch_size, shuffle=True, generator=generator
@@ -172,35 +179,48 @@ class Model:
                 with self._autocast(args["mixed_precision"]):
                     outputs = self.network(xb)
                     loss = self.loss(outputs, yb)
-                if not torch.isfinite(loss):
-                    raise RunFailed(
-                        f"training loss became {loss.item()} at epoch {epoch}; "
-                        "lower learning_rate or set grad_clip"
-                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if args["grad_clip"]:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(self.network.parameters(), args["grad_clip"])
+                scaler.unscale_(optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(params, args["grad_clip"] or math.inf)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    # Skip the step (never train on NaN/inf), count it, stop if it keeps happening.
+                    skipped += 1
+                    in_a_row += 1
+                    scaler.update()
+                    if in_a_row >= args["max_nonfinite_batches"]:
+                        raise RunFailed(
+                            f"{in_a_row} batches in a row had a non-finite loss or gradient "
+                            f"(last loss {loss.item()}) at epoch {epoch}; lower learning_rate, "
+                            "set grad_clip or check the data"
+                        )
+                    bar.update(1)
+                    continue
+                in_a_row = 0
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
                 with torch.no_grad():
                     loss_sum += loss.detach() * len(yb)
-                    for k, v in self.batch_metrics(outputs.detach(), yb).items():
-                        totals[k] = totals.get(k, 0) + v
+                    seen += len(yb)
+                    accumulate(totals, self.batch_metrics(outputs.detach(), yb))
                 bar.update(1)
             bar.close()
-            n = len(x_train)
-            metrics: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum.item() / n}
-            metrics.update({f"train_{k}": float(v) / n for k, v in totals.items()})
+            metrics: dict[str, Any] = {
+                "epoch": epoch,
+                "train_loss": loss_sum.item() / max(1, seen),
+                **{f"train_{k}": v for k, v in ratios(totals).items()},
+            }
+            if skipped:
+                metrics["nonfinite_batches"] = skipped
+                progress.line(f"warning: skipped {skipped} batches with a non-finite loss/gradient")
             if has_val:
                 metrics.update(
                     {f"val_{k}": v for k, v in self.evaluate(x_val, y_val, args).items()}
                 )
             metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - start
-            metrics["samples_per_second"] = n / metrics["epoch_time"]
+            metrics["samples_per_second"] = len(x_train) / metrics["epoch_time"]
             history.append(metrics)
 
             monitored = metrics.get("val_loss", metrics["train_loss"])
@@ -236,15 +256,13 @@ class Model:
         x, y = self.to_tensor(x), self.to_tensor(y)
         self.network.eval()
         loss_sum = torch.zeros((), device=self.device)
-        totals: dict[str, torch.Tensor] = {}
+        totals: dict[str, list] = {}
         for xb, yb in self.batches(x, y, batch_size):
             with self._autocast(args.get("mixed_precision", "off")):
                 outputs = self.network(xb)
                 loss_sum += self.loss(outputs, yb).float() * len(yb)
-            for k, v in self.batch_metrics(outputs.float(), yb).items():
-                totals[k] = totals.get(k, 0) + v
-        n = max(1, len(x))
-        return {"loss": loss_sum.item() / n, **{k: float(v) / n for k, v in totals.items()}}
+            accumulate(totals, self.batch_metrics(outputs.float(), yb))
+        return {"loss": loss_sum.item() / max(1, len(x)), **ratios(totals)}
 
     # ----- save / load -------------------------------------------------------------------------------
     def save_weights(self, path: str | Path) -> Path:
@@ -301,10 +319,24 @@ class Model:
         return model
 
 
+def accumulate(totals: dict[str, list], batch: dict[str, tuple]) -> None:
+    """Add a batch's (numerator, denominator) pairs into running totals."""
+    for key, (num, den) in batch.items():
+        if key in totals:
+            totals[key][0] += num
+            totals[key][1] += den
+        else:
+            totals[key] = [num, den]
+
+
+def ratios(totals: dict[str, list]) -> dict[str, float]:
+    return {k: float(num) / max(float(den), 1e-12) for k, (num, den) in totals.items()}
+
+
 def format_epoch(metrics: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {metrics['epoch']}/{epochs}"]
     for key, value in metrics.items():
-        if key in ("epoch", "best", "samples_per_second", "learning_rate"):
+        if key in ("epoch", "best", "samples_per_second", "learning_rate", "nonfinite_batches"):
             continue
         parts.append(f"{key} {value:.4f}" if key != "epoch_time" else f"{value:.1f}s")
     parts.append(f"lr {metrics['learning_rate']:.2e}")
