@@ -16,6 +16,7 @@ os.environ["TEXT_RECOGNIZER_RUNS_DIR"] = str(_SESSION_DIR / "runs")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TEXT_RECOGNIZER_GPU_LEASES", str(_SESSION_DIR / "leases"))
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -48,13 +48,14 @@ def train_args(**overrides):
 
 
 def model(network_args=None) -> CharacterModel:
+    torch.manual_seed(0)  # initial weights independent of test order
     return CharacterModel(DATA_CONFIG, "mlp", network_args or {"num_layers": 1, "layer_size": 16})
 
 
 def test_fit_learns_and_reports_every_epoch():
     m, data, seen = model(), toy_dataset(), []
-    history = m.fit(data, train_args(), on_epoch_end=seen.append)
-    assert [h["epoch"] for h in history] == [1, 2, 3] and seen == history
+    history = m.fit(data, train_args(epochs=4), on_epoch_end=seen.append)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and seen == history
     assert history[-1]["val_accuracy"] > 0.95
     assert m.evaluate(data.x_test, data.y_test)["accuracy"] > 0.95
 
@@ -180,3 +181,17 @@ def test_load_refuses_bad_files(tmp_path):
     torch.save({"format_version": 1, "obj": SimpleNamespace(a=1)}, evil)
     with pytest.raises(DataError, match="not a readable weights file"):
         Model.load(evil)  # weights_only=True refuses arbitrary objects
+
+
+def test_nonfinite_gradient_with_finite_loss_is_skipped_when_clipping():
+    m, data = model(), toy_dataset()
+    calls = {"n": 0}
+
+    def poison(grad):
+        calls["n"] += 1
+        return grad * float("inf") if calls["n"] <= 2 else grad
+
+    next(m.network.parameters()).register_hook(poison)
+    history = m.fit(data, train_args(epochs=2, grad_clip=1.0))
+    assert history[0]["nonfinite_batches"] == 2
+    assert all(torch.isfinite(p).all() for p in m.network.parameters())

@@ -39,13 +39,23 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.gpu is not None and args.gpu < -1:
             raise UserError(f"--gpu must be -1 (any free GPU) or a GPU index >= 0, got {args.gpu}")
+        if args.gpu is not None and args.gpu >= 0:
+            from text_recognizer.experiment.devices import check_gpu_index
+
+            check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
         from text_recognizer.experiment.runner import Interrupted, run_experiment
 
         def on_term(signum, frame):
             raise Interrupted()
 
         signal.signal(signal.SIGTERM, on_term)
-        code, _ = run_experiment(config, gpu=args.gpu, save=args.save, use_wandb=not args.nowandb)
+        try:
+            code, _ = run_experiment(
+                config, gpu=args.gpu, save=args.save, use_wandb=not args.nowandb
+            )
+        except (KeyboardInterrupt, Interrupted):  # e.g. while waiting for a GPU lease
+            print("interrupted before the run started", file=sys.stderr)
+            return 130
         return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

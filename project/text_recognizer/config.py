@@ -37,8 +37,14 @@ TRAIN_ARGS: dict[str, Param] = {
         int, 20, min=1, help="batches in a row with a NaN/inf loss or gradient before the run stops"
     ),
     "augment": Param(
-        float, 0.0, min=0.0, max=3.0, help="strength of on-the-fly affine + elastic warps; 0 = off"
+        float,
+        0.0,
+        min=0.0,
+        max=3.0,
+        help="strength of on-the-fly warps (line models add ink effects); 0 = off",
     ),
+    "decode": Param(str, "greedy", choices=("greedy", "beam"), help="CTC decoding (LineModelCtc)"),
+    "beam_width": Param(int, 10, min=1, max=1000, help="beam search width (decode: beam)"),
 }
 
 TOP_LEVEL: dict[str, Param] = {
@@ -131,6 +137,16 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             f"network {resolved['network']!r} is for {network.kind}, but model "
             f"{resolved['model']} needs a {model.kind} network "
             f"({', '.join(n for n, e in sorted(NETWORKS.items()) if e.kind == model.kind)})"
+        )
+    if network.models and resolved["model"] not in network.models:
+        valid = [
+            n
+            for n, e in sorted(NETWORKS.items())
+            if e.kind == model.kind and (not e.models or resolved["model"] in e.models)
+        ]
+        raise ConfigError(
+            f"network {resolved['network']!r} serves {', '.join(network.models)}, not "
+            f"{resolved['model']}; networks for {resolved['model']}: {', '.join(valid)}"
         )
     ta = resolved["train_args"]
     if ta["warmup_epochs"] >= ta["epochs"] and ta["warmup_epochs"] > 0:

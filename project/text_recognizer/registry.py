@@ -22,6 +22,7 @@ class Entry:
     args: dict[str, Param] = field(default_factory=dict)
     kind: str = ""  # what it produces or consumes: "characters" or "lines"
     help: str = ""
+    models: tuple[str, ...] = ()  # networks only: the models it serves; empty = any of its kind
 
     def load(self) -> Any:
         module_name, _, attr = self.target.partition(":")

@@ -18,6 +18,9 @@ COMMON_ARGS: dict[str, Param] = {
 
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
 SYNTHETIC_CHARSETS = ("digits", "digits_upper", "alphanumeric")
+LINE_CHAR_SOURCES = ("EmnistDataset", "MnistDataset")
+SYNTHETIC_LINE_CHARSETS = ("digits", "digits_upper", "alphanumeric", "text")
+TEXT_SOURCES = ("auto", "words", "brown")
 
 DATASETS: dict[str, Entry] = {
     "EmnistDataset": Entry(
@@ -54,5 +57,83 @@ DATASETS: dict[str, Entry] = {
         },
         kind="characters",
         help="digits and letters rendered with a bundled font and distorted; no download",
+    ),
+    "EmnistLinesDataset": Entry(
+        "text_recognizer.datasets.emnist_lines:EmnistLinesDataset",
+        {
+            **COMMON_ARGS,
+            "max_length": Param(int, 32, min=1, max=256, help="characters per line; width 28x"),
+            "min_overlap": Param(float, 0.0, min=0.0, lt=1.0),
+            "max_overlap": Param(float, 0.33, min=0.0, lt=1.0),
+            "num_train": Param(int, 10000, min=1),
+            "num_test": Param(int, 2000, min=1),
+            "char_source": Param(str, "EmnistDataset", choices=LINE_CHAR_SOURCES),
+            "char_data_dir": Param(
+                str, None, nullable=True, help="data_dir of the character dataset"
+            ),
+            "emnist_split": Param(str, "byclass", choices=EMNIST_SPLITS),
+            "mnist_test_set_only": Param(
+                bool, False, help="MnistDataset's test_set_only (the shared copy needs it)"
+            ),
+            "corpus_dir": Param(
+                str, None, nullable=True, help="folder holding brown.zip (same as data_dir)"
+            ),
+        },
+        kind="lines",
+        help="lines of real EMNIST/MNIST glyphs along Brown-corpus text (or digit strings)",
+    ),
+    "IamLinesDataset": Entry(
+        "text_recognizer.datasets.iam_lines:IamLinesDataset",
+        {
+            **COMMON_ARGS,
+            "image_height": Param(int, 28, min=8, max=256),
+            "image_width": Param(int, 952, min=16, max=8192),
+            "max_length": Param(int, 96, min=1, max=512, help="longer lines are skipped, counted"),
+            "skip_err": Param(bool, False, help="drop lines IAM marks as badly segmented"),
+            "official_validation": Param(
+                bool, True, help="validate on the Aachen validation forms (else a seeded carve)"
+            ),
+        },
+        kind="lines",
+        help="IAM handwritten lines (official lines/ layout or FSDL's iamdb.zip), Aachen split",
+    ),
+    "KaggleNamesDataset": Entry(
+        "text_recognizer.datasets.kaggle_names:KaggleNamesDataset",
+        {
+            **COMMON_ARGS,
+            "image_height": Param(int, 64, min=8, max=512),
+            "image_width": Param(int, 256, min=16, max=4096),
+            "keep_aspect": Param(bool, False, help="resize keeping aspect (else crop/pad)"),
+            "max_length": Param(int, 64, min=1, max=512, help="longer labels are skipped, counted"),
+            "split_from_available": Param(
+                float,
+                None,
+                gt=0.0,
+                lt=1.0,
+                nullable=True,
+                help="test fraction of all available labelled images (when no official train)",
+            ),
+        },
+        kind="lines",
+        help="Kaggle handwritten names (landlord/handwriting-recognition)",
+    ),
+    "SyntheticLinesDataset": Entry(
+        "text_recognizer.datasets.synthetic_lines:SyntheticLinesDataset",
+        {
+            **COMMON_ARGS,
+            "num_train": Param(int, 10000, min=1),
+            "num_test": Param(int, 2000, min=1),
+            "max_length": Param(int, 32, min=1, max=256),
+            "charset": Param(str, "alphanumeric", choices=SYNTHETIC_LINE_CHARSETS),
+            "image_height": Param(int, 28, min=16, max=128),
+            "image_width": Param(int, 512, min=32, max=8192),
+            "distortion": Param(float, 1.0, min=0.0, max=3.0, help="scales every distortion"),
+            "text_source": Param(
+                str, "auto", choices=TEXT_SOURCES, help="auto: brown if corpus_dir, else words"
+            ),
+            "corpus_dir": Param(str, None, nullable=True, help="folder holding brown.zip"),
+        },
+        kind="lines",
+        help="text lines rendered with a bundled font and distorted like handwriting; no download",
     ),
 }

@@ -135,7 +135,9 @@ class Dataset:
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for key in SPLIT_KEYS:
                 a = arrays[key]
-                f.create_dataset(key, data=a, compression="lzf" if a.ndim > 1 else None)
+                # Chunks of whole images, so a per-image reader does not decode 4x4 tiles.
+                chunks = (max(1, min(64, len(a))), *a.shape[1:]) if a.ndim > 1 and len(a) else None
+                f.create_dataset(key, data=a, chunks=chunks, compression="lzf" if chunks else None)
             f.attrs["format"] = CACHE_FORMAT
             f.attrs["mapping"] = json.dumps(mapping)
             f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})

@@ -1,32 +1,166 @@
-"""Pick the device for a run from ``--gpu``: an index, -1 for any free GPU, or the CPU.
+"""Pick the device and the CPU thread count of a run, holding the leases that back them.
 
+``--gpu=-1`` leases a GPU from the GPUManager (DESIGN.md §6) and ``--gpu=N`` leases GPU N (nvidia-smi
+order) when a slot is free; either way ``CUDA_VISIBLE_DEVICES`` then names that one GPU and the run
+uses ``cuda:0``. This happens before anything touches CUDA, because CUDA reads the variable once.
 With no NVIDIA driver or no CUDA build of torch the run goes on the CPU after one notice.
+
+The leases are kept here, open, for the whole run; ``release_leases`` ends them (the process ending
+does too, however it ends).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 from text_recognizer.errors import UserError
+from text_recognizer.experiment.gpu_manager import (
+    ENV_LEASE_INFO,
+    GPUManager,
+    Lease,
+    NoGpuDriver,
+    inherited_lease,
+    share_cpu,
+)
+
+_NO_GPU = "notice: no GPU available ({why}); running on the CPU"
+_HELD: list[Lease] = []
+_FIELDS: dict[str, Any] = {}
 
 
-def select_device(gpu: int | None) -> str:
-    """Return a torch device string. ``gpu`` None means CPU; -1 means the first available GPU."""
+def _notice(why: str) -> None:
+    print(_NO_GPU.format(why=why), file=sys.stderr)
+
+
+def _hold(lease: Lease | None) -> None:
+    if lease is not None:
+        _HELD.append(lease)
+        _FIELDS.update(lease.summary())
+
+
+def _index_error(gpu: int, count: int, manager: GPUManager) -> UserError:
+    cvd = manager.env.get("CUDA_VISIBLE_DEVICES")
+    where = f" (CUDA_VISIBLE_DEVICES={cvd!r})" if cvd is not None else ""
+    return UserError(
+        f"--gpu={gpu} does not exist; this machine has GPUs 0..{count - 1}{where} "
+        "(or -1 for any free one)"
+    )
+
+
+def check_gpu_index(gpu: int) -> None:
+    """Refuse a ``--gpu`` index that names no GPU, before torch is even imported (NVML only).
+
+    Without NVML nothing can be said here; ``select_device`` decides (no GPU: the CPU)."""
+    manager = GPUManager()
+    try:
+        visible = manager.visible_gpus()
+    except NoGpuDriver:
+        return
+    if visible and gpu >= len(visible):
+        raise _index_error(gpu, len(visible), manager)
+
+
+def select_device(gpu: int | None, run_name: str | None = None) -> str:
+    """Return a torch device string. ``gpu`` None means CPU; -1 means any free GPU (leased)."""
+    release_leases()
     if gpu is None:
         return "cpu"
+    parent = inherited_lease()
+    if parent is not None and gpu in (-1, 0):
+        import torch
+
+        if not torch.cuda.is_available():
+            _notice("CUDA cannot be initialised; a CPU build of torch or no driver")
+            return "cpu"
+        print(f"using the GPU leased by the parent process ({parent})", file=sys.stderr)
+        return "cuda:0"
+    manager = GPUManager()
+    try:
+        visible = manager.visible_gpus()
+    except NoGpuDriver as e:
+        return _without_nvml(gpu, str(e))
+    if not visible:
+        print(manager.none_visible_notice(), file=sys.stderr)
+        return "cpu"
+    if gpu >= len(visible):
+        raise _index_error(gpu, len(visible), manager)
+    import torch  # importing torch does not initialise CUDA (is_available below does)
+
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        _notice("a CPU build of torch")  # checked before leasing: never wait for a GPU in vain
+        return "cpu"
+    if gpu == -1:
+        lease = manager.acquire(run_name)
+        if lease is None:
+            return "cpu"
+    else:
+        lease = manager.lease_gpu(visible[gpu], run_name)
+        if lease is None:
+            holders = manager.holders(visible[gpu])
+            who = ", ".join(f"pid {h.get('pid', '?')} {h.get('run', '?')!r}" for h in holders)
+            print(
+                f"warning: GPU {visible[gpu].index} is leased by {who or 'another run'}; using it "
+                "anyway as --gpu asked (--gpu=-1 waits for a free GPU)",
+                file=sys.stderr,
+            )
+        manager.pin(visible[gpu], lease)
+    if not torch.cuda.is_available():
+        if lease is not None:
+            lease.release()
+        _notice("CUDA cannot be initialised; is the NVIDIA driver loaded?")
+        return "cpu"
+    _hold(lease)
+    if lease is not None:
+        _FIELDS["_owns_lease_env"] = True
+    return "cuda:0"
+
+
+def _without_nvml(gpu: int, why: str) -> str:
+    """No NVML: without a GPU that is the CPU; a working CUDA without NVML runs unleased."""
     import torch
 
     if not torch.cuda.is_available():
-        print(
-            "notice: no GPU available (no NVIDIA driver or a CPU build of torch); running on the CPU",
-            file=sys.stderr,
-        )
+        _notice("no NVIDIA driver" if "NVML" in why else why)
         return "cpu"
     count = torch.cuda.device_count()
-    if gpu == -1:
-        return "cuda:0"
-    if not 0 <= gpu < count:
+    if gpu >= count:
         raise UserError(
             f"--gpu={gpu} does not exist; this machine has GPUs 0..{count - 1} (or -1 for any)"
         )
-    return f"cuda:{gpu}"
+    print(
+        f"warning: cannot lease a GPU ({why}); using cuda:{max(gpu, 0)} unleased", file=sys.stderr
+    )
+    return f"cuda:{max(gpu, 0)}"
+
+
+def select_num_threads(requested: int | None, run_name: str | None = None) -> int | None:
+    """The torch thread count for this run (None: keep torch's default), sharing the cores fairly
+    with runs started side by side (see ``gpu_manager.share_cpu``)."""
+    share = share_cpu(requested, run_name)
+    _hold(share.lease)
+    if share.threads and not requested:
+        print(f"threads: {share.threads} ({share.reason})", file=sys.stderr)
+    _FIELDS["threads_reason"] = share.reason
+    return share.threads
+
+
+def label_leases(**fields: Any) -> None:
+    """Add details (e.g. the run folder) to what ``gpu_manager status`` shows for our leases."""
+    for lease in _HELD:
+        lease.update(**fields)
+
+
+def lease_fields() -> dict[str, Any]:
+    """GPU lease and thread decision, for summary.json."""
+    return {k: v for k, v in _FIELDS.items() if not k.startswith("_")}
+
+
+def release_leases() -> None:
+    """End this process's leases (a new run in the same process starts from none)."""
+    while _HELD:
+        _HELD.pop().release()
+    if _FIELDS.get("_owns_lease_env"):
+        os.environ.pop(ENV_LEASE_INFO, None)  # ours, not a parent's: do not pass it on
+    _FIELDS.clear()

@@ -32,7 +32,10 @@ class Tracker:
         self.mode = "disabled"
         if not enabled or os.environ.get("WANDB_MODE") == "disabled":
             return
-        mode = os.environ.get("WANDB_MODE") or ("online" if has_api_key() else "offline")
+        # Under `wandb agent` (WANDB_SWEEP_ID set) the run must join the agent's sweep run online;
+        # the agent itself is logged in, whatever our API-key guess says.
+        online = has_api_key() or bool(os.environ.get("WANDB_SWEEP_ID"))
+        mode = os.environ.get("WANDB_MODE") or ("online" if online else "offline")
         try:
             import wandb
 

@@ -10,4 +10,14 @@ MODELS: dict[str, Entry] = {
         kind="characters",
         help="one class per image; reports accuracy",
     ),
+    "LineModel": Entry(
+        "text_recognizer.models.line_model:LineModel",
+        kind="lines",
+        help="fixed-length output, per-position cross-entropy with a padding class (FSDL's)",
+    ),
+    "LineModelCtc": Entry(
+        "text_recognizer.models.line_model_ctc:LineModelCtc",
+        kind="lines",
+        help="CTC loss with an explicit blank; greedy or beam decoding",
+    ),
 }

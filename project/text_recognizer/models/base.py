@@ -52,6 +52,8 @@ class Model:
         except ValueError as e:
             raise DataError(f"network {network!r} cannot take this data: {e}") from None
         self.network: nn.Module = net.to(self.device)
+        # Facts about the run worth keeping in summary.json (e.g. labels a network cannot emit).
+        self.notes: dict[str, Any] = {}
 
     # ----- what subclasses define ----------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -66,6 +68,18 @@ class Model:
         accumulator; tensors stay on the device, so training does not sync the GPU per step.
         """
         return {}
+
+    def augment(
+        self, xb: torch.Tensor, strength: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """On-the-fly augmentation of a training batch (``train_args.augment`` > 0)."""
+        return augment_batch(xb, strength, generator)
+
+    def examples(
+        self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, k: int = 10
+    ) -> list[dict[str, Any]]:
+        """The ``k`` worst and ``k`` best predictions on a split, for the run record; none here."""
+        return []
 
     # ----- data path -----------------------------------------------------------------------------
     def to_tensor(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -91,7 +105,8 @@ class Model:
             order = torch.randperm(n, generator=generator).to(x.device)
             for i in range(0, n, batch_size):
                 idx = order[i : i + batch_size]
-                yield self.preprocess(x[idx]), y[idx]
+                # index_select is ~15x faster than fancy indexing for a uint8 row gather
+                yield self.preprocess(x.index_select(0, idx)), y.index_select(0, idx)
         else:
             for i in range(0, n, batch_size):
                 yield self.preprocess(x[i : i + batch_size]), y[i : i + batch_size]
@@ -152,9 +167,11 @@ class Model:
         batch_size = args["batch_size"]
         steps_per_epoch = math.ceil(len(x_train) / batch_size)
         optimizer = self._optimizer(args)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, self._schedule(args, steps_per_epoch)
-        )
+        scheduler = None  # a constant rate needs no per-step scheduler call
+        if args["lr_schedule"] != "constant" or args["warmup_epochs"]:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, self._schedule(args, steps_per_epoch)
+            )
         use_fp16 = self.device.type == "cuda" and (
             args["mixed_precision"] == "fp16"
             or (args["mixed_precision"] == "auto" and not torch.cuda.is_bf16_supported())
@@ -175,19 +192,26 @@ class Model:
                 x_train, y_train, batch_size, shuffle=True, generator=generator
             ):
                 if args.get("augment"):
-                    xb = augment_batch(xb, args["augment"], generator)
+                    xb = self.augment(xb, args["augment"], generator)
                 with self._autocast(args["mixed_precision"]):
                     outputs = self.network(xb)
                     loss = self.loss(outputs, yb)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = nn.utils.clip_grad_norm_(params, args["grad_clip"] or math.inf)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                if scaler.is_enabled():
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                finite = torch.isfinite(loss)
+                if args["grad_clip"]:  # the norm is computed anyway: check the gradient too
+                    grad_norm = nn.utils.clip_grad_norm_(params, args["grad_clip"])
+                    finite = finite & torch.isfinite(grad_norm)
+                if not finite:
                     # Skip the step (never train on NaN/inf), count it, stop if it keeps happening.
                     skipped += 1
                     in_a_row += 1
-                    scaler.update()
+                    if scaler.is_enabled():
+                        scaler.update()
                     if in_a_row >= args["max_nonfinite_batches"]:
                         raise RunFailed(
                             f"{in_a_row} batches in a row had a non-finite loss or gradient "
@@ -197,15 +221,20 @@ class Model:
                     bar.update(1)
                     continue
                 in_a_row = 0
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                if scaler.is_enabled():  # fp16: the scaler also skips steps with inf gradients
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 with torch.no_grad():
                     loss_sum += loss.detach() * len(yb)
                     seen += len(yb)
                     accumulate(totals, self.batch_metrics(outputs.detach(), yb))
                 bar.update(1)
             bar.close()
+            train_time = time.perf_counter() - start
             metrics: dict[str, Any] = {
                 "epoch": epoch,
                 "train_loss": loss_sum.item() / max(1, seen),
@@ -220,7 +249,8 @@ class Model:
                 )
             metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - start
-            metrics["samples_per_second"] = len(x_train) / metrics["epoch_time"]
+            metrics["train_time"] = train_time
+            metrics["samples_per_second"] = len(x_train) / max(train_time, 1e-9)
             history.append(metrics)
 
             monitored = metrics.get("val_loss", metrics["train_loss"])
@@ -336,7 +366,14 @@ def ratios(totals: dict[str, list]) -> dict[str, float]:
 def format_epoch(metrics: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {metrics['epoch']}/{epochs}"]
     for key, value in metrics.items():
-        if key in ("epoch", "best", "samples_per_second", "learning_rate", "nonfinite_batches"):
+        if key in (
+            "epoch",
+            "best",
+            "samples_per_second",
+            "learning_rate",
+            "nonfinite_batches",
+            "train_time",
+        ):
             continue
         parts.append(f"{key} {value:.4f}" if key != "epoch_time" else f"{value:.1f}s")
     parts.append(f"lr {metrics['learning_rate']:.2e}")

@@ -16,7 +16,7 @@ class CharacterModel(Model):
     def batch_metrics(
         self, outputs: torch.Tensor, targets: torch.Tensor
     ) -> dict[str, tuple[torch.Tensor, int]]:
-        return {"accuracy": ((outputs.argmax(1) == targets).sum(), len(targets))}
+        return {"accuracy": ((outputs.max(1).indices == targets).sum(), len(targets))}
 
     @torch.no_grad()
     def predict_on_image(self, image: np.ndarray) -> tuple[str, float]:

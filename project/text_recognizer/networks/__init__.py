@@ -43,6 +43,61 @@ NETWORKS: dict[str, Entry] = {
         kind="characters",
         help="ResNet of basic residual blocks; layers=[3, 4, 6, 3] is a ResNet-34",
     ),
+    "line_cnn": Entry(
+        "text_recognizer.networks.line_cnn:build",
+        {
+            "window_width": Param(int, 28, min=2),
+            "window_stride": Param(int, 14, min=2),
+            "conv_channels": Param(list, [32, 64], item_type=int, min=1, min_items=2),
+            "window_features": Param(int, 128, min=1),
+            "dropout_amount": DROPOUT,
+        },
+        kind="lines",
+        models=("LineModel",),
+        help="FSDL sliding-window all-convolutional net; one output per character position",
+    ),
+    "line_lstm_ctc": Entry(
+        "text_recognizer.networks.line_lstm_ctc:build",
+        {
+            "window_width": Param(int, 28, min=2),
+            "window_stride": Param(int, 14, min=2),
+            "conv_channels": Param(list, [32, 64], item_type=int, min=1, min_items=2),
+            "window_features": Param(int, 128, min=1),
+            "lstm_hidden": Param(int, 128, min=1),
+            "lstm_layers": Param(int, 1, min=1, max=8),
+            "dropout_amount": DROPOUT,
+        },
+        kind="lines",
+        models=("LineModelCtc",),
+        help="windows -> CNN features -> bidirectional LSTM, one CTC step per window",
+    ),
+    "crnn": Entry(
+        "text_recognizer.networks.crnn:build",
+        {
+            "conv_channels": Param(list, [32, 64, 128], item_type=int, min=1, min_items=1),
+            "activation": Param(str, "relu", choices=("relu", "mish", "gelu")),
+            "linear_size": Param(int, 64, min=1),
+            "lstm_hidden": Param(int, 512, min=1),
+            "lstm_layers": Param(int, 1, min=1, max=8),
+            "dropout_amount": Param(float, 0.3, min=0.0, lt=1.0),
+        },
+        kind="lines",
+        models=("LineModelCtc",),
+        help="CNN (32/64/128, batch norm) -> linear 64 -> BiLSTM 512 -> classes; the names seed",
+    ),
+    "resnet_crnn": Entry(
+        "text_recognizer.networks.resnet_crnn:build",
+        {
+            "layers": Param(list, [1, 1, 1, 1], item_type=int, min=1, min_items=1),
+            "base_channels": Param(int, 32, min=1, max=1024),
+            "lstm_hidden": Param(int, 256, min=1),
+            "lstm_layers": Param(int, 1, min=1, max=8),
+            "dropout_amount": DROPOUT,
+        },
+        kind="lines",
+        models=("LineModelCtc",),
+        help="CRNN with a ResNet encoder (basic residual blocks) and a BiLSTM head",
+    ),
 }
 
 

@@ -1,0 +1,444 @@
+"""IAM handwritten text lines (Marti & Bunke 2002), in the writer-independent Aachen/RWTH split.
+
+Two raw layouts are read (``data_dir``, default ``data/raw/iam/``):
+
+- **official** (FKI site, after registering): ``ascii/lines.txt`` and
+  ``lines/<a01>/<a01-000u>/<a01-000u-00>.png``. ``lines.txt`` rows are
+  ``id ok|err graylevel components x y w h word|word|...``; a word may itself hold a space
+  (``M Ps``), so the transcription is everything after the 8th field, ``|`` -> space.
+- **FSDL's iamdb.zip** (downloaded per ``data/raw/iam/metadata.toml``; read in place, or its
+  extracted ``xml/`` + ``forms/``): full forms plus the official XML. Each line is cropped from its
+  form: the union of the line's ``word/cmp`` component boxes, padded by ``LINE_PADDING``
+  full-resolution pixels. FSDL's forms are JPEGs resized to half size, so XML coordinates are
+  scaled by the form image's width over the XML form ``width`` when the XML states it, else by 0.5
+  for a ``.jpg`` form (FSDL's) and 1.0 for a ``.png`` (official full-resolution forms). The label
+  is the line's word texts joined by spaces, which is exactly the ``lines.txt`` transcription, so
+  both layouts give the same labels (IAM's tokenisation: ``tomorrow .``, ``M Ps``).
+
+Splits: the Aachen/RWTH form lists used in the literature (``train.uttlist`` 747 forms,
+``validation.uttlist`` 116, ``test.uttlist`` 336; writer-disjoint), fetched with sha256 from
+georgeretsi/HTR-best-practices, or taken from ``data_dir`` when placed there. Lines of forms in
+none of the lists are not used (counted in the summary). Validation is the official validation
+list (``official_validation``, default); with it off, those lines join train and validation is the
+usual seeded carve. Test is kept for the final evaluation.
+
+Images: grayscale, inverted to white ink on black (like EMNIST), resized to ``image_height``
+keeping the aspect ratio, left-aligned and zero-padded to ``image_width``. A line that would be
+wider is squeezed horizontally to fit rather than cropped, since cropping would cut off text the
+label still holds (counted as ``squeezed``). Lines with more than ``max_length`` characters,
+missing or undecodable images, or (with ``skip_err``) IAM's ``err`` segmentation flag are skipped
+and counted with examples in ``skipped`` and the summary.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from text_recognizer import paths, progress
+from text_recognizer.datasets.base import Dataset, summary_main
+from text_recognizer.datasets.emnist_lines import FileTree, LinesCacheMixin, read_image_bytes
+from text_recognizer.datasets.text import encode, make_mapping
+from text_recognizer.errors import DataError
+
+RAW_NAME = "iam"  # data/raw/iam/ holds metadata.toml, iamdb.zip and the split lists
+ARCHIVE = "iamdb.zip"
+LINES_TXT = "ascii/lines.txt"
+SPLIT_FILES = {"train": "train.uttlist", "validation": "validation.uttlist", "test": "test.uttlist"}
+LINE_PADDING = 16  # full-resolution pixels around a line's component boxes (8 on FSDL's forms)
+FSDL_FORM_SCALE = 0.5
+# Every character of the 13,353 official transcriptions, so the mapping never depends on which
+# lines a copy happens to hold.
+IAM_CHARACTERS = " !\"#&'()*+,-./0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+@dataclass(frozen=True)
+class IamLine:
+    """One row of ``ascii/lines.txt`` (or one XML line): id, segmentation flag, box, text."""
+
+    id: str
+    ok: bool
+    graylevel: int
+    components: int
+    box: tuple[int, int, int, int]  # x, y, w, h in full-resolution form pixels
+    text: str
+
+    @property
+    def form_id(self) -> str:
+        return form_of(self.id)
+
+    @property
+    def image_path(self) -> str:
+        """``lines/a01/a01-000u/a01-000u-00.png`` in the official layout."""
+        return f"lines/{self.id.split('-')[0]}/{self.form_id}/{self.id}.png"
+
+
+def form_of(line_id: str) -> str:
+    """``a01-000u-00`` -> ``a01-000u``."""
+    return line_id.rsplit("-", 1)[0]
+
+
+def parse_lines_txt(text: str, where: str = "lines.txt") -> list[IamLine]:
+    """Parse IAM's ``ascii/lines.txt``; a malformed row is a DataError naming its line number."""
+    lines = []
+    for number, row in enumerate(text.splitlines(), 1):
+        if not row.strip() or row.startswith("#"):
+            continue
+        parts = row.split(" ", 8)
+        try:
+            if len(parts) != 9 or parts[1] not in ("ok", "err"):
+                raise ValueError
+            x, y, w, h = (int(v) for v in parts[4:8])
+            gray, count = int(parts[2]), int(parts[3])
+        except ValueError:
+            raise DataError(
+                f"{where}:{number}: expected 'id ok|err gray n x y w h words', got {row[:60]!r}"
+            ) from None
+        text = parts[8].replace("|", " ")
+        lines.append(IamLine(parts[0], parts[1] == "ok", gray, count, (x, y, w, h), text))
+    return lines
+
+
+def read_split_lists(folder: Path) -> dict[str, str]:
+    """Form id -> split name from the three ``.uttlist`` files; a form listed twice is an error."""
+    split_of: dict[str, str] = {}
+    for split, filename in SPLIT_FILES.items():
+        path = folder / filename
+        try:
+            ids = path.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read split list {path}: {e}") from None
+        for form_id in ids:
+            if not re.fullmatch(r"[a-z]\d\d-\d{3}[a-z]?", form_id):
+                raise DataError(f"{path}: {form_id[:40]!r} is not an IAM form id like a01-000u")
+            if split_of.setdefault(form_id, split) != split:
+                raise DataError(f"form {form_id} is in both {split_of[form_id]} and {split} lists")
+    return split_of
+
+
+def parse_form_xml(data: bytes, where: str) -> tuple[int | None, list[IamLine]]:
+    """An IAM form XML: its stated width (if any) and its handwritten lines with component boxes."""
+    try:
+        root = ElementTree.fromstring(data)
+    except ElementTree.ParseError as e:
+        raise DataError(f"{where} is not well-formed XML ({e})") from None
+    width = root.attrib.get("width")
+    lines = []
+    for el in root.iterfind("handwritten-part/line"):
+        boxes = [
+            (
+                int(c.get("x", 0)),
+                int(c.get("y", 0)),
+                int(c.get("width", 0)),
+                int(c.get("height", 0)),
+            )
+            for c in el.iterfind("word/cmp")
+        ]
+        words = [w.get("text", "") for w in el.iterfind("word")]
+        text = " ".join(words).replace("&quot;", '"').replace("&amp;", "&")
+        if boxes:
+            x0 = min(b[0] for b in boxes)
+            y0 = min(b[1] for b in boxes)
+            x1 = max(b[0] + b[2] for b in boxes)
+            y1 = max(b[1] + b[3] for b in boxes)
+            box = (x0, y0, x1 - x0, y1 - y0)
+        else:
+            box = (0, 0, 0, 0)
+        ok = el.get("segmentation", "ok") == "ok"
+        lines.append(IamLine(el.get("id", ""), ok, int(el.get("threshold", 0) or 0), 0, box, text))
+    return (int(width) if width and width.isdigit() else None), lines
+
+
+def fit_line(image: Any, height: int, width: int) -> tuple[np.ndarray, bool]:
+    """Dark-on-light PIL image -> ``(height, width)`` uint8 white ink on black, left-aligned.
+
+    Keeps the aspect ratio; a line that would be wider than ``width`` is squeezed to fit (True).
+    """
+    from PIL import Image, ImageOps
+
+    img = ImageOps.invert(image.convert("L"))
+    w, h = img.size
+    new_w = max(1, round(w * height / max(h, 1)))
+    squeezed = new_w > width
+    new_w = min(new_w, width)
+    img = img.resize((new_w, height), Image.Resampling.BILINEAR)
+    out = np.zeros((height, width), dtype=np.uint8)
+    out[:, :new_w] = np.asarray(img)
+    return out, squeezed
+
+
+class IamLinesDataset(LinesCacheMixin, Dataset):
+    """IAM lines as ``(image_height, image_width)`` uint8 and ``(N, max_length)`` labels."""
+
+    name = "iam_lines"
+    kind = "lines"
+    shaping_args: ClassVar[tuple[str, ...]] = (
+        "image_height",
+        "image_width",
+        "max_length",
+        "skip_err",
+    )
+    extra_keys: ClassVar[tuple[str, ...]] = ("trainval_is_validation",)
+    needs_download = False  # prepare_raw_data fetches only the files the layout lacks
+
+    def __init__(
+        self,
+        image_height: int = 28,
+        image_width: int = 952,
+        max_length: int = 96,
+        skip_err: bool = False,
+        official_validation: bool = True,
+        data_dir: str | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(
+            data_dir=data_dir,
+            image_height=int(image_height),
+            image_width=int(image_width),
+            max_length=int(max_length),
+            skip_err=bool(skip_err),
+            **common,
+        )
+        if data_dir is None:
+            self.data_dir = paths.raw_dir(RAW_NAME)
+        self.official_validation = bool(official_validation)
+        self.skipped_examples: dict[str, list[str]] = {}
+
+    @property
+    def metadata_path(self) -> Path:
+        return paths.raw_dir(RAW_NAME) / "metadata.toml"
+
+    # ----- raw data -----------------------------------------------------------------------------
+    def layout(self) -> str | None:
+        """``official``, ``fsdl`` (iamdb.zip or its extracted xml/ + forms/) or None."""
+        d = self.data_dir
+        if (d / LINES_TXT).is_file() and (d / "lines").is_dir():
+            return "official"
+        if (d / ARCHIVE).is_file() or self._fsdl_folder() is not None:
+            return "fsdl"
+        return None
+
+    def _fsdl_folder(self) -> Path | None:
+        for root in (self.data_dir / "iamdb", self.data_dir):
+            if (root / "xml").is_dir() and (root / "forms").is_dir():
+                return root
+        return None
+
+    def split_lists_dir(self) -> Path | None:
+        for folder in (self.data_dir, self.data_dir / "splits", paths.raw_dir(RAW_NAME)):
+            if all((folder / f).is_file() for f in SPLIT_FILES.values()):
+                return folder
+        return None
+
+    def missing_files(self) -> list[str]:
+        missing = []
+        if self.layout() is None:
+            missing.append(f"{LINES_TXT} + lines/ (official) or {ARCHIVE} (FSDL)")
+        if self.split_lists_dir() is None:
+            missing.append(", ".join(SPLIT_FILES.values()))
+        return missing
+
+    def prepare_raw_data(self) -> None:
+        """Trust a user's layout; download iamdb.zip (no layout) and the split lists if absent."""
+        wanted = []
+        if self.layout() is None:
+            if self.user_data_dir:
+                has_txt = (self.data_dir / LINES_TXT).is_file()
+                hint = f"has {LINES_TXT} but no lines/ folder" if has_txt else "has neither"
+                raise DataError(
+                    f"data_dir {self.data_dir} {hint}: IamLinesDataset needs the official layout "
+                    f"({LINES_TXT} + lines/<a01>/<a01-000u>/<a01-000u-00>.png) or FSDL's "
+                    f"{ARCHIVE} (or its extracted xml/ and forms/)"
+                )
+            wanted.append(ARCHIVE)
+        if self.split_lists_dir() is None:
+            wanted.extend(SPLIT_FILES.values())
+        if wanted:
+            from text_recognizer.datasets.download import download_file, load_metadata
+
+            dest = paths.raw_dir(RAW_NAME)
+            for remote in load_metadata(self.metadata_path):
+                if remote.filename in wanted and not (dest / remote.filename).is_file():
+                    download_file(remote, dest)
+
+    # ----- processing ----------------------------------------------------------------------------
+    def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        lists_dir = self.split_lists_dir()
+        if lists_dir is None:
+            raise DataError(f"no {', '.join(SPLIT_FILES.values())} in {self.data_dir}")
+        split_of = read_split_lists(lists_dir)
+        mapping = make_mapping(IAM_CHARACTERS)
+        items: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
+            "train": [],
+            "validation": [],
+            "test": [],
+        }
+
+        def keep(line: IamLine) -> str | None:
+            split = split_of.get(line.form_id)
+            if split is None:
+                self.note_skip("form_not_in_split_lists", line.id)
+            elif self.args["skip_err"] and not line.ok:
+                self.note_skip("err_segmentation", line.id)
+            elif len(line.text) > self.args["max_length"]:
+                self.note_skip("longer_than_max_length", f"{line.id} ({len(line.text)})")
+            elif not line.text.strip():
+                self.note_skip("empty_text", line.id)
+            elif set(line.text) - set(IAM_CHARACTERS):
+                self.note_skip("characters_outside_mapping", line.id)
+            else:
+                return split
+            return None
+
+        def add(split: str, line: IamLine, image: Any) -> None:
+            h, w = self.args["image_height"], self.args["image_width"]
+            array, squeezed = fit_line(image, h, w)
+            if squeezed:
+                self.note_skip("squeezed", line.id)  # kept: counted for information only
+            label = encode(line.text, mapping, self.args["max_length"])
+            items[split].append((array, label))
+
+        if self.layout() == "official":
+            self._read_official(keep, add)
+        else:
+            self._read_fsdl(keep, add)
+        squeezed = self.skipped.pop("squeezed", 0)
+        examples = self.skipped_examples.pop("squeezed", [])
+        if squeezed:  # not a skip: reported apart so the skip total stays honest
+            self.skipped["kept_but_squeezed"] = squeezed
+            self.skipped_examples["kept_but_squeezed"] = examples
+        return self._assemble(items), mapping
+
+    def _read_official(self, keep: Any, add: Any) -> None:
+        where = self.data_dir / LINES_TXT
+        try:
+            text = where.read_text(encoding="utf-8", errors="replace")
+        except OSError as e:
+            raise DataError(f"cannot read {where}: {e}") from None
+        lines = parse_lines_txt(text, str(where))
+        with progress.bar(len(lines), "IAM lines", unit="line") as bar:
+            for line in lines:
+                bar.update(1)
+                split = keep(line)
+                if split is None:
+                    continue
+                path = self.data_dir / line.image_path
+                if not path.is_file():
+                    self.note_skip("missing_image", line.image_path)
+                    continue
+                try:
+                    image = read_image_bytes(path.read_bytes())
+                except Exception as e:  # any undecodable file is a counted skip, never a crash
+                    self.note_skip("undecodable_image", f"{line.image_path} ({type(e).__name__})")
+                    continue
+                add(split, line, image)
+        self._warn_skips()
+
+    def _read_fsdl(self, keep: Any, add: Any) -> None:
+        folder = self._fsdl_folder()
+        tree = FileTree(self.data_dir / ARCHIVE) if folder is None else FileTree(folder)
+        try:
+            if tree.is_zip:  # the archive's root folder (FSDL's is iamdb/)
+                xmls = [n for n in tree.all_files() if re.search(r"(^|/)xml/[^/]+\.xml$", n)]
+                if not xmls:
+                    raise DataError(f"{tree.where()} has no xml/<form>.xml members")
+                tree = tree.sub(xmls[0].rsplit("xml/", 1)[0])
+            forms = tree.list_dir("forms")
+            xml_names = sorted(n for n in tree.list_dir("xml") if n.endswith(".xml"))
+            with progress.bar(len(xml_names), "IAM forms", unit="form") as bar:
+                for name in xml_names:
+                    bar.update(1)
+                    self._crop_form(tree, name, forms, keep, add)
+        finally:
+            tree.close()
+        self._warn_skips()
+
+    def _crop_form(self, tree: FileTree, name: str, forms: set[str], keep: Any, add: Any) -> None:
+        form_id = name[: -len(".xml")]
+        form_width, lines = parse_form_xml(
+            tree.read_bytes(f"xml/{name}"), tree.where(f"xml/{name}")
+        )
+        wanted = [(line, keep(line)) for line in lines]
+        wanted = [(line, split) for line, split in wanted if split is not None]
+        if not wanted:
+            return
+        image_name = next(
+            (f"{form_id}{ext}" for ext in (".jpg", ".png") if f"{form_id}{ext}" in forms), None
+        )
+        if image_name is None:
+            self.note_skip("missing_image", f"forms/{form_id}.jpg", len(wanted))
+            return
+        try:
+            form = read_image_bytes(tree.read_bytes(f"forms/{image_name}")).convert("L")
+        except Exception as e:
+            self.note_skip(
+                "undecodable_image", f"forms/{image_name} ({type(e).__name__})", len(wanted)
+            )
+            return
+        if form_width:
+            scale = form.width / form_width
+        else:
+            scale = FSDL_FORM_SCALE if image_name.endswith(".jpg") else 1.0
+        for line, split in wanted:
+            x, y, w, h = line.box
+            if w <= 0 or h <= 0:
+                self.note_skip("no_component_boxes", line.id)
+                continue
+            pad = LINE_PADDING
+            box = (
+                max(0, int((x - pad) * scale)),
+                max(0, int((y - pad) * scale)),
+                min(form.width, int(np.ceil((x + w + pad) * scale))),
+                min(form.height, int(np.ceil((y + h + pad) * scale))),
+            )
+            if box[2] <= box[0] or box[3] <= box[1]:
+                self.note_skip("box_outside_form", line.id)
+                continue
+            add(split, line, form.crop(box))
+
+    def _warn_skips(self) -> None:
+        bad = {k: v for k, v in self.skipped.items() if k in ("missing_image", "undecodable_image")}
+        for reason, count in bad.items():
+            examples = ", ".join(self.skipped_examples.get(reason, [])[:3])
+            print(
+                f"warning: IAM: {count} line(s) skipped, {reason} (e.g. {examples})",
+                file=sys.stderr,
+            )
+
+    def _assemble(
+        self, items: dict[str, list[tuple[np.ndarray, np.ndarray]]]
+    ) -> dict[str, np.ndarray]:
+        h, w, length = self.args["image_height"], self.args["image_width"], self.args["max_length"]
+
+        def stack(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+            if not pairs:
+                return np.zeros((0, h, w), np.uint8), np.zeros((0, length), np.int64)
+            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+        x_train, y_train = stack(items["train"])
+        x_val, y_val = stack(items["validation"])
+        x_test, y_test = stack(items["test"])
+        if len(x_train) + len(x_val) == 0:
+            raise DataError(
+                f"no usable IAM line in {self.data_dir} belongs to the train or validation lists "
+                f"(skipped: {self.skipped})"
+            )
+        return {
+            "x_trainval": np.concatenate([x_train, x_val]),
+            "y_trainval": np.concatenate([y_train, y_val]),
+            "trainval_is_validation": np.r_[
+                np.zeros(len(x_train), bool), np.ones(len(x_val), bool)
+            ],
+            "x_test": x_test,
+            "y_test": y_test,
+        }
+
+
+if __name__ == "__main__":
+    raise SystemExit(summary_main("IamLinesDataset"))

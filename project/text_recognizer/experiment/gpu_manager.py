@@ -1,0 +1,1109 @@
+"""GPU leases (DESIGN.md §6): one exclusive file lock per GPU slot, held for the whole run.
+
+Why OS file locks: the kernel drops an ``flock`` when the process that took it ends, however it ends
+(exit, exception, kill -9, the OOM killer), so a lease can never outlive its run, two runs can never
+hold the same slot, and there is no server to run and nothing to clean up. (FSDL's manager held a
+Redis lock for five seconds, so two runs could share a GPU.)
+
+    python -m text_recognizer.experiment.gpu_manager status          # GPUs, leases, holders
+    python -m text_recognizer.experiment.gpu_manager run -- CMD ...   # any command on a leased GPU
+
+Settings (arguments win over the environment):
+
+    TEXT_RECOGNIZER_GPU_LEASES           lease folder (default /tmp/text-recognizer-gpu-leases-$USER)
+    TEXT_RECOGNIZER_GPU_SLOTS            runs per GPU (default 1)
+    TEXT_RECOGNIZER_GPU_MAX_MEMORY       skip a GPU whose memory is more than this % in use (50)
+    TEXT_RECOGNIZER_GPU_MAX_UTILIZATION  skip an unleased GPU busier than this % (50)
+    TEXT_RECOGNIZER_GPU_WAIT_TIMEOUT     seconds to wait for a free GPU (default: no limit)
+    TEXT_RECOGNIZER_FAKE_GPUS            a JSON file of GPUs that replaces NVML (tests, demos)
+    TEXT_RECOGNIZER_FAIR_THREADS         0: do not share CPU threads between side-by-side runs
+
+The same folder also holds one ``cpu-run.N.lock`` per running experiment, so that runs started side
+by side can split the CPU cores between them (``share_cpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import random
+import re
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from text_recognizer.errors import UserError
+
+ENV_LEASES = "TEXT_RECOGNIZER_GPU_LEASES"
+ENV_SLOTS = "TEXT_RECOGNIZER_GPU_SLOTS"
+ENV_MAX_MEMORY = "TEXT_RECOGNIZER_GPU_MAX_MEMORY"
+ENV_MAX_UTILIZATION = "TEXT_RECOGNIZER_GPU_MAX_UTILIZATION"
+ENV_TIMEOUT = "TEXT_RECOGNIZER_GPU_WAIT_TIMEOUT"
+ENV_FAKE_GPUS = "TEXT_RECOGNIZER_FAKE_GPUS"
+ENV_FAIR_THREADS = "TEXT_RECOGNIZER_FAIR_THREADS"
+ENV_LEASE_INFO = "TEXT_RECOGNIZER_GPU_LEASE"  # exported to the run: "<uuid> slot <k>"
+
+DEFAULT_SLOTS = 1
+DEFAULT_MAX_MEMORY = 50.0
+DEFAULT_MAX_UTILIZATION = 50.0
+STATUS_COMMAND = "python -m text_recognizer.experiment.gpu_manager status"
+CPU_RUN_PREFIX = "cpu-run."
+_NO_LOCK_ERRNOS = {
+    errno.ENOLCK,
+    errno.EOPNOTSUPP,
+    errno.ENOSYS,
+    errno.EINVAL,
+    getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
+}
+
+
+class NoGpuDriver(Exception):
+    """NVML cannot be used (no driver, no library, no permission): runs go on the CPU."""
+
+
+class LeaseFolderError(UserError):
+    """The lease folder cannot be created, written or locked in: a one-line error, exit 2."""
+
+
+class GpuWaitTimeout(UserError):
+    """No GPU became free within the timeout: a one-line error, exit 2 (the run never started)."""
+
+
+# ----- the inventory ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One GPU as NVML (and nvidia-smi) numbers it: ``index`` is the PCI bus order."""
+
+    index: int
+    uuid: str
+    memory_used_mib: float
+    memory_total_mib: float
+    utilization_percent: float
+    name: str = ""
+
+    @property
+    def memory_percent(self) -> float:
+        if self.memory_total_mib <= 0:
+            return 0.0
+        return 100.0 * self.memory_used_mib / self.memory_total_mib
+
+    @property
+    def memory_free_mib(self) -> float:
+        return max(0.0, self.memory_total_mib - self.memory_used_mib)
+
+
+class GpuInventory(Protocol):
+    """Where the manager learns which GPUs exist and how loaded they are (NVML, or a fake)."""
+
+    def gpus(self) -> list[GpuInfo]:
+        """All GPUs in nvidia-smi order; raise NoGpuDriver when there is no driver."""
+        ...
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NvmlInventory:
+    """The real inventory: NVML through ``pynvml`` (package nvidia-ml-py); never touches CUDA."""
+
+    def gpus(self) -> list[GpuInfo]:
+        try:
+            import pynvml
+        except ImportError:
+            raise NoGpuDriver("nvidia-ml-py (pynvml) is not installed") from None
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            raise NoGpuDriver(f"NVML: {e}") from None
+        try:
+            out = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                try:
+                    utilization = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+                except pynvml.NVMLError:  # not supported (MIG, some vGPUs): judge by memory
+                    utilization = 0.0
+                out.append(
+                    GpuInfo(
+                        index=i,
+                        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                        name=_text(pynvml.nvmlDeviceGetName(handle)),
+                        memory_used_mib=memory.used / 2**20,
+                        memory_total_mib=memory.total / 2**20,
+                        utilization_percent=utilization,
+                    )
+                )
+            return out
+        except pynvml.NVMLError as e:
+            raise NoGpuDriver(f"NVML: {e}") from None
+        finally:
+            with contextlib.suppress(pynvml.NVMLError):
+                pynvml.nvmlShutdown()
+
+
+class FakeInventory:
+    """GPUs from a list, or from a JSON file re-read on every call (so a test can change the load).
+
+    File format: ``{"gpus": [{"uuid": "GPU-a", "memory_used_mib": 0, "memory_total_mib": 16384,
+    "utilization_percent": 0, "name": "..."}, ...]}`` (or just the list); ``index`` defaults to
+    the position. ``{"driver": false}`` pretends there is no NVIDIA driver.
+    """
+
+    def __init__(self, source: Path | str | Sequence[Mapping[str, Any] | GpuInfo]) -> None:
+        self.source = source
+
+    def gpus(self) -> list[GpuInfo]:
+        if isinstance(self.source, (str, Path)):
+            where = f"fake GPU inventory {self.source} ({ENV_FAKE_GPUS})"
+            try:
+                data: Any = json.loads(Path(self.source).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise UserError(f"{where}: {e}") from None
+        else:
+            where, data = "fake GPU inventory", self.source
+        if isinstance(data, dict):
+            if data.get("driver") is False:
+                raise NoGpuDriver("no NVIDIA driver (fake inventory)")
+            data = data.get("gpus", [])
+        if not isinstance(data, list):
+            raise UserError(f"{where}: expected a list of GPUs")
+        out = []
+        for i, item in enumerate(data):
+            if isinstance(item, GpuInfo):
+                out.append(item)
+                continue
+            try:
+                out.append(
+                    GpuInfo(
+                        index=int(item.get("index", i)),
+                        uuid=str(item.get("uuid", f"GPU-fake-{i}")),
+                        memory_used_mib=float(item.get("memory_used_mib", 0.0)),
+                        memory_total_mib=float(item.get("memory_total_mib", 16384.0)),
+                        utilization_percent=float(item.get("utilization_percent", 0.0)),
+                        name=str(item.get("name", "Fake GPU")),
+                    )
+                )
+            except (AttributeError, TypeError, ValueError) as e:
+                raise UserError(f"{where}: gpus[{i}] is malformed ({e})") from None
+        return out
+
+
+def inventory_from_env(env: Mapping[str, str] | None = None) -> GpuInventory:
+    """NVML, unless ``TEXT_RECOGNIZER_FAKE_GPUS`` names a fake inventory file."""
+    env = os.environ if env is None else env
+    fake = env.get(ENV_FAKE_GPUS)
+    return FakeInventory(fake) if fake else NvmlInventory()
+
+
+def filter_visible(gpus: Sequence[GpuInfo], cuda_visible_devices: str | None) -> list[GpuInfo]:
+    """The GPUs a ``CUDA_VISIBLE_DEVICES`` the user set lets us use, in its order.
+
+    Entries are nvidia-smi indices or (prefixes of) UUIDs; as in CUDA, the list stops at the first
+    entry that names no GPU. Unset means every GPU.
+    """
+    if cuda_visible_devices is None:
+        return list(gpus)
+    out: list[GpuInfo] = []
+    for raw in cuda_visible_devices.split(","):
+        entry = raw.strip().lower()
+        if re.fullmatch(r"-?\d+", entry):
+            found = [g for g in gpus if g.index == int(entry)]
+        else:
+            found = [
+                g
+                for g in gpus
+                if entry
+                and (g.uuid.lower().startswith(entry) or g.uuid.lower().startswith("gpu-" + entry))
+            ]
+        if len(found) != 1 or found[0] in out:
+            break
+        out.append(found[0])
+    return out
+
+
+def rank_gpus(
+    gpus: Sequence[GpuInfo],
+    leased: Mapping[str, int],
+    slots_per_gpu: int,
+    max_memory_percent: float,
+    max_utilization_percent: float,
+) -> list[GpuInfo]:
+    """GPUs that can take one more run, least loaded first.
+
+    A GPU is skipped when all its slots are leased or its memory is over the threshold. The
+    utilization threshold only applies to a GPU none of our runs holds: once one of our runs is on
+    it, the utilization is ours and ``slots_per_gpu`` is the limit.
+    """
+    ok = [
+        g
+        for g in gpus
+        if leased.get(g.uuid, 0) < slots_per_gpu
+        and g.memory_percent <= max_memory_percent
+        and (leased.get(g.uuid, 0) > 0 or g.utilization_percent <= max_utilization_percent)
+    ]
+    return sorted(
+        ok, key=lambda g: (leased.get(g.uuid, 0), g.memory_percent, g.utilization_percent, g.index)
+    )
+
+
+# ----- the lease folder --------------------------------------------------------------------------
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        name = getpass.getuser()
+    except Exception:
+        name = str(os.getuid())
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or str(os.getuid())
+
+
+def default_lease_dir() -> Path:
+    """``/tmp/text-recognizer-gpu-leases-$USER``.
+
+    Why not ``$XDG_RUNTIME_DIR`` or ``$TMPDIR``: every run of one user on one host must find the
+    same folder, whether it was started from a login shell, tmux, cron, nohup or ssh; the runtime
+    dir is unset in some of those and removed at logout, and TMPDIR is often per job.
+    """
+    return Path("/tmp") / f"text-recognizer-gpu-leases-{_user()}"
+
+
+def _no_locks_error(folder: Path, detail: str) -> LeaseFolderError:
+    return LeaseFolderError(
+        f"the lease folder {folder} is on a filesystem without working file locks ({detail}); "
+        f"set {ENV_LEASES} to a folder on a local disk, e.g. {default_lease_dir()}"
+    )
+
+
+_CHECKED_FOLDERS: set[str] = set()
+
+
+class LeaseFolder:
+    """The folder of lock files; checked once per process (writable, and locks really exclude)."""
+
+    def __init__(self, path: Path | str | None = None, env: Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        explicit = path or env.get(ENV_LEASES)
+        self.path = Path(explicit).expanduser() if explicit else default_lease_dir()
+        self.is_default = not explicit
+
+    def _hint(self) -> str:
+        return f"; set {ENV_LEASES} to a writable folder on a local disk"
+
+    def ensure(self) -> None:
+        """Create and check the folder; raise LeaseFolderError with one clear line if unusable."""
+        key = str(self.path)
+        if key in _CHECKED_FOLDERS:
+            return
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700 if self.is_default else 0o777)
+        except FileExistsError:
+            raise LeaseFolderError(
+                f"the lease folder {self.path} is not a folder{self._hint()}"
+            ) from None
+        except OSError as e:
+            raise LeaseFolderError(
+                f"cannot create the lease folder {self.path}: {e.strerror}{self._hint()}"
+            ) from None
+        if self.is_default and self.path.stat().st_uid != os.getuid():
+            raise LeaseFolderError(
+                f"the lease folder {self.path} belongs to another user{self._hint()}"
+            )
+        self._self_test()
+        _CHECKED_FOLDERS.add(key)
+
+    def _self_test(self) -> None:
+        """Lock a scratch file through one descriptor and check that a second one cannot."""
+        test = self.path / f".self-test.{os.getpid()}"
+        try:
+            fd1 = self._open(test)
+        except OSError as e:
+            raise LeaseFolderError(
+                f"the lease folder {self.path} is not writable ({e.strerror}){self._hint()}"
+            ) from None
+        fd2 = -1
+        try:
+            fd2 = os.open(test, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd1, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                raise _no_locks_error(self.path, f"flock: {e.strerror}") from None
+            try:
+                fcntl.flock(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # what a working filesystem does
+            except OSError as e:
+                raise _no_locks_error(self.path, f"flock: {e.strerror}") from None
+            else:
+                raise _no_locks_error(self.path, "a second descriptor took a lock already held")
+        finally:
+            for fd in (fd1, fd2):
+                if fd >= 0:
+                    os.close(fd)
+            with contextlib.suppress(OSError):
+                test.unlink()
+
+    def _open(self, path: Path) -> int:
+        """Open (creating if needed) a lock file; never follows a symlink planted in the folder."""
+        flags = os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(path, flags | os.O_CREAT, 0o666)
+        except PermissionError:  # created meanwhile by another user (fs.protected_regular)
+            return os.open(path, flags)
+        if not self.is_default:  # a folder shared between users: let the others lock it too
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)
+        return fd
+
+    def try_lock(self, name: str) -> int | None:
+        """Take the exclusive lock on ``name`` without waiting; return its descriptor or None."""
+        path = self.path / name
+        for _ in range(3):
+            try:
+                fd = self._open(path)
+            except OSError as e:
+                raise LeaseFolderError(
+                    f"cannot open the lock file {path}: {e.strerror}{self._hint()}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except OSError as e:
+                os.close(fd)
+                if e.errno in _NO_LOCK_ERRNOS:
+                    raise _no_locks_error(self.path, f"flock: {e.strerror}") from None
+                raise
+            # The file could have been removed (a /tmp cleaner) between open and lock: a lock on
+            # an unlinked file excludes nobody, so lock the file that is there now instead.
+            try:
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        return None
+
+    def is_held(self, name: str) -> bool:
+        """Whether some process holds the lock on ``name`` (a shared probe, released at once)."""
+        try:
+            fd = os.open(self.path / name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            if e.errno in _NO_LOCK_ERRNOS:
+                raise _no_locks_error(self.path, f"flock: {e.strerror}") from None
+            raise
+        finally:
+            os.close(fd)
+        return False
+
+    def holder(self, name: str) -> dict[str, Any] | None:
+        """What the holder wrote into the lock file (pid, run, since, ...), if anything."""
+        try:
+            text = (self.path / name).read_text(encoding="utf-8")
+            info = json.loads(text) if text.strip() else None
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def names(self, prefix: str) -> list[str]:
+        try:
+            return sorted(
+                p.name
+                for p in self.path.iterdir()
+                if p.name.startswith(prefix) and p.name.endswith(".lock")
+            )
+        except OSError:
+            return []
+
+
+# ----- leases ------------------------------------------------------------------------------------
+
+
+class Lease:
+    """A held slot. Keep this object for the whole run: its open descriptor is the lock, and the
+    kernel frees the slot when the process ends, however it ends."""
+
+    def __init__(
+        self,
+        folder: LeaseFolder,
+        name: str,
+        fd: int,
+        holder: dict[str, Any],
+        gpu: GpuInfo | None = None,
+        slot: int = 0,
+    ) -> None:
+        self.folder = folder
+        self.name = name
+        self.fd: int | None = fd
+        self.holder = holder
+        self.gpu = gpu
+        self.slot = slot
+        self._write()
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path / self.name
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def _write(self) -> None:
+        if self.fd is None:
+            return
+        data = json.dumps(self.holder, sort_keys=True).encode()
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+        except OSError:
+            pass  # holder details are for the status command; the lock is what matters
+
+    def update(self, **fields: Any) -> None:
+        """Add details for the status command (e.g. the run folder once it exists)."""
+        self.holder.update(fields)
+        self._write()
+
+    def release(self) -> None:
+        """Free the slot now (the process ending does the same)."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def summary(self) -> dict[str, Any]:
+        """Fields for summary.json."""
+        if self.gpu is None:
+            return {}
+        return {"gpu_index": self.gpu.index, "gpu_uuid": self.gpu.uuid, "gpu_slot": self.slot}
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "released"
+        return f"Lease({self.name!r}, {state})"
+
+
+def slot_file(uuid: str, slot: int) -> str:
+    """The lock file of one GPU slot: named by UUID, so it does not depend on any ordering."""
+    return f"gpu-{re.sub(r'[^A-Za-z0-9._-]', '_', uuid)}.slot{slot}.lock"
+
+
+def inherited_lease(env: Mapping[str, str] | None = None) -> str | None:
+    """The GPU a parent process leased for us (``gpu_manager run -- CMD``), if still held.
+
+    A run started under such a parent must use that GPU rather than wait for a lease of its own,
+    which the parent holds. Returns the description ("<uuid> slot <k>") or None.
+    """
+    env = os.environ if env is None else env
+    info = env.get(ENV_LEASE_INFO, "")
+    match = re.fullmatch(r"(\S+) slot (\d+)", info.strip())
+    if not match or env.get("CUDA_VISIBLE_DEVICES") != match.group(1):
+        return None
+    folder = LeaseFolder(env=env)
+    try:
+        held = folder.is_held(slot_file(match.group(1), int(match.group(2))))
+    except (UserError, OSError):
+        return None
+    return info if held else None
+
+
+def _holder_info(run_name: str | None, **extra: Any) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "run": run_name or " ".join(sys.argv)[:200],
+        "since": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+        "since_epoch": now,
+        **extra,
+    }
+
+
+def _env_number(
+    env: Mapping[str, str], key: str, default: float | None, low: float, high: float
+) -> float | None:
+    raw = env.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise UserError(f"{key} must be a number from {low:g} to {high:g}, got {raw!r}")
+    return value
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class GPUManager:
+    """Leases GPUs to runs: picks a free GPU under the thresholds, waits when none is, and sets
+    ``CUDA_VISIBLE_DEVICES``. Use one per run; keep the returned Lease for the whole run."""
+
+    def __init__(
+        self,
+        inventory: GpuInventory | None = None,
+        lease_dir: Path | str | None = None,
+        *,
+        slots_per_gpu: int | None = None,
+        max_memory_percent: float | None = None,
+        max_utilization_percent: float | None = None,
+        poll_interval: float = 1.0,
+        notice_every: float = 60.0,
+        env: MutableMapping[str, str] | None = None,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.env = os.environ if env is None else env
+        self.inventory = inventory if inventory is not None else inventory_from_env(self.env)
+        self.folder = LeaseFolder(lease_dir, self.env)
+        slots = slots_per_gpu or _env_number(self.env, ENV_SLOTS, DEFAULT_SLOTS, 1, 64)
+        if not 1 <= int(slots or 0) <= 64:
+            raise UserError(f"slots_per_gpu must be from 1 to 64, got {slots}")
+        self.slots_per_gpu = int(slots or DEFAULT_SLOTS)
+        self.max_memory_percent = (
+            max_memory_percent
+            if max_memory_percent is not None
+            else _env_number(self.env, ENV_MAX_MEMORY, DEFAULT_MAX_MEMORY, 0, 100)
+        )
+        self.max_utilization_percent = (
+            max_utilization_percent
+            if max_utilization_percent is not None
+            else _env_number(self.env, ENV_MAX_UTILIZATION, DEFAULT_MAX_UTILIZATION, 0, 100)
+        )
+        self.poll_interval = poll_interval
+        self.notice_every = notice_every
+        self.stream = stream
+
+    def _say(self, message: str) -> None:
+        print(message, file=self.stream or sys.stderr, flush=True)
+
+    def default_timeout(self) -> float | None:
+        return _env_number(self.env, ENV_TIMEOUT, None, 0, 1e9)
+
+    # -- what there is --------------------------------------------------------------------------
+    def visible_gpus(self) -> list[GpuInfo]:
+        """The GPUs this run may use: all, or those a CUDA_VISIBLE_DEVICES already set names."""
+        return filter_visible(self.inventory.gpus(), self.env.get("CUDA_VISIBLE_DEVICES"))
+
+    @staticmethod
+    def slot_name(gpu: GpuInfo, slot: int) -> str:
+        return slot_file(gpu.uuid, slot)
+
+    def leased_slots(self, gpu: GpuInfo) -> int:
+        return sum(self.folder.is_held(self.slot_name(gpu, k)) for k in range(self.slots_per_gpu))
+
+    # -- leasing ----------------------------------------------------------------------------------
+    def try_acquire(
+        self, run_name: str | None = None, gpus: Sequence[GpuInfo] | None = None
+    ) -> Lease | None:
+        """One pass: lease a slot on the least loaded eligible GPU, or return None."""
+        gpus = self.visible_gpus() if gpus is None else gpus
+        self.folder.ensure()
+        leased = {g.uuid: self.leased_slots(g) for g in gpus}
+        ranked = rank_gpus(
+            gpus,
+            leased,
+            self.slots_per_gpu,
+            self.max_memory_percent or 0.0,
+            self.max_utilization_percent or 0.0,
+        )
+        for gpu in ranked:
+            for slot in range(self.slots_per_gpu):
+                lease = self._lease_slot(gpu, slot, run_name)
+                if lease is not None:
+                    return lease
+        return None
+
+    def _lease_slot(self, gpu: GpuInfo, slot: int, run_name: str | None) -> Lease | None:
+        name = self.slot_name(gpu, slot)
+        fd = self.folder.try_lock(name)
+        if fd is None:
+            return None
+        info = _holder_info(run_name, gpu_uuid=gpu.uuid, gpu_index=gpu.index, slot=slot)
+        return Lease(self.folder, name, fd, info, gpu=gpu, slot=slot)
+
+    def acquire(
+        self,
+        run_name: str | None = None,
+        timeout: float | None = -1.0,
+        set_env: bool = True,
+    ) -> Lease | None:
+        """Lease a GPU, waiting (with a visible message) while none is free.
+
+        Returns None, after one notice, when there is no driver or no visible GPU: the run goes on
+        the CPU. ``timeout`` -1 means the environment's (default: wait as long as it takes).
+        Raises GpuWaitTimeout when the timeout passes first.
+        """
+        if timeout is not None and timeout < 0:
+            timeout = self.default_timeout()
+        try:
+            gpus = self.visible_gpus()
+        except NoGpuDriver as e:
+            self._say(f"notice: no GPU available ({e}); running on the CPU")
+            return None
+        if not gpus:
+            self._say(self.none_visible_notice())
+            return None
+        started = time.monotonic()
+        next_notice = 0.0
+        while True:
+            lease = self.try_acquire(run_name, gpus)
+            waited = time.monotonic() - started
+            if lease is not None:
+                if next_notice > 0:
+                    self._say(f"leased {self.describe(lease)} after waiting {waited:.0f}s")
+                if set_env:
+                    self.apply_env(lease)
+                return lease
+            if timeout is not None and waited >= timeout:
+                raise GpuWaitTimeout(
+                    f"no GPU became free within {timeout:g}s ({self._busy_reasons(gpus)}); "
+                    f"raise {ENV_TIMEOUT} or see `{STATUS_COMMAND}`"
+                )
+            if waited >= next_notice:
+                first = next_notice == 0
+                took = f"{waited:.1f}s" if waited < 10 else f"{waited:.0f}s"
+                prefix = "waiting for a GPU" if first else f"still waiting for a GPU ({took})"
+                limit = f"; timeout {timeout:g}s" if first and timeout is not None else ""
+                self._say(f"{prefix}: {self._busy_reasons(gpus)}{limit}; see `{STATUS_COMMAND}`")
+                next_notice = max(waited, 1e-9) + self.notice_every
+            pause = self.poll_interval * random.uniform(0.8, 1.2)
+            if timeout is not None:
+                pause = max(0.0, min(pause, timeout - waited))
+            time.sleep(pause)
+            with contextlib.suppress(NoGpuDriver):
+                gpus = self.visible_gpus()  # fresh memory and utilization figures
+
+    def lease_gpu(self, gpu: GpuInfo, run_name: str | None = None) -> Lease | None:
+        """Lease a slot on this GPU without waiting (for ``--gpu=N``); None when all are taken."""
+        self.folder.ensure()
+        for slot in range(self.slots_per_gpu):
+            lease = self._lease_slot(gpu, slot, run_name)
+            if lease is not None:
+                return lease
+        return None
+
+    def pin(self, gpu: GpuInfo, lease: Lease | None = None) -> None:
+        """Make ``gpu`` the only CUDA device of this process (and of what it starts)."""
+        self.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        self.env["CUDA_VISIBLE_DEVICES"] = gpu.uuid
+        if lease is not None:
+            self.env[ENV_LEASE_INFO] = f"{gpu.uuid} slot {lease.slot}"
+
+    def apply_env(self, lease: Lease) -> None:
+        if lease.gpu is not None:
+            self.pin(lease.gpu, lease)
+
+    # -- messages ---------------------------------------------------------------------------------
+    def describe(self, lease: Lease) -> str:
+        gpu = lease.gpu
+        if gpu is None:
+            return lease.name
+        return f"GPU {gpu.index} ({gpu.uuid}) slot {lease.slot}"
+
+    def none_visible_notice(self) -> str:
+        cvd = self.env.get("CUDA_VISIBLE_DEVICES")
+        why = f"CUDA_VISIBLE_DEVICES={cvd!r} names no GPU" if cvd is not None else "no GPU found"
+        return f"notice: no GPU available ({why}); running on the CPU"
+
+    def holders(self, gpu: GpuInfo) -> list[dict[str, Any]]:
+        out = []
+        for slot in range(self.slots_per_gpu):
+            name = self.slot_name(gpu, slot)
+            if self.folder.is_held(name):
+                out.append({"slot": slot, **(self.folder.holder(name) or {})})
+        return out
+
+    def _busy_reasons(self, gpus: Sequence[GpuInfo]) -> str:
+        parts = []
+        for g in gpus:
+            holders = self.holders(g)
+            if len(holders) >= self.slots_per_gpu:
+                who = ", ".join(f"pid {h.get('pid', '?')} {h.get('run', '?')!r}" for h in holders)
+                parts.append(f"GPU {g.index} leased by {who}")
+            elif g.memory_percent > (self.max_memory_percent or 0):
+                parts.append(
+                    f"GPU {g.index} memory {g.memory_percent:.0f}% used "
+                    f"> {self.max_memory_percent:g}%"
+                )
+            elif not holders and g.utilization_percent > (self.max_utilization_percent or 0):
+                parts.append(
+                    f"GPU {g.index} utilization {g.utilization_percent:.0f}% "
+                    f"> {self.max_utilization_percent:g}%"
+                )
+            else:
+                parts.append(f"GPU {g.index} free")
+        return "; ".join(parts)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """GPUs, their slots and holders, CPU runs, as a dict (``status --json`` prints it)."""
+        report: dict[str, Any] = {
+            "lease_dir": str(self.folder.path),
+            "slots_per_gpu": self.slots_per_gpu,
+            "max_memory_percent": self.max_memory_percent,
+            "max_utilization_percent": self.max_utilization_percent,
+            "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES"),
+            "driver": None,
+            "gpus": [],
+            "other_leases": [],
+            "cpu_runs": [],
+        }
+        try:
+            gpus = self.inventory.gpus()
+        except NoGpuDriver as e:
+            report["driver"] = str(e)
+            gpus = []
+        visible = {g.uuid for g in filter_visible(gpus, self.env.get("CUDA_VISIBLE_DEVICES"))}
+        seen: set[str] = set()
+        for g in gpus:
+            prefix = self.slot_name(g, 0).rsplit(".slot", 1)[0] + ".slot"
+            suffixes = [n[len(prefix) : -len(".lock")] for n in self.folder.names(prefix)]
+            present = [int(x) for x in suffixes if x.isdigit()]
+            slots = []
+            for slot in range(max([self.slots_per_gpu, *(k + 1 for k in present)])):
+                name = self.slot_name(g, slot)
+                seen.add(name)
+                held = self.folder.is_held(name)
+                slots.append(
+                    {
+                        "slot": slot,
+                        "held": held,
+                        "holder": self.folder.holder(name) if held else None,
+                    }
+                )
+            report["gpus"].append({**asdict(g), "visible": g.uuid in visible, "slots": slots})
+        for name in self.folder.names("gpu-"):
+            if name not in seen and self.folder.is_held(name):
+                report["other_leases"].append({"file": name, "holder": self.folder.holder(name)})
+        for name in self.folder.names(CPU_RUN_PREFIX):
+            if self.folder.is_held(name):
+                report["cpu_runs"].append({"file": name, "holder": self.folder.holder(name)})
+        return report
+
+
+def _ago(info: Mapping[str, Any] | None) -> str:
+    if not info or "since_epoch" not in info:
+        return ""
+    seconds = max(0, int(time.time() - float(info["since_epoch"])))
+    text = f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else ""
+    return text or (f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+
+
+def _holder_text(info: Mapping[str, Any] | None) -> str:
+    if not info:
+        return "held (holder details not written yet)"
+    alive = "" if _pid_alive(info.get("pid")) else " (pid not on this host)"
+    return (
+        f"pid {info.get('pid', '?')}{alive} {info.get('run', '?')!r} "
+        f"since {info.get('since', '?')} ({_ago(info)})"
+    )
+
+
+def format_status(report: Mapping[str, Any]) -> str:
+    """The status report as a few readable lines."""
+    lines = [
+        f"lease folder: {report['lease_dir']}   slots per GPU: {report['slots_per_gpu']}   "
+        f"skip GPUs over {report['max_memory_percent']:g}% memory or (unleased) "
+        f"{report['max_utilization_percent']:g}% utilization"
+    ]
+    if report.get("cuda_visible_devices") is not None:
+        lines.append(f"CUDA_VISIBLE_DEVICES={report['cuda_visible_devices']!r} (only those leased)")
+    if report["driver"]:
+        lines.append(f"no NVIDIA GPU: {report['driver']}")
+    for g in report["gpus"]:
+        free = (g["memory_total_mib"] - g["memory_used_mib"]) / 1024
+        hidden = "" if g["visible"] else "  (not in CUDA_VISIBLE_DEVICES)"
+        used = 100 * g["memory_used_mib"] / g["memory_total_mib"] if g["memory_total_mib"] else 0
+        if used > report["max_memory_percent"]:
+            hidden += "  (memory over the threshold: not leased)"
+        lines.append(
+            f"GPU {g['index']}  {g['uuid']}  {g['name']}  memory {g['memory_used_mib'] / 1024:.1f}"
+            f"/{g['memory_total_mib'] / 1024:.1f} GiB used, {free:.1f} GiB free  "
+            f"utilization {g['utilization_percent']:.0f}%{hidden}"
+        )
+        for s in g["slots"]:
+            state = _holder_text(s["holder"]) if s["held"] else "free"
+            lines.append(f"    slot {s['slot']}: {state}")
+    for other in report["other_leases"]:
+        lines.append(f"lease on a GPU not present here: {other['file']}: ")
+        lines[-1] += _holder_text(other["holder"])
+    if report["cpu_runs"]:
+        lines.append(f"runs sharing the CPU: {len(report['cpu_runs'])}")
+        for run in report["cpu_runs"]:
+            threads = (run["holder"] or {}).get("threads")
+            extra = f", {threads} threads" if threads else ""
+            lines.append(f"    {_holder_text(run['holder'])}{extra}")
+    else:
+        lines.append("runs sharing the CPU: none")
+    return "\n".join(lines)
+
+
+# ----- CPU fairness ------------------------------------------------------------------------------
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (taskset and cpusets included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parse_parallel_jobs(argv: Sequence[str], cores: int) -> int | None:
+    """GNU parallel's number of simultaneous jobs from its arguments (``-j``/``--jobs``/``-P``).
+
+    Understands N, N%, +N and -N; no -j means one job per core (parallel's default). Returns None
+    when the value cannot be read (a file name, 0 = as many as possible).
+    """
+    value: str | None = None
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for flag in ("--jobs", "--max-procs", "-j", "-P"):
+            if arg == flag and i + 1 < len(args):
+                value = args[i + 1]
+            elif arg.startswith(flag + "=") and flag.startswith("--"):
+                value = arg[len(flag) + 1 :]
+            elif not flag.startswith("--") and arg.startswith(flag) and len(arg) > 2:
+                value = arg[2:]
+        if arg in (":::", "::::", ":::+", "::::+"):
+            break
+    if value is None:
+        return cores
+    value = value.strip()
+    try:
+        if value.endswith("%"):
+            return max(1, int(float(value[:-1]) * cores / 100))
+        if value.startswith("+"):
+            return max(1, cores + int(value[1:]))
+        if value.startswith("-"):
+            return max(1, cores - int(value[1:]))
+        jobs = int(value)
+    except ValueError:
+        return None
+    return jobs if jobs > 0 else None  # 0: as many as possible, unknown here
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def parallel_jobs(env: Mapping[str, str] | None = None) -> int | None:
+    """How many runs GNU parallel starts side by side, when this run was started by it.
+
+    GNU parallel exports ``PARALLEL_PID`` to its jobs; its command line (and ``$PARALLEL``, where
+    options can also be given) says ``-j``. None when not under parallel (or on a remote host).
+    """
+    env = os.environ if env is None else env
+    pid = env.get("PARALLEL_PID")
+    if not pid or not pid.isdigit():
+        return None
+    argv = _cmdline(int(pid))
+    if not argv:
+        return None
+    names = [Path(a).name for a in argv[:2]]
+    if "parallel" not in names:
+        return None
+    args = argv[names.index("parallel") + 1 :]
+    options = shlex.split(env.get("PARALLEL", ""))
+    cores = usable_cores()
+    if any(a.startswith(("-j", "-P", "--jobs", "--max-procs")) for a in args):
+        return parse_parallel_jobs(args, cores)
+    return parse_parallel_jobs(options, cores)
+
+
+def fair_num_threads(cores: int, jobs: int) -> int:
+    """Threads per run so that ``jobs`` runs side by side use ``cores`` cores, at least one."""
+    return max(1, cores // max(1, jobs))
+
+
+def _off(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("0", "false", "off", "no")
+
+
+@dataclass
+class CpuShare:
+    """What ``share_cpu`` decided: the thread count to set (None: leave torch's) and why."""
+
+    threads: int | None
+    reason: str
+    lease: Lease | None = None
+    runs_side_by_side: int = 1
+
+
+def share_cpu(
+    requested: int | None,
+    run_name: str | None = None,
+    lease_dir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    cores: int | None = None,
+) -> CpuShare:
+    """Decide this run's torch thread count so that runs side by side don't oversubscribe the CPU.
+
+    Every run holds a ``cpu-run.N.lock`` for its lifetime; a run that does not set
+    ``train_args.num_threads`` (or OMP_NUM_THREADS) takes cores / (runs side by side), where runs
+    side by side is GNU parallel's -j when started by parallel, else the number of cpu-run locks
+    held right now. Best effort: a broken lease folder only costs the sharing, never the run.
+    """
+    env = os.environ if env is None else env
+    cores = cores or usable_cores()
+    folder = LeaseFolder(lease_dir, env)
+    lease: Lease | None = None
+    active = 1
+    try:
+        folder.ensure()
+        for k in range(4096):
+            name = f"{CPU_RUN_PREFIX}{k}.lock"
+            fd = folder.try_lock(name)
+            if fd is not None:
+                lease = Lease(folder, name, fd, _holder_info(run_name, slot=k))
+                break
+        active = max(1, sum(folder.is_held(n) for n in folder.names(CPU_RUN_PREFIX)))
+    except (UserError, OSError) as e:
+        print(f"warning: runs side by side will not share the CPU cores ({e})", file=sys.stderr)
+    decision = _decide_threads(requested, env, cores, parallel_jobs(env), active)
+    decision.lease = lease
+    if lease is not None:
+        lease.update(threads=decision.threads)
+    return decision
+
+
+def _decide_threads(
+    requested: int | None, env: Mapping[str, str], cores: int, hint: int | None, active: int
+) -> CpuShare:
+    if requested:
+        return CpuShare(requested, "train_args.num_threads", runs_side_by_side=active)
+    if _off(env.get(ENV_FAIR_THREADS, "1")):
+        return CpuShare(None, f"{ENV_FAIR_THREADS}=0", runs_side_by_side=active)
+    if env.get("OMP_NUM_THREADS"):
+        return CpuShare(None, "OMP_NUM_THREADS", runs_side_by_side=active)
+    jobs = max(hint or 1, active)
+    if jobs <= 1:
+        return CpuShare(None, "alone", runs_side_by_side=1)
+    source = f"GNU parallel -j{hint}" if hint and hint >= active else f"{active} runs holding"
+    return CpuShare(
+        fair_num_threads(cores, jobs),
+        f"{cores} cores / {jobs} runs side by side ({source})",
+        runs_side_by_side=jobs,
+    )
+
+
+# ----- command line ------------------------------------------------------------------------------
+
+
+def _manager_from_args(args: argparse.Namespace) -> GPUManager:
+    return GPUManager(
+        lease_dir=args.lease_dir,
+        slots_per_gpu=getattr(args, "slots", None),
+        max_memory_percent=getattr(args, "max_memory", None),
+        max_utilization_percent=getattr(args, "max_utilization", None),
+        poll_interval=getattr(args, "poll_interval", 1.0),
+        notice_every=getattr(args, "notice_every", 60.0),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``status`` lists GPUs, leases and holders; ``run -- CMD`` runs CMD on a leased GPU."""
+    parser = argparse.ArgumentParser(
+        prog="python -m text_recognizer.experiment.gpu_manager",
+        description="GPU leases: one exclusive file lock per GPU slot, held for a whole run.",
+    )
+    parser.add_argument(
+        "--lease-dir", help=f"lease folder (default ${ENV_LEASES} or {default_lease_dir()})"
+    )
+    parser.add_argument("--slots", type=int, help=f"runs per GPU (default ${ENV_SLOTS} or 1)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="GPUs, leases, holders and free memory")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    run = sub.add_parser(
+        "run",
+        help="lease a GPU, then run a command on it (the lease lasts as long as the command)",
+        description="Example: ... run -- wandb agent ENTITY/PROJECT/SWEEP",
+    )
+    run.add_argument("--timeout", type=float, help=f"seconds to wait (default ${ENV_TIMEOUT})")
+    run.add_argument("--run-name", help="shown by `status` (default: the command)")
+    run.add_argument(
+        "--max-memory", type=float, help="%% memory in use above which a GPU is skipped"
+    )
+    run.add_argument(
+        "--max-utilization", type=float, help="%% utilization above which it is skipped"
+    )
+    run.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    run.add_argument("--notice-every", type=float, default=60.0, help=argparse.SUPPRESS)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    args = parser.parse_args(argv)
+    try:
+        manager = _manager_from_args(args)
+        if args.command == "status":
+            report = manager.status()
+            print(json.dumps(report, indent=2) if args.json else format_status(report))
+            return 0
+        cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not cmd:
+            raise UserError("run needs a command after --, e.g. `run -- python train.py`")
+        timeout = args.timeout if args.timeout is not None else -1.0
+        lease = manager.acquire(args.run_name or shlex.join(cmd)[:200], timeout=timeout)
+        if lease is not None:
+            assert lease.fd is not None
+            os.set_inheritable(lease.fd, True)  # the command holds the lock after exec
+            print(f"leased {manager.describe(lease)}", file=sys.stderr, flush=True)
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as e:
+            raise UserError(f"cannot run {cmd[0]!r}: {e.strerror}") from None
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

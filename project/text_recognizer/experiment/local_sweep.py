@@ -1,0 +1,966 @@
+"""Run a W&B sweep YAML offline: W&B's open-source ``sweeps`` engine proposes, trials run here.
+
+    python training/local_sweep.py training/sweep_mnist.yaml --jobs 2 [--count N] [--state DIR]
+
+The YAML is the one ``wandb sweep`` takes. Each trial runs the YAML's command the way ``wandb agent``
+does (``${env} ${interpreter} ${program} ${args}``, program training/run_sweep.py), as a subprocess
+with ``--gpu=-1`` (a GPU leased through the GPUManager, else the CPU), J at a time. Its result comes
+back from its run record (summary.json, metrics.jsonl) to the engine as a ``sweeps.SweepRun``;
+hyperband early termination reads the per-epoch metrics of running trials and stops the laggards
+with SIGTERM (the run records itself as interrupted; the sweep calls the trial ``stopped``).
+
+The state folder (default runs/sweeps/<name>/) holds everything, so a sweep resumes where it stopped:
+    state.json            the sweep and every trial: parameters, status, attempts, metric (atomic)
+    trial-0001/ ...       each trial's run record (trials run with the folder's name as their group)
+    logs/trial-0001.log   each trial's output, every attempt appended
+    curves.png            training curves, written at the end
+Running the same command again resumes: finished, failed and stopped trials are kept and never rerun;
+trials that were running (or pending) when the sweep was interrupted are rerun from the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
+
+from text_recognizer.errors import UserError
+from text_recognizer.experiment.sweep import format_arg, resolve_path
+
+SUPPORTED_METHODS = ("grid", "random", "bayes")
+PROGRAM = "run_sweep.py"
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+KNOWN_MACROS = ("${env}", "${interpreter}", "${program}", "${args}")
+ENVVAR_MACRO = re.compile(r"\$\{envvar:([A-Za-z0-9_]*)\}")
+TERMINAL = ("finished", "failed", "stopped")
+# W&B variables that would make a trial's wandb.init join a server sweep; local trials are their own.
+AGENT_ENV = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
+MAX_GRID_CHECK = 10000
+STATE_VERSION = 1
+
+
+class SweepError(UserError):
+    """A sweep YAML or a state folder that cannot be used: one line, exit 2, before any trial."""
+
+
+def import_sweeps() -> Any:
+    """W&B's sweeps engine, imported quietly (it warns about pydantic v2 config names)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+        import sweeps.params
+    return sweeps
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays from the engine -> plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep YAML
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """Read a sweep YAML into a dict, or raise SweepError with one clear line."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SweepError(f"sweep file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SweepError(f"{path}: malformed YAML: {problem}{where}") from None
+    if not isinstance(data, dict):
+        raise SweepError(
+            f"{path} must hold a YAML mapping (program, method, metric, parameters), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
+    """Everything W&B would reject, plus what a local sweep needs: raise SweepError, else None."""
+    sweeps = import_sweeps()
+    method = sweep.get("method")
+    if method is None:
+        raise SweepError(f"{source}: no `method` (one of {', '.join(SUPPORTED_METHODS)})")
+    if method not in SUPPORTED_METHODS:
+        raise SweepError(
+            f"{source}: unknown method {method!r}; a local sweep runs "
+            f"{', '.join(SUPPORTED_METHODS)}"
+        )
+    params = sweep.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise SweepError(
+            f"{source}: `parameters` must map parameter names to specs, got {params!r}"
+        )
+    for name, spec in params.items():
+        if not isinstance(spec, dict):
+            raise SweepError(
+                f"{source}: parameter {name!r} must be a mapping such as {{values: [...]}}, "
+                f"{{value: ...}} or {{min: ..., max: ...}}, got {spec!r}"
+            )
+    violations = list(dict.fromkeys(sweeps.schema_violations_from_proposed_config(sweep)))
+    if violations:
+        raise SweepError(f"{source}: W&B would reject this sweep: {'; '.join(violations)}")
+    program = sweep.get("program")
+    if not program:
+        raise SweepError(f"{source}: no `program`; sweeps run `program: training/{PROGRAM}`")
+    if Path(str(program)).name != PROGRAM:
+        raise SweepError(
+            f"{source}: program {program!r} is not training/{PROGRAM}, which turns the sweep's "
+            "--key=value arguments into an experiment config"
+        )
+    if not resolve_path(str(program)).is_file():
+        raise SweepError(f"{source}: program {program!r} does not exist")
+    command = sweep.get("command", DEFAULT_COMMAND)
+    if not isinstance(command, list) or not all(isinstance(c, (str, int, float)) for c in command):
+        raise SweepError(f"{source}: `command` must be a list of strings, got {command!r}")
+    for chunk in map(str, command):
+        if (
+            chunk.startswith("${")
+            and chunk not in KNOWN_MACROS
+            and not ENVVAR_MACRO.fullmatch(chunk)
+        ):
+            raise SweepError(
+                f"{source}: command macro {chunk!r} is not supported by a local sweep; use "
+                f"{' '.join(DEFAULT_COMMAND)} (the form run_sweep.py reads)"
+            )
+    for needed in ("${program}", "${args}"):
+        if needed not in map(str, command):
+            raise SweepError(f"{source}: `command` must contain {needed}, got {command!r}")
+    metric = sweep.get("metric")
+    if (method == "bayes" or "early_terminate" in sweep) and not metric:
+        why = "bayes search" if method == "bayes" else "early_terminate"
+        raise SweepError(f"{source}: {why} needs a `metric` ({{name: val_loss, goal: minimize}})")
+    if metric is not None and not (isinstance(metric, dict) and metric.get("name")):
+        raise SweepError(
+            f"{source}: `metric` needs a name, e.g. {{name: val_loss, goal: minimize}}"
+        )
+    if "early_terminate" in sweep:
+        try:
+            sweeps.stop_runs(sweep, [])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SweepError(f"{source}: bad early_terminate: {e}") from None
+    if method == "grid":
+        try:
+            sweeps.next_runs(sweep, [], n=1)
+        except ValueError as e:
+            raise SweepError(f"{source}: {e}") from None
+
+
+def _hyperparameters(sweep: dict[str, Any]) -> list[Any]:
+    sweeps = import_sweeps()
+    return list(sweeps.params.HyperParameterSet.from_config(sweep["parameters"]))
+
+
+def _agent_values(params: Any) -> dict[str, Any]:
+    """The parameter values the agent would pass: top-level names, nested ones re-nested."""
+    return {k: _plain(v["value"]) for k, v in params.to_config().items()}
+
+
+def grid_size(sweep: dict[str, Any]) -> int:
+    """How many points a grid sweep has (what the engine will propose before it runs out)."""
+    sweeps = import_sweeps()
+    hp = sweeps.params.HyperParameter
+    size = 1
+    for p in _hyperparameters(sweep):
+        if p.type == hp.CATEGORICAL:
+            size *= len(p.config["values"])
+        elif p.type == hp.INT_UNIFORM:
+            size *= p.config["max"] - p.config["min"] + 1
+        elif p.type == hp.Q_UNIFORM:
+            import numpy as np
+
+            size *= len(np.arange(p.config["min"], p.config["max"], p.config["q"]))
+    return size
+
+
+def _representatives(p: Any) -> list[Any]:
+    hp = type(p)
+    if p.type == hp.CATEGORICAL:
+        return list(p.config["values"])
+    if p.type == hp.CONSTANT:
+        return [p.config["value"]]
+    if p.type == hp.INT_UNIFORM:
+        return [p.config["min"], p.config["max"]]
+    return [_plain(p.ppf(q)) for q in (0.001, 0.5, 0.999)]
+
+
+def parameter_points(sweep: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The points to validate: the whole grid when it is small enough, else every value (or the
+    ends and middle of every distribution) of each parameter, the others at their first value."""
+    sweeps = import_sweeps()
+    if sweep["method"] == "grid" and grid_size(sweep) <= MAX_GRID_CHECK:
+        for run in sweeps.next_runs(sweep, [], n=MAX_GRID_CHECK + 1):
+            if run is None:
+                return
+            yield {k: _plain(v["value"]) for k, v in run.config.items()}
+        return
+    params = sweeps.params.HyperParameterSet(_hyperparameters(sweep))
+    reps = [_representatives(p) for p in params]
+    for p, values in zip(params, reps, strict=True):
+        p.value = values[0]
+    yield _agent_values(params)
+    for p, values in zip(params, reps, strict=True):
+        first = p.value
+        for value in values[1:]:
+            p.value = value
+            yield _agent_values(params)
+        p.value = first
+
+
+def describe_params(params: dict[str, Any]) -> str:
+    """Parameters as the trial's arguments: ``--network_args.layer_size=256 ...``."""
+    return " ".join(format_arg(k, v) for k, v in params.items())
+
+
+def check_parameter_space(sweep: dict[str, Any], source: str = "sweep") -> int:
+    """Validate the experiment config of every grid point (or of the edges of the space) up front.
+
+    Returns how many points were checked. Raises SweepError naming the first bad point.
+    """
+    from text_recognizer.config import validate_config
+    from text_recognizer.experiment.sweep import parse_trial_args, trial_config
+
+    checked = 0
+    seen: set[str] = set()
+    for params in parameter_points(sweep):
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        argv = [format_arg(k, v) for k, v in params.items()]
+        try:
+            validate_config(trial_config(parse_trial_args(argv), env={}))
+        except UserError as e:
+            raise SweepError(f"{source}: trial {describe_params(params)} is invalid: {e}") from None
+        checked += 1
+    return checked
+
+
+def trial_command(
+    sweep: dict[str, Any], params: dict[str, Any], extra: list[str] | None = None
+) -> list[str]:
+    """The trial's command line, built from the YAML's command as ``wandb agent`` builds it.
+
+    ``${interpreter}`` is this Python (the agent says ``python``, found on PATH); ``extra`` (group,
+    run name, --gpu) goes after the parameters, and run_sweep.py lets the last value win.
+    """
+    args = [format_arg(k, v) for k, v in params.items()] + list(extra or [])
+    command: list[str] = []
+    for chunk in map(str, sweep.get("command") or DEFAULT_COMMAND):
+        if chunk == "${env}":
+            command += ["/usr/bin/env"] if os.path.exists("/usr/bin/env") else []
+        elif chunk == "${interpreter}":
+            command.append(sys.executable)
+        elif chunk == "${program}":
+            command.append(str(resolve_path(str(sweep["program"])).resolve()))
+        elif chunk == "${args}":
+            command += args
+        else:
+            command.append(
+                ENVVAR_MACRO.sub(lambda m: os.environ.get(m.group(1), m.group(1)), chunk)
+            )
+    return command
+
+
+# ---------------------------------------------------------------------------------------------
+# State on disk
+
+
+@dataclass
+class Trial:
+    """One trial of the sweep, as state.json keeps it."""
+
+    id: str
+    params: dict[str, Any]
+    status: str = "pending"  # pending, running, finished, failed, stopped, interrupted
+    attempts: int = 0
+    pid: int | None = None
+    exit_code: int | None = None
+    metric: float | None = None
+    error: str | None = None
+    stop_requested: bool = False
+    started_at: str | None = None
+    ended_at: str | None = None
+    wall_time: float | None = None
+
+
+@dataclass
+class SweepState:
+    """The sweep (its YAML as parsed) and its trials; rewritten atomically after every change."""
+
+    name: str
+    source: str
+    sweep: dict[str, Any]
+    count: int | None = None
+    trials: list[Trial] = field(default_factory=list)
+    sessions: int = 0
+    created_at: str = field(default_factory=_now)
+    updated_at: str = field(default_factory=_now)
+    version: int = STATE_VERSION
+
+    def save(self, path: Path) -> None:
+        """Atomically: a kill at any moment leaves the previous or the new state, never half."""
+        from text_recognizer.fileio import write_json_atomic
+
+        self.updated_at = _now()
+        write_json_atomic(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> SweepState:
+        """Read state.json (unknown keys from a newer version are ignored)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            names = {f.name for f in fields(Trial)}
+            trials = [Trial(**{k: v for k, v in t.items() if k in names}) for t in data["trials"]]
+            top = {f.name for f in fields(cls)} - {"trials"}
+            return cls(trials=trials, **{k: v for k, v in data.items() if k in top})
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SweepError(
+                f"sweep state {path} is unreadable ({type(e).__name__}: {e}); move it away to "
+                "start the sweep over"
+            ) from None
+
+
+def _normalized(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def default_state_dir(sweep: dict[str, Any], source: str | Path) -> Path:
+    """runs/sweeps/<the YAML's name, or its file name>."""
+    from text_recognizer import paths
+    from text_recognizer.experiment.records import slug
+
+    return paths.runs_dir() / "sweeps" / slug(str(sweep.get("name") or Path(source).stem))
+
+
+def check_state_dir(state_dir: Path) -> str:
+    """The state folder's name is the trials' experiment group, so it must be a plain name."""
+    from text_recognizer.experiment.records import slug
+
+    name = Path(state_dir).name
+    if slug(name) != name or not re.match(r"^[a-z0-9]", name):
+        raise SweepError(
+            f"--state folder name {name!r} must be a plain name such as {slug(name)!r} "
+            "(lowercase letters, digits, ._+=-): the trials use it as their experiment group"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """One local_sweep per state folder: a second one is refused instead of double-running trials."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise SweepError(
+                f"another local_sweep.py (pid {holder}) is running the sweep in {state_dir}; "
+                "wait for it or pass another --state"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the trial gets SIGTERM if local_sweep dies (even by kill -9), so none is orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _trial_process_alive(pid: int, trial_id: str) -> bool:
+    """Whether ``pid`` is still the run_sweep.py process of this trial (pids get reused)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    text = [c.decode(errors="replace") for c in cmdline]
+    return any(c.endswith(PROGRAM) for c in text) and f"--run_name={trial_id}" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+@dataclass
+class _Active:
+    trial: Trial
+    proc: subprocess.Popen
+    log: IO[str]
+    started: float
+    epochs: int | None = None
+
+
+class LocalSweep:
+    """Runs the trials of one sweep, J at a time, keeping state.json current."""
+
+    poll_s = 0.25
+    term_grace_s = 60.0
+
+    def __init__(
+        self,
+        sweep: dict[str, Any],
+        source: str,
+        state_dir: Path,
+        jobs: int = 1,
+        count: int | None = None,
+        gpu: int | None = -1,
+        nowandb: bool = False,
+        out: IO[str] | None = None,
+        custom_state: bool = False,
+    ) -> None:
+        self.sweep = sweep
+        self.source = source
+        self.state_dir = Path(state_dir)
+        self.group = check_state_dir(self.state_dir)
+        self.jobs = jobs
+        self.gpu = gpu
+        self.nowandb = nowandb
+        self.out = out or sys.stdout
+        self.custom_state = custom_state  # the resume hint then names --state
+        self.metric = (sweep.get("metric") or {}).get("name")
+        self.maximize = (sweep.get("metric") or {}).get("goal") == "maximize"
+        self.state_path = self.state_dir / "state.json"
+        self.logs_dir = self.state_dir / "logs"
+        self.active: dict[str, _Active] = {}
+        self.stopping: int | None = None  # the signal that asked us to stop
+        self.force = False
+        self.abort: str | None = None  # a trial hit bad input: launch no more
+        self.exhausted = False
+        self.state = self._load_or_create_state(count)
+        self.total = self._total()
+        self._histories: dict[str, list[dict[str, Any]]] = {}
+        self._warned_metric = False
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _load_or_create_state(self, count: int | None) -> SweepState:
+        name = str(self.sweep.get("name") or Path(self.source).stem)
+        if self.state_path.exists():
+            state = SweepState.load(self.state_path)
+            if _normalized(state.sweep) != _normalized(self.sweep):
+                raise SweepError(
+                    f"{self.state_dir} holds a different sweep (from {state.source}); pass another "
+                    "--state, or move that folder away to start over"
+                )
+            if count is not None:
+                state.count = count
+        else:
+            state = SweepState(name=name, source=self.source, sweep=self.sweep, count=count)
+        if state.count is None and self.sweep["method"] != "grid":
+            raise SweepError(
+                f"{self.sweep['method']} search never runs out of trials: give --count N"
+            )
+        return state
+
+    def _total(self) -> int:
+        if self.sweep["method"] == "grid":
+            size = grid_size(self.sweep)
+            return min(size, self.state.count) if self.state.count else size
+        return int(self.state.count or 0)
+
+    def save(self) -> None:
+        """Write state.json after every change, so a resume sees exactly what happened."""
+        self.state.save(self.state_path)
+
+    def say(self, text: str) -> None:
+        """One progress line, flushed at once (the output is often a log file)."""
+        print(text, file=self.out, flush=True)
+
+    def _done(self) -> int:
+        return sum(t.status in TERMINAL for t in self.state.trials)
+
+    # -- engine -----------------------------------------------------------------------------
+
+    def _history(self, trial: Trial) -> list[dict[str, Any]]:
+        from text_recognizer.experiment.compare import read_history
+
+        if trial.id in self._histories:
+            return self._histories[trial.id]
+        history = read_history(self.state_dir / trial.id / "metrics.jsonl")
+        if trial.status in TERMINAL:
+            self._histories[trial.id] = history
+        return history
+
+    def _sweep_run(self, trial: Trial) -> Any:
+        sweeps = import_sweeps()
+        state = {
+            "finished": "finished",
+            "stopped": "finished",  # stopped early, but its metric is real
+            "failed": "failed",
+            "running": "running",
+        }.get(trial.status, "pending")
+        summary = {self.metric: trial.metric} if self.metric and trial.metric is not None else {}
+        return sweeps.SweepRun(
+            name=trial.id,
+            state=state,
+            config={k: {"value": v} for k, v in trial.params.items()},
+            history=self._history(trial) if state != "pending" else [],
+            summary_metrics=summary,
+        )
+
+    def _propose(self) -> Trial | None:
+        """A new trial from the engine, or None when the sweep has all it should run."""
+        if self.exhausted or (self.state.count and len(self.state.trials) >= self.state.count):
+            return None
+        sweeps = import_sweeps()
+        index = len(self.state.trials) + 1
+        # Random and bayes draw from the global RNGs: seed them per trial so a sweep is repeatable.
+        seed = zlib.crc32(f"{self.state.name}/{index}".encode())
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = sweeps.next_run(self.sweep, [self._sweep_run(t) for t in self.state.trials])
+        if run is None:
+            self.exhausted = True
+            return None
+        params = {k: _plain(v["value"]) for k, v in run.config.items()}
+        trial = Trial(id=f"trial-{index:04d}", params=params)
+        self.state.trials.append(trial)
+        return trial
+
+    # -- trials -----------------------------------------------------------------------------
+
+    def _start(self, trial: Trial) -> None:
+        run_dir = self.state_dir / trial.id
+        if run_dir.exists():  # the partial record of an interrupted attempt
+            shutil.rmtree(run_dir)
+        self._histories.pop(trial.id, None)
+        extra = [f"--experiment_group={self.group}", f"--run_name={trial.id}"]
+        extra.append("--gpu=cpu" if self.gpu is None else f"--gpu={self.gpu}")
+        if self.nowandb:
+            extra.append("--nowandb")
+        command = trial_command(self.sweep, trial.params, extra)
+        env = {k: v for k, v in os.environ.items() if k not in AGENT_ENV}
+        env["TEXT_RECOGNIZER_RUNS_DIR"] = str(self.state_dir.parent.resolve())
+        env["PYTHONUNBUFFERED"] = "1"
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs_dir / f"{trial.id}.log", "a", encoding="utf-8")  # noqa: SIM115
+        trial.attempts += 1
+        log.write(f"=== attempt {trial.attempts}, {_now()}: {' '.join(command)}\n")
+        log.flush()
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C reaches local_sweep, which stops trials in order
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        trial.status = "running"
+        trial.pid = proc.pid
+        trial.exit_code = trial.metric = trial.error = trial.ended_at = trial.wall_time = None
+        trial.stop_requested = False
+        trial.started_at = _now()
+        self.active[trial.id] = _Active(trial, proc, log, time.monotonic())
+        self.save()
+        again = f" (attempt {trial.attempts})" if trial.attempts > 1 else ""
+        self.say(
+            f"[{self._done()}/{self.total}] start {trial.id}{again}: "
+            f"{describe_params(self._swept(trial.params))}"
+        )
+
+    def _trial_metric(self, trial: Trial, summary: dict[str, Any]) -> float | None:
+        """The sweep metric's best value (W&B's extremum over history and summary)."""
+        from text_recognizer.experiment.compare import _is_number
+
+        if not self.metric:
+            return None
+        values = [h[self.metric] for h in self._history(trial) if _is_number(h.get(self.metric))]
+        if _is_number(summary.get(self.metric)):
+            values.append(summary[self.metric])
+        if not values:
+            return None
+        return float(max(values) if self.maximize else min(values))
+
+    def _finish(self, active: _Active, rc: int) -> None:
+        from text_recognizer.experiment.compare import read_json
+
+        trial = active.trial
+        active.log.close()
+        del self.active[trial.id]
+        summary = read_json(self.state_dir / trial.id / "summary.json")
+        recorded = summary.get("status")
+        if rc == 0 and recorded == "finished":  # even if a stop came too late to matter
+            status = "finished"
+        elif trial.stop_requested:
+            status = "stopped"
+        elif self.stopping is not None or rc in (130, -signal.SIGTERM, -signal.SIGINT):
+            status = "interrupted"
+        elif rc == 2:  # bad input the up-front checks cannot see (data missing): rerun on resume
+            status = "interrupted"
+            trial.error = (self._last_error(trial) or "exit code 2").removeprefix("error: ")
+            self.abort = self.abort or f"{trial.id} stopped on bad input: {trial.error}"
+        else:
+            status = "failed"
+        trial.status = status
+        trial.exit_code = rc
+        trial.pid = None
+        trial.ended_at = _now()
+        trial.wall_time = summary.get("wall_time") or (time.monotonic() - active.started)
+        self._histories.pop(trial.id, None)
+        trial.metric = self._trial_metric(trial, summary)
+        if status == "failed":
+            trial.error = summary.get("error") or self._last_error(trial) or f"exit code {rc}"
+        self.save()
+        note = {
+            "finished": "finished",
+            "stopped": "stopped early (hyperband)",
+            "interrupted": f"stopped on bad input: {trial.error}"
+            if rc == 2 and self.stopping is None
+            else "interrupted (rerun on resume)",
+            "failed": f"failed: {trial.error}",
+        }[status]
+        value = f", {self.metric} {trial.metric:.4f}" if trial.metric is not None else ""
+        self.say(f"[{self._done()}/{self.total}] {trial.id} {note}{value} ({trial.wall_time:.1f}s)")
+        if (
+            status == "finished"
+            and self.metric
+            and trial.metric is None
+            and not self._warned_metric
+        ):
+            self._warned_metric = True
+            keys = sorted(
+                {k for h in self._history(trial) for k in h} | {k for k in summary if k != "status"}
+            )
+            self.say(
+                f"warning: {trial.id} reported no {self.metric!r} (the sweep's metric); it has "
+                f"{', '.join(keys)}"
+            )
+
+    def _last_error(self, trial: Trial) -> str | None:
+        try:
+            lines = (self.logs_dir / f"{trial.id}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        attempt = [ln for ln in lines[::-1] if ln.strip()]
+        for line in attempt:
+            if line.startswith("=== attempt"):
+                break
+            if line.startswith(("error:", "run failed:")):
+                return line
+        return attempt[0].strip()[:300] if attempt else None
+
+    def _reap(self) -> None:
+        for active in list(self.active.values()):
+            rc = active.proc.poll()
+            if rc is not None:
+                self._finish(active, rc)
+
+    def _early_terminate(self) -> None:
+        """Hyperband: stop running trials whose metric lags at the band they reached."""
+        if "early_terminate" not in self.sweep or not self.active:
+            return
+        sweeps = import_sweeps()
+        runs = [self._sweep_run(t) for t in self.state.trials if t.status != "pending"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            to_stop = sweeps.stop_runs(self.sweep, runs)
+        for run in to_stop:
+            active = self.active.get(run.name)
+            if active is None or active.trial.stop_requested:
+                continue
+            done = len(self._history(active.trial))
+            if active.epochs is None:
+                from text_recognizer.experiment.compare import read_json
+
+                config = read_json(self.state_dir / run.name / "config.json")
+                active.epochs = (config.get("train_args") or {}).get("epochs")
+            if active.epochs is not None and done >= active.epochs:
+                continue  # its last epoch is done: let it finish and test
+            active.trial.stop_requested = True
+            self.save()
+            lines = (run.early_terminate_info or {}).get("lines") or []
+            why = next((ln for ln in lines if ln.startswith(f"Run: {run.name} ")), "")
+            why = why[why.find("(Band") :].strip() if "(Band" in why else why
+            self.say(f"hyperband: stopping {run.name} after epoch {done} {why}".rstrip())
+            with contextlib.suppress(ProcessLookupError):
+                active.proc.send_signal(signal.SIGTERM)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Trials that were running when the last session ended are rerun (after their process,
+        if it somehow survived, is gone); a trial hyperband had asked to stop counts as stopped."""
+        for trial in self.state.trials:
+            if trial.status not in ("running", "interrupted", "pending"):
+                continue
+            if trial.pid and _trial_process_alive(trial.pid, trial.id):
+                self.say(f"waiting for {trial.id} (pid {trial.pid}) from the last session to stop")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(trial.pid, signal.SIGTERM)
+                deadline = time.monotonic() + self.term_grace_s
+                while _trial_process_alive(trial.pid, trial.id) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if _trial_process_alive(trial.pid, trial.id):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(trial.pid, signal.SIGKILL)
+            if trial.stop_requested and trial.status == "running":
+                from text_recognizer.experiment.compare import read_json
+
+                trial.status = "stopped"
+                trial.metric = self._trial_metric(
+                    trial, read_json(self.state_dir / trial.id / "summary.json")
+                )
+            else:
+                trial.status = "pending"
+            trial.pid = None
+        self.save()
+
+    def _next_trial(self) -> Trial | None:
+        for trial in self.state.trials:
+            if trial.status == "pending" and trial.id not in self.active:
+                return trial
+        return self._propose()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping is not None:
+            self.force = True
+            return
+        self.stopping = signum
+
+    def _stop_all(self) -> None:
+        """Stop the running trials (SIGTERM, then SIGKILL after a grace period or a 2nd signal)."""
+        if self.active:
+            self.say(
+                f"stopping: {len(self.active)} running trial(s) get SIGTERM and are rerun on "
+                "resume (signal again to kill them now)"
+            )
+        for active in self.active.values():
+            with contextlib.suppress(ProcessLookupError):
+                active.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.term_grace_s
+        while self.active:
+            self._reap()
+            if self.active and (self.force or time.monotonic() > deadline):
+                for active in self.active.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        active.proc.kill()
+            time.sleep(0.05)
+
+    def run(self) -> int:
+        """Run the sweep to its end (or until a signal); return the exit code."""
+        self.state.sessions += 1
+        self._recover()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        started = time.monotonic()
+        at_start = self._done()
+        if at_start:
+            self.say(f"resuming {self.state.name}: {at_start}/{self.total} trials done")
+        try:
+            while self.stopping is None:
+                while len(self.active) < self.jobs and self.stopping is None and not self.abort:
+                    trial = self._next_trial()
+                    if trial is None:
+                        break
+                    self._start(trial)
+                if not self.active:
+                    break
+                time.sleep(self.poll_s)
+                self._reap()
+                self._early_terminate()
+            if self.stopping is not None:
+                self._stop_all()
+        finally:
+            for active in list(self.active.values()):  # an unexpected error: leave no trial behind
+                with contextlib.suppress(ProcessLookupError):
+                    active.proc.kill()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.save()
+        elapsed = time.monotonic() - started
+        if self.stopping is not None:
+            self.say(
+                f"interrupted after {elapsed:.0f}s: {self._done()}/{self.total} trials done; "
+                f"resume with: python training/local_sweep.py {self.source}"
+                + (f" --state {self.state_dir}" if self.custom_state else "")
+            )
+            return 130
+        if self.abort:
+            raise SweepError(
+                f"{self.abort}; the sweep stopped ({self._done()}/{self.total} trials done): fix it and "
+                f"run the same command to resume"
+            )
+        self.say(f"\n{self.leaderboard()}")
+        self._plot()
+        counts = {
+            s: sum(t.status == s for t in self.state.trials) for s in (*TERMINAL, "interrupted")
+        }
+        self.say(
+            f"sweep {self.state.name}: {len(self.state.trials)} trials ({counts['finished']} "
+            f"finished, {counts['stopped']} stopped early, {counts['failed']} failed"
+            + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")
+            + f"); this session ran {self._done() - at_start} in {elapsed:.0f}s; state in "
+            f"{self.state_dir}"
+        )
+        return 1 if counts["failed"] else 0
+
+    # -- results ------------------------------------------------------------------------------
+
+    def rows(self) -> list[Any]:
+        """The trials as compare.RunInfo rows, with the sweep's status and metric."""
+        from text_recognizer.experiment.compare import RunInfo, flatten, load_run
+
+        rows = []
+        for trial in self.state.trials:
+            if trial.status == "pending":
+                continue
+            run_dir = self.state_dir / trial.id
+            info = load_run(run_dir, trial.id) if run_dir.is_dir() else RunInfo(name=trial.id)
+            if not info.flat:
+                info.flat = flatten(trial.params)
+            info.status = trial.status
+            if self.metric:
+                info.metrics.pop(self.metric, None)
+                if trial.metric is not None:
+                    info.metrics[self.metric] = trial.metric
+            info.wall_time = info.wall_time or trial.wall_time
+            rows.append(info)
+        return rows
+
+    def leaderboard(self) -> str:
+        """The trials sorted by the sweep's metric (best first), with what differs between them."""
+        from text_recognizer.experiment.compare import default_metrics, format_table
+
+        rows = self.rows()
+        if not rows:
+            return "no trials ran"
+        sort = self.metric or ("val_loss" if any("val_loss" in r.metrics for r in rows) else None)
+        metrics = [sort] if sort else []
+        metrics += [m for m in default_metrics(rows) if m.startswith("test_") and m != sort]
+        table = format_table(rows, metrics, sort, desc=self.maximize, first_column="trial")
+        scored = [r for r in rows if sort and sort in r.metrics]
+        if len(scored) < 2:
+            return table
+        ordered = sorted(scored, key=lambda r: r.metrics[sort], reverse=self.maximize)
+        best, worst = ordered[0], ordered[-1]
+        params = {t.id: self._swept(t.params) for t in self.state.trials}
+        return (
+            f"{table}\nbest:  {best.name} {sort} {best.metrics[sort]:.4f}  "
+            f"({describe_params(params[best.name])})\n"
+            f"worst: {worst.name} {sort} {worst.metrics[sort]:.4f}  "
+            f"({describe_params(params[worst.name])})"
+        )
+
+    def _swept(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters that vary (fixed `value:` ones, like the base config, left out)."""
+        fixed = {k for k, spec in self.sweep["parameters"].items() if "value" in spec}
+        return {k: v for k, v in params.items() if k not in fixed}
+
+    def _plot(self) -> None:
+        from text_recognizer.experiment.compare import plot_curves
+
+        try:
+            out = plot_curves(self.rows(), self.state_dir / "curves.png", title=self.state.name)
+        except ImportError:
+            self.say("note: matplotlib is not installed; no curves.png")
+            return
+        except Exception as e:  # a plot never fails a sweep
+            self.say(f"warning: no curves.png ({type(e).__name__}: {e})")
+            return
+        if out is not None:
+            self.say(f"curves: {out}")
+
+
+def local_sweep_main(argv: list[str] | None = None) -> int:
+    """Entry point of training/local_sweep.py."""
+    parser = argparse.ArgumentParser(
+        description="Run a W&B sweep YAML offline with W&B's sweeps engine; resumable.",
+        epilog="State: runs/sweeps/<name>/ (state.json, one folder per trial, logs/). Run the same "
+        "command again to resume an interrupted sweep.",
+    )
+    parser.add_argument("sweep", help="sweep YAML (the file `wandb sweep` takes)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        help="trials in the whole sweep (grid: default all; random/bayes: needed)",
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="trials at a time (default 1)")
+    parser.add_argument("--state", help="state folder (default runs/sweeps/<name>)")
+    parser.add_argument(
+        "--gpu",
+        default="-1",
+        help="what each trial passes to run_experiment: -1 leases any free GPU (default; the CPU "
+        "when there is none), N a GPU index, cpu the CPU",
+    )
+    parser.add_argument("--nowandb", action="store_true", help="trials do not log to W&B")
+    args = parser.parse_args(argv)
+    try:
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.count is not None and args.count < 1:
+            raise SweepError(f"--count must be at least 1, got {args.count}")
+        from text_recognizer.experiment.sweep import _parse_gpu
+
+        gpu = _parse_gpu(args.gpu)
+        sweep = load_sweep(args.sweep)
+        check_sweep(sweep, args.sweep)
+        checked = check_parameter_space(sweep, args.sweep)
+        state_dir = Path(args.state) if args.state else default_state_dir(sweep, args.sweep)
+        check_state_dir(state_dir)
+        with state_lock(state_dir):
+            runner = LocalSweep(
+                sweep,
+                args.sweep,
+                state_dir,
+                jobs=args.jobs,
+                count=args.count,
+                gpu=gpu,
+                nowandb=args.nowandb,
+                custom_state=args.state is not None,
+            )
+            runner.say(
+                f"sweep {runner.state.name}: {sweep['method']} search, {runner.total} trials, "
+                f"{args.jobs} at a time ({checked} configs validated); state in {state_dir}"
+            )
+            return runner.run()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code

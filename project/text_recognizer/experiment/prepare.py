@@ -1,0 +1,132 @@
+"""``prepare_experiments``: one shell command per experiment of a file, ready for GNU parallel.
+
+    python training/prepare_experiments.py training/experiments/sample.json | parallel -j2
+
+The file is ``{"experiment_group": ..., "experiments": [config, ...]}``. Every experiment is
+validated before anything is printed, so a typo in the fifth experiment never leaves four runs
+going and a half-done group; the group travels into each config. Each line is quoted with
+``shlex``, so any JSON (quotes, ``$``, ``{}``) reaches run_experiment.py unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.errors import ConfigError, UserError
+
+FILE_KEYS = ("experiment_group", "experiments")
+RUN_SCRIPT = "training/run_experiment.py"
+
+
+def read_experiments_file(path: str | Path) -> tuple[str | None, list[Any]]:
+    """Parse the file; return (group, raw experiments) or raise ConfigError with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiments file {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"malformed JSON in {path}: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    shape = '{"experiment_group": "...", "experiments": [{...}, ...]}'
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object {shape}, got {type(data).__name__}")
+    for key in data:
+        if key not in FILE_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r} (valid: {', '.join(FILE_KEYS)})")
+    group = data.get("experiment_group")
+    if group is not None and not isinstance(group, str):
+        raise ConfigError(f"{path}: experiment_group must be a string, got {group!r}")
+    experiments = data.get("experiments")
+    if not isinstance(experiments, list) or not experiments:
+        raise ConfigError(f"{path}: 'experiments' must be a non-empty list of configs ({shape})")
+    return group, experiments
+
+
+def prepare_configs(path: str | Path) -> list[dict[str, Any]]:
+    """The experiments with the group filled in, all validated; else ConfigError listing the bad
+    ones, one line each (``experiments[2]: unknown key 'foo' in network_args ...``)."""
+    from text_recognizer.config import validate_config
+
+    group, experiments = read_experiments_file(path)
+    configs, errors = [], []
+    for i, experiment in enumerate(experiments):
+        where = f"experiments[{i}]"
+        if not isinstance(experiment, dict):
+            errors.append(f"{where} must be a JSON object, got {type(experiment).__name__}")
+            continue
+        config = dict(experiment)
+        if group is not None:
+            own = config.get("experiment_group", group)
+            if own != group:
+                errors.append(
+                    f"{where}: experiment_group {own!r} differs from the file's {group!r} "
+                    "(leave it out: the file's group is used)"
+                )
+                continue
+            config = {"experiment_group": group, **config}
+        try:
+            validate_config(config)
+        except ConfigError as e:
+            errors.append(f"{where}: {e}")
+            continue
+        configs.append(config)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return configs
+
+
+def command_line(
+    config: dict[str, Any],
+    python: str = "python",
+    script: str = RUN_SCRIPT,
+    gpu: int = -1,
+    save: bool = False,
+    nowandb: bool = False,
+) -> str:
+    """One shell-quoted command line that runs ``config``."""
+    text = json.dumps(config, separators=(",", ":"))
+    words = [*shlex.split(python), script, f"--gpu={gpu}", text]
+    words += ["--save"] if save else []
+    words += ["--nowandb"] if nowandb else []
+    return shlex.join(words)
+
+
+def prepare_experiments_main(argv: list[str] | None = None) -> int:
+    """Print one command per experiment on stdout; errors go to stderr only (exit 2)."""
+    parser = argparse.ArgumentParser(
+        description="Print one shell command per experiment of an experiments file, for GNU "
+        "parallel: prepare_experiments.py FILE | parallel -j2",
+    )
+    parser.add_argument(
+        "experiments_file", help='JSON: {"experiment_group": ..., "experiments": [...]}'
+    )
+    parser.add_argument("--save", action="store_true", help="pass --save to every run")
+    parser.add_argument("--nowandb", action="store_true", help="pass --nowandb to every run")
+    parser.add_argument(
+        "--python",
+        default="python",
+        help="interpreter in the commands (default: python; e.g. a virtualenv's python on "
+        "other hosts)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        configs = prepare_configs(args.experiments_file)
+    except UserError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return e.exit_code
+    lines = [
+        command_line(c, python=args.python, save=args.save, nowandb=args.nowandb) for c in configs
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,244 @@
+"""One sweep trial: what ``wandb agent`` (or ``local_sweep.py``) passes to training/run_sweep.py.
+
+The agent runs the sweep YAML's command, ``${env} ${interpreter} ${program} ${args}``, which becomes
+
+    python training/run_sweep.py --config=training/experiments/mnist_mlp.json \\
+        --network_args.layer_size=256 --train_args.batch_size=64
+
+one ``--dotted.key=value`` per sweep parameter. Everything the sweep does not vary lives in one place:
+the experiment JSON named by the ``config`` parameter (a fixed ``value:`` in the YAML, so the agent
+passes it like any other parameter and W&B records it), or ``DEFAULT_BASE_CONFIG`` when the YAML names
+none. Defaults for keys the JSON leaves out come from ``config.py`` and the registries, as for any run.
+
+Values are parsed as JSON, then as Python literals (the agent formats values with ``str()``, so a
+boolean arrives as ``True`` and a list of strings as ``['a', 'b']``), else kept as strings. A dict
+value (W&B's nested ``parameters:`` form) is merged into the section it names.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.errors import ConfigError, UserError
+
+DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
+# run_sweep's own flags; every other --key=value is a config key.
+FLAGS = ("config", "gpu", "nowandb", "save")
+
+USAGE = """\
+usage: run_sweep.py [--config=BASE.json] [--gpu=N|cpu] [--nowandb] [--save] [--KEY.SUB=VALUE ...]
+
+Run one sweep trial: the base experiment config (--config, default {default}) with every
+--KEY.SUB=VALUE set in it (e.g. --network_args.layer_size=256 --train_args.batch_size=64).
+Values are JSON or Python literals (256, 0.2, true/True, [32, 64]); anything else is a string.
+--gpu defaults to -1 (lease any free GPU, else the CPU with a notice); --gpu=cpu forces the CPU.
+Exit codes as run_experiment.py: 0 finished, 1 the run failed, 2 bad input."""
+
+
+@dataclass
+class TrialArgs:
+    """run_sweep's command line, parsed: the base config, the overrides and the run flags."""
+
+    base: str = DEFAULT_BASE_CONFIG
+    overrides: list[tuple[str, Any]] = field(default_factory=list)
+    gpu: int | None = -1
+    nowandb: bool = False
+    save: bool = False
+
+
+def parse_value(text: str) -> Any:
+    """``"256"`` -> 256, ``"0.2"`` -> 0.2, ``"True"``/``"true"`` -> True, ``"[1, 2]"`` -> [1, 2]."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def format_arg(key: str, value: Any) -> str:
+    """One argument exactly as ``wandb agent`` formats it for ``${args}``: ``--key=str(value)``."""
+    return f"--{key}={value}"
+
+
+def _flag_bool(key: str, value: str | None) -> bool:
+    if value is None:
+        return True
+    parsed = parse_value(value)
+    if isinstance(parsed, bool):
+        return parsed
+    raise UserError(f"--{key} takes no value or true/false, got {value!r}")
+
+
+def parse_trial_args(argv: list[str]) -> TrialArgs:
+    """Split run_sweep's arguments into flags and dotted config overrides (the last one wins)."""
+    args = TrialArgs()
+    for arg in argv:
+        if not arg.startswith("--") or arg == "--":
+            raise UserError(
+                f"unexpected argument {arg!r}: run_sweep.py takes --KEY=VALUE arguments "
+                "(e.g. --network_args.layer_size=256)"
+            )
+        key, eq, raw = arg[2:].partition("=")
+        value = raw if eq else None
+        if not key:
+            raise UserError(f"empty key in argument {arg!r}")
+        if key == "config":
+            if not value:
+                raise UserError("--config needs a path to a base experiment .json file")
+            args.base = value
+        elif key == "gpu":
+            args.gpu = _parse_gpu(value)
+        elif key in ("nowandb", "save"):
+            setattr(args, key, _flag_bool(key, value))
+        else:
+            args.overrides.append((key, True if value is None else parse_value(value)))
+    return args
+
+
+def _parse_gpu(value: str | None) -> int | None:
+    if value is None or value.strip().lower() in ("cpu", "none", "null"):
+        return None
+    try:
+        gpu = int(value)
+    except ValueError:
+        gpu = -2
+    if gpu < -1:
+        raise UserError(f"--gpu must be -1 (any free GPU), a GPU index >= 0 or cpu, got {value!r}")
+    return gpu
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``config["a"]["b"] = value`` for key ``"a.b"``; a dict value merges into what is there."""
+    from text_recognizer.config import TOP_LEVEL
+    from text_recognizer.spec import unknown_key_error
+
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise UserError(f"malformed sweep parameter name {key!r} (expected names like a.b)")
+    if parts[0] not in TOP_LEVEL:
+        raise unknown_key_error(parts[0], list(TOP_LEVEL), "the config (sweep parameter)")
+    if len(parts) > 1 and TOP_LEVEL[parts[0]].type is not dict:
+        raise ConfigError(
+            f"sweep parameter {key!r}: {parts[0]!r} is a {TOP_LEVEL[parts[0]].type.__name__}, "
+            "not a section with keys"
+        )
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"sweep parameter {key!r}: {part!r} is not a section with keys")
+        node = child
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        _merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def resolve_path(path: str) -> Path:
+    """A relative path is looked up from the current folder, then from the project root."""
+    from text_recognizer.paths import PROJECT_ROOT
+
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return PROJECT_ROOT / p if (PROJECT_ROOT / p).exists() else p
+
+
+def load_base_config(path: str) -> dict[str, Any]:
+    """The base experiment config a sweep varies (an experiments/*.json file)."""
+    from text_recognizer.config import parse_config_text
+
+    resolved = resolve_path(path)
+    if not resolved.is_file():
+        raise ConfigError(
+            f"base config {path!r} does not exist (the sweep's `config` parameter names an "
+            "experiment .json file, relative to the current folder or the project root)"
+        )
+    base = parse_config_text(str(resolved))
+    if "experiments" in base:
+        raise ConfigError(
+            f"base config {path!r} is an experiments file (with 'experiments'); a sweep needs "
+            "one experiment config"
+        )
+    return base
+
+
+def trial_config(args: TrialArgs, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The unvalidated config of one trial: the base config with every override set in it.
+
+    Under ``wandb agent`` (``WANDB_SWEEP_ID`` set) the runs of one sweep share the group
+    ``sweep-<id>`` unless the sweep sets ``experiment_group`` itself, so their local records sit
+    together under runs/sweep-<id>/.
+    """
+    env = os.environ if env is None else env
+    config = load_base_config(args.base)
+    for key, value in args.overrides:
+        set_dotted(config, key, value)
+    sweep_id = env.get("WANDB_SWEEP_ID")
+    if sweep_id and not any(k == "experiment_group" for k, _ in args.overrides):
+        config["experiment_group"] = f"sweep-{sweep_id}"
+    return config
+
+
+def resolve_trial(argv: list[str]) -> tuple[dict[str, Any], TrialArgs]:
+    """Parse and validate a trial's arguments; a ConfigError names the bad parameter."""
+    from text_recognizer.config import validate_config
+
+    args = parse_trial_args(argv)
+    config = trial_config(args)
+    validate_config(config)
+    return config, args
+
+
+def run_sweep_main(argv: list[str] | None = None) -> int:
+    """Entry point of training/run_sweep.py: validate, then run the experiment in this process.
+
+    Running in-process (through ``run_experiment``'s own command-line entry) keeps one process per
+    trial, so the agent's or local_sweep's SIGTERM reaches the training loop directly.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE.format(default=DEFAULT_BASE_CONFIG))
+        return 0
+    try:
+        config, args = resolve_trial(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(
+        "sweep trial: "
+        + " ".join(format_arg(k, v) for k, v in args.overrides)
+        + f" over {args.base}",
+        file=sys.stderr,
+    )
+    from text_recognizer.cli import run_experiment_main
+
+    cli_args = [json.dumps(config)]
+    if args.gpu is not None:
+        cli_args.append(f"--gpu={args.gpu}")
+    if args.nowandb:
+        cli_args.append("--nowandb")
+    if args.save:
+        cli_args.append("--save")
+    return run_experiment_main(cli_args)

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Compare runs: ``python training/compare_runs.py [runs/<group> ...] [--sort val_loss] [--desc] [--plot out.png]``.
+
+Prints what differs in the runs' configs, their key metrics, status and wall time, sorted by a metric,
+and saves a plot of their training curves. A thin wrapper: the logic lives in
+``text_recognizer.experiment.compare``. See README.md, "Tracking and sweeps".
+"""
+
+import sys
+
+from text_recognizer.experiment.compare import compare_main
+
+if __name__ == "__main__":
+    sys.exit(compare_main())

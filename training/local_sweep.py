@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Run a sweep YAML offline: ``python training/local_sweep.py training/sweep_emnist.yaml [--count N] [--jobs J] [--state DIR]``.
+
+The same YAML ``wandb sweep`` takes, run with W&B's open-source ``sweeps`` engine and no W&B server;
+interrupted sweeps resume where they stopped. A thin wrapper: the logic lives in
+``text_recognizer.experiment.local_sweep``. See README.md, "Tracking and sweeps".
+"""
+
+import sys
+
+from text_recognizer.experiment.local_sweep import local_sweep_main
+
+if __name__ == "__main__":
+    sys.exit(local_sweep_main())
