@@ -90,7 +90,7 @@ def load_text_glyphs(per_class: int = 64) -> tuple[np.ndarray, np.ndarray, str]:
 def text_source(max_length: int):
     """(sample(count, rng) -> texts, what it is): Brown phrases when the shared corpus is here."""
     from text_recognizer import paths
-    from text_recognizer.datasets.emnist_lines import PhraseSampler, read_brown_sentences
+    from text_recognizer.datasets.line_texts import PhraseSampler, read_brown_sentences
     from text_recognizer.datasets.synthetic_lines import CHARSETS, word_lines
 
     corpus = paths.SHARED_DATA_DIR / "corpus" / "brown.zip"
@@ -174,11 +174,8 @@ def run_workload(
     rounds: int,
 ) -> dict[str, Any]:
     """Interleaved rounds of the three generators on the same texts and glyphs."""
-    from text_recognizer.datasets.emnist_lines import (
-        EmnistLinesDataset,
-        compose_lines,
-        sample_glyph_ids,
-    )
+    from text_recognizer.datasets.emnist_lines import EmnistLinesDataset
+    from text_recognizer.datasets.line_composer import compose_lines, sample_glyph_ids
     from text_recognizer.datasets.text import PADDING_INDEX, encode_many, make_mapping
 
     samples_by_char: dict[str, list] = defaultdict(list)  # FSDL builds this once per split
@@ -273,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     n = args.lines or (500 if args.quick else 1500)
     rounds = args.rounds or (2 if args.quick else 5)
     _common.setup_threads(1)
-    from text_recognizer.datasets.emnist_lines import digit_strings
+    from text_recognizer.datasets.line_texts import digit_strings
 
     env = _common.environment()
     _common.print_header("line generation: vectorised composer vs FSDL per-character loop", env)

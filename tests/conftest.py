@@ -30,6 +30,17 @@ def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
+def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Point the project's data/raw and data/processed folders at tmp_path (raw, processed)."""
+    from text_recognizer import paths
+
+    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
+    monkeypatch.setattr(paths, "RAW_DIR", raw)
+    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
+    return raw, processed
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """The real sample data beside the checkout; tests that need it skip with a reason if absent."""
     from text_recognizer.paths import SHARED_DATA_DIR

@@ -100,15 +100,6 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """Point the project's raw/ and processed/ folders at tmp_path."""
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
-
-
-@pytest.fixture
 def served(tmp_path: Path, data_dirs: tuple[Path, Path]) -> Iterator[list[str]]:
     """Serve a tiny matlab.zip on 127.0.0.1 and write raw/emnist/metadata.toml pointing at it."""
     site = tmp_path / "site"

@@ -20,19 +20,21 @@ import pytest
 import scipy.io
 
 from text_recognizer import paths
-from text_recognizer.datasets import DATASETS, emnist_lines
-from text_recognizer.datasets.emnist_lines import (
-    EmnistLinesDataset,
-    PhraseSampler,
+from text_recognizer.datasets import DATASETS, line_composer
+from text_recognizer.datasets.emnist_lines import EmnistLinesDataset
+from text_recognizer.datasets.line_composer import (
     column_bank,
     compose_lines,
-    detokenize,
-    digit_strings,
     glyph_phases,
     place_glyphs,
-    read_brown_sentences,
     sample_glyph_ids,
     zeroed_pages,
+)
+from text_recognizer.datasets.line_texts import (
+    PhraseSampler,
+    detokenize,
+    digit_strings,
+    read_brown_sentences,
 )
 from text_recognizer.datasets.text import BLANK_INDEX, PADDING_INDEX, decode
 from text_recognizer.errors import ConfigError, DataError
@@ -47,14 +49,6 @@ needs_corpus = pytest.mark.skipif(
     not (CORPUS_DIR / "brown.zip").is_file(), reason=f"Brown corpus not found at {CORPUS_DIR}"
 )
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "project"
-
-
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
 
 
 def reference_compose(glyphs: np.ndarray, ids: np.ndarray, x: np.ndarray, width: int) -> np.ndarray:
@@ -135,7 +129,7 @@ def test_place_glyphs_phases_and_overlaps(stack: int) -> None:
 def test_zeroed_pages_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     small = zeroed_pages((3, 28, 40))
     assert small.shape == (3, 28, 40) and small.dtype == np.uint8 and not small.any()
-    monkeypatch.setattr(emnist_lines, "MMAP_BYTES", 1 << 12)  # the kernel-mapped way
+    monkeypatch.setattr(line_composer, "MMAP_BYTES", 1 << 12)  # the kernel-mapped way
     big = zeroed_pages((64, 28, 64))
     assert big.shape == (64, 28, 64) and big.dtype == np.uint8 and big.flags.c_contiguous
     assert big.flags.writeable and not big.any()

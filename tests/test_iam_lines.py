@@ -36,14 +36,6 @@ needs_iam = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
-
-
 @needs_iam
 def test_parser_on_the_real_lines_txt() -> None:
     lines = parse_lines_txt((IAM / "ascii" / "lines.txt").read_text(encoding="utf-8"))

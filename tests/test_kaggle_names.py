@@ -26,14 +26,6 @@ needs_names = pytest.mark.skipif(
 
 
 @pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
-
-
-@pytest.fixture
 def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No Kaggle credentials anywhere (the user's real ones are never read by the tests)."""
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY"):

@@ -70,15 +70,6 @@ def write_mnist(folder: Path, num_train: int = 60, num_test: int = 50) -> dict[s
     return arrays
 
 
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    """Point the project's raw/ and processed/ folders at tmp_path."""
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
-
-
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     hits: ClassVar[list[str]] = []
 

@@ -13,7 +13,6 @@ import pytest
 from http_fixtures import HttpTestServer
 
 from conftest import run_script
-from text_recognizer import paths
 from text_recognizer.datasets import DATASETS
 from text_recognizer.datasets.base import summary_main
 from text_recognizer.datasets.synthetic_lines import (
@@ -26,14 +25,6 @@ from text_recognizer.datasets.text import decode
 from text_recognizer.errors import ConfigError
 
 SMALL = {"num_train": 48, "num_test": 16, "max_length": 24}
-
-
-@pytest.fixture
-def data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
-    raw, processed = tmp_path / "data" / "raw", tmp_path / "data" / "processed"
-    monkeypatch.setattr(paths, "RAW_DIR", raw)
-    monkeypatch.setattr(paths, "PROCESSED_DIR", processed)
-    return raw, processed
 
 
 def texts_of(ds: SyntheticLinesDataset, y: np.ndarray) -> list[str]:

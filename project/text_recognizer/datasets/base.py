@@ -36,6 +36,11 @@ class Dataset:
     # Files (relative to data_dir) that must exist before processing.
     required_files: ClassVar[tuple[str, ...]] = ()
     needs_download: ClassVar[bool] = True
+    # Arrays cached beside the splits, e.g. ``trainval_is_validation``: one bool per trainval item
+    # marking an official validation split, used instead of the seeded carve when
+    # ``official_validation`` is on (IAM's Aachen lists, Kaggle's validation CSV).
+    extra_keys: ClassVar[tuple[str, ...]] = ()
+    official_validation: bool = False
 
     def __init__(
         self,
@@ -57,7 +62,17 @@ class Dataset:
         self.input_shape: tuple[int, ...] = ()
         self.output_shape: tuple[int, ...] = ()
         self.x_train = self.y_train = self.x_val = self.y_val = self.x_test = self.y_test = None
+        # Items dropped while processing (undecodable images, labels that do not fit), by reason,
+        # with a few examples each: cached with the arrays so every summary reports them.
         self.skipped: dict[str, int] = {}
+        self.skipped_examples: dict[str, list[str]] = {}
+
+    def note_skip(self, reason: str, example: str = "", count: int = 1) -> None:
+        """Count ``count`` items skipped for ``reason``; keep a few examples for the summary."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+        examples = self.skipped_examples.setdefault(reason, [])
+        if len(examples) < 5 and example:
+            examples.append(example)
 
     # ----- to implement -------------------------------------------------------------------------
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -95,13 +110,18 @@ class Dataset:
                 )
 
     # ----- the HDF5 cache ------------------------------------------------------------------------
+    def extra_sources(self) -> list[str]:
+        """Resolved folders besides ``data_dir`` whose content shapes the arrays (cache key)."""
+        return []
+
     def cache_key(self) -> str:
         parts = [f"{k}={self.args[k]}" for k in self.shaping_args]
-        if self.user_data_dir:
-            parts.append("src=" + hashlib.sha1(str(self.data_dir).encode()).hexdigest()[:8])
+        sources = ([str(self.data_dir)] if self.user_data_dir else []) + self.extra_sources()
         readable = "_".join(str(self.args[k]) for k in self.shaping_args) or "default"
-        digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:8]
-        return f"{readable}_{digest}" if self.user_data_dir else readable
+        if not sources:
+            return readable
+        digest = hashlib.sha1("|".join(parts + sources).encode()).hexdigest()[:8]
+        return f"{readable}_{digest}"
 
     @property
     def cache_path(self) -> Path:
@@ -116,8 +136,10 @@ class Dataset:
             with h5py.File(path, "r") as f:
                 if f.attrs.get("format") != CACHE_FORMAT:
                     raise ValueError(f"format {f.attrs.get('format')} != {CACHE_FORMAT}")
-                arrays = {k: f[k][()] for k in SPLIT_KEYS}
+                arrays = {k: f[k][()] for k in (*SPLIT_KEYS, *self.extra_keys)}
                 mapping = json.loads(f.attrs["mapping"])
+                self.skipped = json.loads(f.attrs.get("skipped", "{}"))
+                self.skipped_examples = json.loads(f.attrs.get("skipped_examples", "{}"))
             for split in ("trainval", "test"):
                 if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
                     raise ValueError(f"{split} images and labels differ in length")
@@ -133,14 +155,16 @@ class Dataset:
         import h5py
 
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            for key in SPLIT_KEYS:
-                a = arrays[key]
+            for key in (*SPLIT_KEYS, *self.extra_keys):
+                a = np.asarray(arrays[key])
                 # Chunks of whole images, so a per-image reader does not decode 4x4 tiles.
                 chunks = (max(1, min(64, len(a))), *a.shape[1:]) if a.ndim > 1 and len(a) else None
                 f.create_dataset(key, data=a, chunks=chunks, compression="lzf" if chunks else None)
             f.attrs["format"] = CACHE_FORMAT
             f.attrs["mapping"] = json.dumps(mapping)
             f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
+            f.attrs["skipped"] = json.dumps(self.skipped)
+            f.attrs["skipped_examples"] = json.dumps(self.skipped_examples)
 
     # ----- loading -------------------------------------------------------------------------------
     def load_or_generate_data(self) -> Dataset:
@@ -174,11 +198,15 @@ class Dataset:
     def _split(self, arrays: dict[str, np.ndarray]) -> None:
         rng = np.random.default_rng(self.seed)
         x, y = arrays["x_trainval"], arrays["y_trainval"]
-        order = rng.permutation(len(x))
-        num_val = round(len(x) * self.validation_fraction)
-        if self.validation_fraction > 0 and len(x) > 1:
-            num_val = min(max(num_val, 1), len(x) - 1)
-        val_idx, train_idx = np.sort(order[:num_val]), np.sort(order[num_val:])
+        mask = arrays.get("trainval_is_validation")
+        if self.official_validation and mask is not None and mask.any():
+            val_idx, train_idx = np.flatnonzero(mask), np.flatnonzero(~mask)
+        else:
+            order = rng.permutation(len(x))
+            num_val = round(len(x) * self.validation_fraction)
+            if self.validation_fraction > 0 and len(x) > 1:
+                num_val = min(max(num_val, 1), len(x) - 1)
+            val_idx, train_idx = np.sort(order[:num_val]), np.sort(order[num_val:])
         if self.subsample_fraction is not None:
             train_idx = _subsample(train_idx, self.subsample_fraction, rng)
             val_idx = _subsample(val_idx, self.subsample_fraction, rng)
@@ -204,7 +232,18 @@ class Dataset:
             from text_recognizer.datasets.text import text_config
 
             config.update(text_config(self.mapping, int(self.output_shape[0])))
+        config["preprocessing"] = self.preprocessing()
         return config
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How a raw image becomes an input, for the predictors (see preprocessing.py).
+
+        Characters are centred on a square and resized; lines are scaled to the height and
+        left-aligned. Datasets that shape raw images differently (Kaggle names) override this.
+        """
+        height, width = (int(d) for d in self.input_shape[-2:])
+        resize = "fit_height" if self.kind == "lines" else "square"
+        return {"resize": resize, "height": height, "width": width}
 
     def summary(self) -> str:
         def shape(a: np.ndarray | None) -> str:
@@ -224,6 +263,9 @@ class Dataset:
             lines.append(f"  per class (train): min {counts.min()}, max {counts.max()}")
         if self.skipped:
             lines.append(f"  skipped:    {self.skipped}")
+            for reason, examples in self.skipped_examples.items():
+                if examples:
+                    lines.append(f"    {reason}: e.g. {', '.join(examples)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 
 from text_recognizer import paths, progress
 from text_recognizer.datasets.base import Dataset, summary_main
-from text_recognizer.datasets.emnist_lines import FileTree, LinesCacheMixin, read_image_bytes
+from text_recognizer.datasets.files import FileTree, read_image_bytes
 from text_recognizer.datasets.text import encode, make_mapping
 from text_recognizer.errors import DataError
 
@@ -159,21 +159,16 @@ def fit_line(image: Any, height: int, width: int) -> tuple[np.ndarray, bool]:
     """Dark-on-light PIL image -> ``(height, width)`` uint8 white ink on black, left-aligned.
 
     Keeps the aspect ratio; a line that would be wider than ``width`` is squeezed to fit (True).
+    The predictors call the same ``preprocess_image`` with ``config()["preprocessing"]``.
     """
-    from PIL import Image, ImageOps
+    from text_recognizer.preprocessing import preprocess_image
 
-    img = ImageOps.invert(image.convert("L"))
-    w, h = img.size
-    new_w = max(1, round(w * height / max(h, 1)))
-    squeezed = new_w > width
-    new_w = min(new_w, width)
-    img = img.resize((new_w, height), Image.Resampling.BILINEAR)
-    out = np.zeros((height, width), dtype=np.uint8)
-    out[:, :new_w] = np.asarray(img)
-    return out, squeezed
+    squeezed = round(image.width * height / max(image.height, 1)) > width
+    spec = {"resize": "fit_height", "height": height, "width": width}
+    return preprocess_image(image, spec, polarity="dark"), squeezed
 
 
-class IamLinesDataset(LinesCacheMixin, Dataset):
+class IamLinesDataset(Dataset):
     """IAM lines as ``(image_height, image_width)`` uint8 and ``(N, max_length)`` labels."""
 
     name = "iam_lines"
@@ -208,7 +203,6 @@ class IamLinesDataset(LinesCacheMixin, Dataset):
         if data_dir is None:
             self.data_dir = paths.raw_dir(RAW_NAME)
         self.official_validation = bool(official_validation)
-        self.skipped_examples: dict[str, list[str]] = {}
 
     @property
     def metadata_path(self) -> Path:

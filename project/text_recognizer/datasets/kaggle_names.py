@@ -49,7 +49,7 @@ import numpy as np
 
 from text_recognizer import progress
 from text_recognizer.datasets.base import Dataset, summary_main
-from text_recognizer.datasets.emnist_lines import FileTree, LinesCacheMixin, read_image_bytes
+from text_recognizer.datasets.files import FileTree, read_image_bytes
 from text_recognizer.datasets.text import encode_many, make_mapping
 from text_recognizer.errors import ConfigError, DataError
 
@@ -100,22 +100,15 @@ def read_csv_rows(data: bytes, where: str) -> list[tuple[str, str]]:
 
 
 def fit_name(image: Any, height: int, width: int, keep_aspect: bool) -> np.ndarray:
-    """Dark-on-light PIL image -> ``(height, width)`` uint8 white ink on black, top-left."""
-    from PIL import Image
+    """Dark-on-light PIL image -> ``(height, width)`` uint8 white ink on black, top-left.
 
-    img = image.convert("L")
-    if keep_aspect:
-        scale = min(height / img.height, width / img.width)
-        size = (
-            max(1, min(width, round(img.width * scale))),
-            max(1, min(height, round(img.height * scale))),
-        )
-        img = img.resize(size, Image.Resampling.BILINEAR)
-    ink = 255 - np.asarray(img, dtype=np.uint8)
-    out = np.zeros((height, width), dtype=np.uint8)
-    h, w = min(height, ink.shape[0]), min(width, ink.shape[1])
-    out[:h, :w] = ink[:h, :w]
-    return out
+    The predictors call the same ``preprocess_image`` with ``config()["preprocessing"]``.
+    """
+    from text_recognizer.preprocessing import preprocess_image
+
+    resize = "keep_aspect" if keep_aspect else "crop"
+    spec = {"resize": resize, "height": height, "width": width}
+    return preprocess_image(image, spec, polarity="dark")
 
 
 # ----- finding and fetching the files --------------------------------------------------------------
@@ -205,7 +198,7 @@ def download_from_kaggle(dest_dir: Path, url: str | None = None) -> Path:
 # ----- the dataset ----------------------------------------------------------------------------------
 
 
-class KaggleNamesDataset(LinesCacheMixin, Dataset):
+class KaggleNamesDataset(Dataset):
     """Kaggle names as ``(image_height, image_width)`` uint8 and ``(N, max_length)`` labels."""
 
     name = "kaggle_names"
@@ -244,7 +237,12 @@ class KaggleNamesDataset(LinesCacheMixin, Dataset):
             **common,
         )
         self.official_validation = split_from_available is None
-        self.skipped_examples: dict[str, list[str]] = {}
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How ``fit_name`` shaped the images, for the predictors (see preprocessing.py)."""
+        resize = "keep_aspect" if self.args["keep_aspect"] else "crop"
+        h, w = self.args["image_height"], self.args["image_width"]
+        return {"resize": resize, "height": h, "width": w}
 
     def missing_files(self) -> list[str]:
         return [] if find_source(self.data_dir) else [CSV_NAME.format(split="<split>")]

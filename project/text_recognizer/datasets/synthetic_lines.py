@@ -35,14 +35,13 @@ import numpy as np
 from text_recognizer import progress
 from text_recognizer.datasets import TEXT_SOURCES
 from text_recognizer.datasets.base import Dataset, summary_main
-from text_recognizer.datasets.emnist_lines import (
-    LinesCacheMixin,
+from text_recognizer.datasets.files import resolve_dir
+from text_recognizer.datasets.line_composer import compose_lines
+from text_recognizer.datasets.line_texts import (
     PhraseSampler,
-    compose_lines,
     digit_strings,
     ensure_corpus,
     read_brown_sentences,
-    resolve_dir,
 )
 from text_recognizer.datasets.text import encode_many, make_mapping
 from text_recognizer.errors import ConfigError
@@ -80,7 +79,7 @@ turned although open problem sense certain kind different thus began door help m
 WORDS = tuple(_VOCABULARY.split())
 
 
-class SyntheticLinesDataset(LinesCacheMixin, Dataset):
+class SyntheticLinesDataset(Dataset):
     """Rendered, distorted text lines: ``(image_height, image_width)`` uint8, ``(N, max_length)``."""
 
     name = "synthetic_lines"

@@ -6,13 +6,16 @@ data_dir or a network that cannot take the data fails with exit 2 and leaves not
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from text_recognizer.errors import UserError
+from text_recognizer.fileio import write_text_atomic
 
 
 class Interrupted(BaseException):
@@ -20,11 +23,23 @@ class Interrupted(BaseException):
 
 
 def run_experiment(
-    config: dict[str, Any], gpu: int | None = None, save: bool = False, use_wandb: bool = True
+    config: dict[str, Any],
+    gpu: int | None = None,
+    save: bool = False,
+    use_wandb: bool = True,
+    resume_dir: Path | None = None,
+    resume_state: dict[str, Any] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Train and test one model; return (exit code, summary). UserError propagates (exit 2)."""
+    """Train and test one model; return (exit code, summary). UserError propagates (exit 2).
+
+    ``resume_dir`` continues that run in place from ``resume_state`` (its loaded checkpoint, or
+    None to restart it from epoch 1). Under torchrun only rank 0 keeps a record; the other ranks
+    train their shard and return (0, {}).
+    """
     import torch
 
+    from text_recognizer import distributed
+    from text_recognizer.checkpoint import Checkpointer
     from text_recognizer.datasets import DATASETS
     from text_recognizer.experiment.devices import (
         label_leases,
@@ -41,19 +56,44 @@ def run_experiment(
     label = config.get("run_name") or (
         f"{config.get('experiment_group')}: {config['dataset']} {config['network']}"
     )
-    device = select_device(gpu, run_name=label)  # leases a GPU (--gpu=-1) before CUDA is touched
+    dist_info = distributed.from_env()
+    if dist_info is not None and dist_info.world_size > 1:
+        # torchrun places ranks on GPUs by LOCAL_RANK itself, so no GPUManager lease here.
+        device = distributed.setup(dist_info, gpu is not None and torch.cuda.is_available())
+    else:
+        dist_info = None
+        device = select_device(gpu, run_name=label)  # leases a GPU before CUDA is touched
+    is_main = dist_info is None or dist_info.is_main
     train_args = config["train_args"]
     threads = select_num_threads(train_args.get("num_threads"), run_name=label)
     if threads:
         torch.set_num_threads(threads)
+    if dist_info is not None and not is_main:
+        torch.distributed.barrier()  # rank 0 generates and caches the data first
     dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"]).load_or_generate_data()
+    if dist_info is not None and is_main:
+        torch.distributed.barrier()
     print(dataset.summary(), file=sys.stderr)
     model_cls = MODELS[config["model"]].load()
     torch.manual_seed(train_args["seed"])  # the initial weights depend on the seed alone
     model = model_cls(dataset.config(), config["network"], config["network_args"], device, config)
+    if not is_main:
+        return _run_worker(model, dataset, train_args, resume_state)
 
-    record = RunRecord.create(config)
-    record.write_config(config)
+    if resume_dir is not None:
+        record = RunRecord(Path(resume_dir))
+        record.summary = json.loads(record.summary_path.read_text())
+        history = resume_state["history"] if resume_state else []
+        # Epochs after the checkpoint are redone: drop their lines so none is logged twice.
+        write_text_atomic(record.metrics_path, "".join(json.dumps(m) + "\n" for m in history))
+        record.update_summary(
+            resumed_from_epoch=resume_state["epoch"] if resume_state else 0,
+            resumes=record.summary.get("resumes", 0) + 1,
+            error=None,
+        )
+    else:
+        record = RunRecord.create(config)
+        record.write_config(config)
     record.update_summary(
         status="running",
         run_dir=str(record.dir),
@@ -68,14 +108,23 @@ def run_experiment(
     print(f"run folder: {record.dir}", file=sys.stderr)
     label_leases(run=f"{record.dir.parent.name}/{record.dir.name}", run_dir=str(record.dir))
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
+    from text_recognizer.experiment.media import EpochImages, report_run
+
+    epoch_images = EpochImages(model, dataset, tracker)  # W&B only: a fixed validation sample
 
     def on_epoch_end(metrics: dict[str, Any]) -> None:
         record.log_epoch(metrics)
-        tracker.log(metrics)
+        tracker.log({**metrics, **epoch_images.media()})
 
     exit_code = 0
     try:
-        history = model.fit(dataset, train_args, on_epoch_end=on_epoch_end)
+        history = model.fit(
+            dataset,
+            train_args,
+            on_epoch_end=on_epoch_end,
+            checkpoint=Checkpointer(record.dir),
+            resume=resume_state,
+        )
         test = model.evaluate(dataset.x_test, dataset.y_test, train_args)
         best = min(history, key=lambda m: m.get("val_loss", m["train_loss"]))
         fields: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
@@ -91,6 +140,10 @@ def run_experiment(
                 print("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()), file=sys.stderr)
         if save:
             fields["weights"] = str(model.save_weights(record.weights_path))
+        # PNG plots in the run folder; W&B media and weights artifact. Never raises.
+        plots = report_run(model, dataset, record.dir, tracker, examples, fields.get("weights"))
+        if plots:
+            fields["plots"] = plots
         record.update_summary(status="finished", **fields)
         tracker.summary(fields)
         print(
@@ -100,7 +153,11 @@ def run_experiment(
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
         record.update_summary(status="interrupted")
-        print(f"interrupted; partial record in {record.dir}", file=sys.stderr)
+        print(
+            f"interrupted; partial record in {record.dir}; continue with: "
+            f"python training/run_experiment.py --resume {record.dir}",
+            file=sys.stderr,
+        )
     except UserError as e:
         record.update_summary(status="failed", error=str(e))
         raise
@@ -116,4 +173,24 @@ def run_experiment(
         record.update_summary(wall_time=time.time() - started)
         tracker.finish(exit_code)
         release_leases()
+        distributed.teardown()
     return exit_code, record.summary
+
+
+def _run_worker(
+    model: Any, dataset: Any, train_args: dict[str, Any], resume_state: dict[str, Any] | None
+) -> tuple[int, dict[str, Any]]:
+    """A torchrun rank other than 0: train its shard in step with the others, record nothing."""
+    from text_recognizer import distributed
+
+    code = 0
+    try:
+        model.fit(dataset, train_args, resume=resume_state)
+    except (KeyboardInterrupt, Interrupted):
+        code = 130
+    except Exception as e:
+        code = 1
+        print(f"rank {distributed.rank()} failed: {type(e).__name__}: {e}", file=sys.__stderr__)
+    finally:
+        distributed.teardown()
+    return code, {}

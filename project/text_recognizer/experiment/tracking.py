@@ -70,6 +70,92 @@ class Tracker:
         except Exception as e:
             self._warn(e)
 
+    @property
+    def enabled(self) -> bool:
+        """True while a wandb run is live (False when off, or after a W&B failure)."""
+        return self.run is not None
+
+    def images(
+        self, key: str, images: list[Any], captions: list[str] | None = None
+    ) -> dict[str, Any]:
+        """``{key: [wandb.Image]}`` to merge into one ``log`` call (same step as the metrics).
+
+        ``images`` are arrays or file paths; {} when off or on failure.
+        """
+        if self.run is None or not images:
+            return {}
+        try:
+            import wandb
+
+            captions = captions or [None] * len(images)
+            return {
+                key: [wandb.Image(im, caption=c) for im, c in zip(images, captions, strict=True)]
+            }
+        except Exception as e:
+            self._warn(e)
+            return {}
+
+    def log_images(self, key: str, images: list[Any], captions: list[str] | None = None) -> None:
+        """Log captioned images now (their own step)."""
+        media = self.images(key, images, captions)
+        if media:
+            self.log(media)
+
+    def confusion_matrix(
+        self, key: str, y_true: Any, y_pred: Any, class_names: list[str]
+    ) -> dict[str, Any]:
+        """``{key: wandb.plot.confusion_matrix}`` (interactive in the W&B UI); {} when off."""
+        if self.run is None:
+            return {}
+        try:
+            import wandb
+
+            return {
+                key: wandb.plot.confusion_matrix(
+                    y_true=[int(v) for v in y_true],
+                    preds=[int(v) for v in y_pred],
+                    class_names=list(class_names),
+                )
+            }
+        except Exception as e:
+            self._warn(e)
+            return {}
+
+    def table(
+        self,
+        key: str,
+        columns: list[str],
+        rows: list[list[Any]],
+        image_columns: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        """``{key: wandb.Table}``; values in ``image_columns`` become wandb.Image. {} when off."""
+        if self.run is None:
+            return {}
+        try:
+            import wandb
+
+            at = [columns.index(c) for c in image_columns]
+            data = [[wandb.Image(v) if i in at else v for i, v in enumerate(r)] for r in rows]
+            return {key: wandb.Table(columns=columns, data=data)}
+        except Exception as e:
+            self._warn(e)
+            return {}
+
+    def log_artifact(self, path: str | Path, name: str, kind: str = "model") -> None:
+        """Upload a file (the weights) as a W&B artifact; offline, it is synced with the run."""
+        if self.run is None:
+            return
+        try:
+            import re
+
+            import wandb
+
+            artifact = wandb.Artifact(re.sub(r"[^A-Za-z0-9._-]+", "-", name), type=kind)
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+        except Exception as e:
+            self._warn(e)
+
     def summary(self, fields: dict[str, Any]) -> None:
         if self.run is None:
             return

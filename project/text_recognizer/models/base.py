@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from text_recognizer import progress
+from text_recognizer import distributed, progress
 from text_recognizer.augment import augment_batch
+from text_recognizer.checkpoint import Checkpointer, restore_rng_state, rng_state
 from text_recognizer.errors import DataError, RunFailed
 from text_recognizer.networks import build_network
 
@@ -99,10 +100,18 @@ class Model:
         batch_size: int,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``shard=(rank, world_size)``: every rank draws the same permutation and takes every
+        world_size-th index of it, trimmed so that all ranks get the same number of batches."""
         n = len(x)
         if shuffle:
-            order = torch.randperm(n, generator=generator).to(x.device)
+            order = torch.randperm(n, generator=generator)
+            if shard is not None:
+                rank, world = shard
+                order = order[: n // world * world][rank::world]
+            order = order.to(x.device)
+            n = len(order)
             for i in range(0, n, batch_size):
                 idx = order[i : i + batch_size]
                 # index_select is ~15x faster than fancy indexing for a uint8 row gather
@@ -150,22 +159,47 @@ class Model:
         dataset: Any,
         train_args: dict[str, Any],
         on_epoch_end: EpochCallback | None = None,
+        checkpoint: Checkpointer | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Train on ``dataset.x_train``; validate each epoch; keep (and end with) the best weights."""
+        """Train on ``dataset.x_train``; validate each epoch; keep (and end with) the best weights.
+
+        ``checkpoint`` saves the whole training state after every epoch and ``resume`` (a loaded
+        checkpoint) continues from it, bit-exactly on the CPU. Under torchrun each rank trains on
+        its shard through DistributedDataParallel; train metrics are summed over ranks and every
+        rank validates on the whole split, so all ranks take the same decisions.
+        """
         args = train_args
         torch.manual_seed(args["seed"])
         np.random.seed(args["seed"])
         if args.get("num_threads"):
             torch.set_num_threads(args["num_threads"])
+        world = torch.distributed.get_world_size() if distributed.active() else 1
+        rank = distributed.rank() if world > 1 else 0
+        shard = (rank, world) if world > 1 else None
+        # Shuffling must draw the same permutation on every rank, so under torchrun augmentation
+        # gets a generator of its own, reseeded per (epoch, rank); alone, one generator serves both.
         generator = torch.Generator().manual_seed(args["seed"])
+        aug_generator = generator if world == 1 else torch.Generator()
         x_train, y_train = self.to_tensor(dataset.x_train), self.to_tensor(dataset.y_train)
         has_val = dataset.x_val is not None and len(dataset.x_val) > 0
         if has_val:
             x_val, y_val = self.to_tensor(dataset.x_val), self.to_tensor(dataset.y_val)
-        if len(x_train) == 0:
+        if len(x_train) < world:
             raise DataError("the training split is empty; lower validation_fraction or add data")
-        batch_size = args["batch_size"]
-        steps_per_epoch = math.ceil(len(x_train) / batch_size)
+        batch_size = args["batch_size"]  # per rank under torchrun
+        per_rank = len(x_train) // world
+        steps_per_epoch = math.ceil(per_rank / batch_size)
+        best_loss, best_state, bad_epochs, history = math.inf, None, 0, []
+        in_a_row, start_epoch, done = 0, 1, False
+        if resume is not None:  # before DDP wraps the network: it broadcasts rank 0's weights
+            self.network.load_state_dict(resume["model"])
+        net: nn.Module = self.network
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(self.network, device_ids=ids)
         optimizer = self._optimizer(args)
         scheduler = None  # a constant rate needs no per-step scheduler call
         if args["lr_schedule"] != "constant" or args["warmup_epochs"]:
@@ -177,24 +211,39 @@ class Model:
             or (args["mixed_precision"] == "auto" and not torch.cuda.is_bf16_supported())
         )
         scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
-        best_loss, best_state, bad_epochs, history = math.inf, None, 0, []
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            if scheduler is not None and resume.get("scheduler") is not None:
+                scheduler.load_state_dict(resume["scheduler"])
+            if scaler.is_enabled() and resume.get("scaler"):
+                scaler.load_state_dict(resume["scaler"])
+            restore_rng_state(resume["rng"], {"shuffle": generator})
+            best_loss, best_state = resume["best_loss"], resume["best_state"]
+            bad_epochs, in_a_row = resume["bad_epochs"], resume["in_a_row"]
+            history, start_epoch, done = (
+                list(resume["history"]),
+                resume["epoch"] + 1,
+                resume["done"],
+            )
+            progress.line(f"resuming after epoch {resume['epoch']}/{args['epochs']}")
         params = [p for p in self.network.parameters() if p.requires_grad]
-        in_a_row = 0
 
-        for epoch in range(1, args["epochs"] + 1):
+        for epoch in range(start_epoch, 0 if done else args["epochs"] + 1):
             start = time.perf_counter()
-            self.network.train()
+            net.train()
+            if world > 1:
+                aug_generator.manual_seed(args["seed"] * 1_000_003 + epoch * 1009 + rank + 1)
             totals: dict[str, list] = {}
             loss_sum = torch.zeros((), device=self.device)
             seen = skipped = 0
             bar = progress.bar(steps_per_epoch, f"epoch {epoch}/{args['epochs']}", unit="batch")
             for xb, yb in self.batches(
-                x_train, y_train, batch_size, shuffle=True, generator=generator
+                x_train, y_train, batch_size, shuffle=True, generator=generator, shard=shard
             ):
                 if args.get("augment"):
-                    xb = self.augment(xb, args["augment"], generator)
+                    xb = self.augment(xb, args["augment"], aug_generator)
                 with self._autocast(args["mixed_precision"]):
-                    outputs = self.network(xb)
+                    outputs = net(xb)
                     loss = self.loss(outputs, yb)
                 optimizer.zero_grad(set_to_none=True)
                 if scaler.is_enabled():
@@ -206,6 +255,10 @@ class Model:
                 if args["grad_clip"]:  # the norm is computed anyway: check the gradient too
                     grad_norm = nn.utils.clip_grad_norm_(params, args["grad_clip"])
                     finite = finite & torch.isfinite(grad_norm)
+                if world > 1:  # one rank's NaN skips the step everywhere: ranks never diverge
+                    flag = finite.to(torch.float32).reshape(1)
+                    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                    finite = flag[0] > 0
                 if not finite:
                     # Skip the step (never train on NaN/inf), count it, stop if it keeps happening.
                     skipped += 1
@@ -234,23 +287,25 @@ class Model:
                     accumulate(totals, self.batch_metrics(outputs.detach(), yb))
                 bar.update(1)
             bar.close()
+            if world > 1:
+                loss_sum, seen = reduce_totals(loss_sum, seen, totals, self.device)
             train_time = time.perf_counter() - start
             metrics: dict[str, Any] = {
                 "epoch": epoch,
-                "train_loss": loss_sum.item() / max(1, seen),
+                "train_loss": float(loss_sum) / max(1, seen),
                 **{f"train_{k}": v for k, v in ratios(totals).items()},
             }
             if skipped:
                 metrics["nonfinite_batches"] = skipped
                 progress.line(f"warning: skipped {skipped} batches with a non-finite loss/gradient")
-            if has_val:
+            if has_val:  # every rank validates on the whole split: same numbers, no reduction
                 metrics.update(
                     {f"val_{k}": v for k, v in self.evaluate(x_val, y_val, args).items()}
                 )
             metrics["learning_rate"] = optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - start
             metrics["train_time"] = train_time
-            metrics["samples_per_second"] = len(x_train) / max(train_time, 1e-9)
+            metrics["samples_per_second"] = per_rank * world / max(train_time, 1e-9)
             history.append(metrics)
 
             monitored = metrics.get("val_loss", metrics["train_loss"])
@@ -261,11 +316,31 @@ class Model:
             else:
                 bad_epochs += 1
             metrics["best"] = improved
+            patience = args["early_stopping_patience"]
+            stop = bool(patience and has_val and bad_epochs >= patience)
+            if checkpoint is not None and checkpoint.write:
+                checkpoint.save(
+                    {
+                        "epoch": epoch,
+                        "done": stop or epoch == args["epochs"],
+                        "model": {
+                            k: v.detach().cpu() for k, v in self.network.state_dict().items()
+                        },
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "rng": rng_state({"shuffle": generator}),
+                        "best_loss": best_loss,
+                        "best_state": best_state,
+                        "bad_epochs": bad_epochs,
+                        "in_a_row": in_a_row,
+                        "history": history,
+                    }
+                )
             progress.line(format_epoch(metrics, args["epochs"]))
             if on_epoch_end is not None:
                 on_epoch_end(metrics)
-            patience = args["early_stopping_patience"]
-            if patience and has_val and bad_epochs >= patience:
+            if stop:
                 progress.line(f"early stopping: val_loss has not improved for {patience} epochs")
                 break
         if best_state is not None:
@@ -357,6 +432,19 @@ def accumulate(totals: dict[str, list], batch: dict[str, tuple]) -> None:
             totals[key][1] += den
         else:
             totals[key] = [num, den]
+
+
+def reduce_totals(
+    loss_sum: torch.Tensor, seen: int, totals: dict[str, list], device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """Sum an epoch's loss, sample count and metric pairs over all ranks (in place for totals)."""
+    keys = sorted(totals)
+    values = [loss_sum, seen] + [v for k in keys for v in totals[k]]
+    packed = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    torch.distributed.all_reduce(packed)
+    for i, k in enumerate(keys):
+        totals[k] = [packed[2 + 2 * i].item(), packed[3 + 2 * i].item()]
+    return packed[0], int(packed[1].item())
 
 
 def ratios(totals: dict[str, list]) -> dict[str, float]:

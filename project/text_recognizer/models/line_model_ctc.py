@@ -109,7 +109,8 @@ class LineModelCtc(LineModel):
         dataset: Any,
         train_args: dict[str, Any],
         on_epoch_end: EpochCallback | None = None,
+        **kwargs: Any,
     ) -> list[dict[str, Any]]:
         """Check that the network can emit the training labels, then train as usual."""
         self.check_labels(dataset.y_train)
-        return super().fit(dataset, train_args, on_epoch_end)
+        return super().fit(dataset, train_args, on_epoch_end, **kwargs)

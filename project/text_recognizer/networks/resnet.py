@@ -6,7 +6,7 @@ The stem is a single 3x3 convolution (no 7x7/stride-2 + max-pool), so 28x28 inpu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -31,23 +31,34 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
+def make_stem(channels: int) -> nn.Sequential:
+    """One 3x3 convolution from the grey image: no 7x7/stride-2 + pool, so small images keep detail."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
+    )
+
+
+def make_stages(
+    layers: Sequence[int], base_channels: int, stride_of: Callable[[int], int | tuple[int, int]]
+) -> tuple[nn.Sequential, int]:
+    """Residual stages (channels double per stage up to 8x); the first block of stage i strides by
+    ``stride_of(i)``. Returns the stages and their output channel count."""
+    blocks, in_ch = [], base_channels
+    for i, count in enumerate(layers):
+        out_ch = base_channels * 2 ** min(i, 3)
+        for b in range(count):
+            blocks.append(BasicBlock(in_ch, out_ch, stride_of(i) if b == 0 else 1))
+            in_ch = out_ch
+    return nn.Sequential(*blocks), in_ch
+
+
 class ResNet(nn.Module):
     def __init__(
         self, num_classes: int, layers: Sequence[int], base_channels: int, dropout_amount: float
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, base_channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(base_channels),
-            nn.ReLU(inplace=True),
-        )
-        stages, in_ch = [], base_channels
-        for i, blocks in enumerate(layers):
-            out_ch = base_channels * 2 ** min(i, 3)
-            for b in range(blocks):
-                stages.append(BasicBlock(in_ch, out_ch, 2 if (b == 0 and i > 0) else 1))
-                in_ch = out_ch
-        self.stages = nn.Sequential(*stages)
+        self.stem = make_stem(base_channels)
+        self.stages, in_ch = make_stages(layers, base_channels, lambda i: 2 if i > 0 else 1)
         self.head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),

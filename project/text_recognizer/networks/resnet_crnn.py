@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from text_recognizer.networks.resnet import BasicBlock
+from text_recognizer.networks.resnet import make_stages, make_stem
 from text_recognizer.networks.sequence import (
     RecurrentHead,
     check_time_steps,
@@ -34,19 +34,10 @@ class ResNetCRNN(nn.Module):
         dropout_amount: float,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, base_channels, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(base_channels),
-            nn.ReLU(inplace=True),
+        self.stem = make_stem(base_channels)
+        self.stages, in_ch = make_stages(
+            layers, base_channels, lambda i: (2, 2) if i < WIDTH_STRIDES else (2, 1)
         )
-        blocks, in_ch = [], base_channels
-        for i, count in enumerate(layers):
-            out_ch = base_channels * 2 ** min(i, 3)
-            stride = (2, 2) if i < WIDTH_STRIDES else (2, 1)
-            for b in range(count):
-                blocks.append(BasicBlock(in_ch, out_ch, stride if b == 0 else 1))
-                in_ch = out_ch
-        self.stages = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(dropout_amount)
         self.head = RecurrentHead(in_ch, lstm_hidden, lstm_layers, num_classes, dropout_amount)
         self.time_steps = 0  # set by build()

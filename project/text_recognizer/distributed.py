@@ -1,0 +1,69 @@
+"""torchrun support: one experiment over several processes with DistributedDataParallel.
+
+``torchrun --nproc_per_node=N training/run_experiment.py CONFIG`` sets RANK, WORLD_SIZE and
+LOCAL_RANK; ``setup`` joins the process group (gloo on the CPU, NCCL on CUDA with one GPU per local
+rank). ``train_args.batch_size`` is per rank (the torch convention): the global batch is
+``batch_size * WORLD_SIZE``. Only rank 0 logs, checkpoints and writes the run record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> DistInfo | None:
+    """The torchrun environment, or None for a plain single-process run."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    return DistInfo(
+        int(os.environ["RANK"]),
+        int(os.environ["WORLD_SIZE"]),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def setup(info: DistInfo, use_cuda: bool) -> str:
+    """Join the process group; return this rank's device."""
+    if use_cuda:
+        torch.cuda.set_device(info.local_rank)
+        device = f"cuda:{info.local_rank}"
+    else:
+        device = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo", rank=info.rank, world_size=info.world_size
+        )
+    return device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    """True inside a process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0

@@ -1,0 +1,176 @@
+"""Page OCR of separated characters: find each character with OpenCV, classify it, read in order.
+
+The seed's approach: grayscale, blur, Canny edges, external contours, bounding boxes filtered by
+size, boxes inside (or mostly overlapping) a bigger one removed; each box is Otsu-thresholded to
+white ink on black, padded to a square with a margin (as MNIST/EMNIST glyphs sit in their 28x28
+frame) and resized to the character model's input, then classified in one batch. Boxes are grouped
+into lines by vertical overlap and read left to right.
+
+    python -m text_recognizer.page_ocr PAGE.png --model RUN_DIR --out annotated.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from text_recognizer.errors import UserError
+from text_recognizer.preprocessing import ImageError, is_dark_on_light, load_image
+
+
+@dataclass
+class Box:
+    """A character's bounding box (x, y, w, h) on the page, and what the model read there."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    text: str = ""
+    confidence: float = 0.0
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+
+def page_gray(image: Any) -> np.ndarray:
+    """Any image -> uint8 grayscale with dark ink on light paper (what the seed's code expects)."""
+    gray = np.asarray(load_image(image), dtype=np.uint8)
+    return gray if is_dark_on_light(gray) else 255 - gray
+
+
+def find_boxes(
+    gray: np.ndarray, min_size: int = 8, max_fraction: float = 0.5, overlap: float = 0.6
+) -> list[Box]:
+    """Character boxes: blur, Canny, external contours, size filter, nested/overlapping removed."""
+    import cv2
+
+    blurred = cv2.GaussianBlur(gray, (5, 5), 0)
+    edges = cv2.Canny(blurred, 30, 150)
+    contours, _ = cv2.findContours(edges, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    height, width = gray.shape
+    boxes = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        if max(w, h) < min_size or w > width * max_fraction or h > height * max_fraction:
+            continue
+        boxes.append(Box(x, y, w, h))
+    boxes.sort(key=lambda b: -b.area)
+    kept: list[Box] = []
+    for box in boxes:  # biggest first: a smaller box mostly covered by a kept one is a fragment
+        if all(_intersection(box, k) < overlap * box.area for k in kept):
+            kept.append(box)
+    return kept
+
+
+def _intersection(a: Box, b: Box) -> int:
+    w = min(a.x + a.w, b.x + b.w) - max(a.x, b.x)
+    h = min(a.y + a.h, b.y + b.h) - max(a.y, b.y)
+    return max(0, w) * max(0, h)
+
+
+def crop_character(gray: np.ndarray, box: Box, size: int = 28, margin: float = 0.2) -> np.ndarray:
+    """Otsu-threshold the box to white on black, pad to a square with a margin, resize."""
+    import cv2
+
+    roi = gray[box.y : box.y + box.h, box.x : box.x + box.w]
+    _, ink = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    side = int(round(max(box.w, box.h) * (1 + 2 * margin)))
+    canvas = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - box.h) // 2, (side - box.w) // 2
+    canvas[top : top + box.h, left : left + box.w] = ink
+    return cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def group_lines(boxes: list[Box], min_overlap: float = 0.5) -> list[list[Box]]:
+    """Boxes -> lines (top to bottom), each read left to right; a box joins the line whose
+    vertical span overlaps it by at least ``min_overlap`` of the smaller height."""
+    lines: list[list[Box]] = []
+    spans: list[list[int]] = []
+    for box in sorted(boxes, key=lambda b: b.y + b.h / 2):
+        for line, span in zip(lines, spans, strict=True):
+            shared = min(span[1], box.y + box.h) - max(span[0], box.y)
+            if shared >= min_overlap * min(box.h, span[1] - span[0]):
+                line.append(box)
+                span[0], span[1] = min(span[0], box.y), max(span[1], box.y + box.h)
+                break
+        else:
+            lines.append([box])
+            spans.append([box.y, box.y + box.h])
+    return [sorted(line, key=lambda b: b.x) for line in lines]
+
+
+def read_page(
+    image: Any, predictor: Any, min_size: int = 8, margin: float = 0.2
+) -> tuple[str, list[list[Box]]]:
+    """The page's text (one line of characters per text line) and its boxes, classified."""
+    gray = page_gray(image)
+    boxes = find_boxes(gray, min_size=min_size)
+    if not boxes:
+        return "", []
+    height, width = predictor.input_shape
+    crops = np.stack([crop_character(gray, b, size=height, margin=margin) for b in boxes])
+    if width != height:
+        crops = np.stack([predictor.prepare(c) for c in crops])
+    for box, prediction in zip(boxes, predictor.predict_arrays(crops), strict=True):
+        box.text, box.confidence = prediction.text, prediction.confidence
+    lines = group_lines(boxes)
+    return "\n".join("".join(b.text for b in line) for line in lines), lines
+
+
+def annotate(image: Any, lines: list[list[Box]], path: str | Path) -> Path:
+    """Write the page as a PNG with each box drawn and labelled with its character."""
+    import cv2
+
+    canvas = cv2.cvtColor(page_gray(image), cv2.COLOR_GRAY2BGR)
+    for line in lines:
+        for b in line:
+            cv2.rectangle(canvas, (b.x, b.y), (b.x + b.w, b.y + b.h), (0, 160, 0), 1)
+            cv2.putText(
+                canvas,
+                b.text,
+                (b.x, max(10, b.y - 3)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.45,
+                (0, 0, 220),
+                1,
+                cv2.LINE_AA,
+            )
+    path = Path(path)
+    if not cv2.imwrite(str(path), canvas):
+        raise UserError(f"cannot write {path}")
+    return path
+
+
+def page_ocr_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m text_recognizer.page_ocr",
+        description="Read a page of separated handwritten characters with a character model.",
+    )
+    parser.add_argument("page", help="page image")
+    parser.add_argument("--model", required=True, help="character model run directory or weights")
+    parser.add_argument("--out", default=None, help="annotated PNG to write")
+    parser.add_argument("--min-size", type=int, default=8, help="smallest box side, in pixels")
+    args = parser.parse_args(argv)
+    try:
+        from text_recognizer.predictors import CharacterPredictor
+
+        predictor = CharacterPredictor.from_weights(args.model)
+        text, lines = read_page(args.page, predictor, min_size=args.min_size)
+        if args.out:
+            annotate(args.page, lines, args.out)
+    except (UserError, ImageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(page_ocr_main())

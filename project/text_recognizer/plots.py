@@ -1,0 +1,221 @@
+"""Plots of a trained model: confusion matrix, a montage of predictions, training curves (PNG).
+
+matplotlib is imported lazily (Agg backend, no display needed) so importing the package, and runs
+that never plot, do not pay for it. Every function takes plain arrays or a model and writes a PNG
+atomically; ``run_plots`` writes them all into a run folder at the end of a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFUSION_NAME = "confusion_matrix.png"
+MONTAGE_NAME = "predictions.png"
+CURVES_NAME = "curves.png"
+RIGHT, WRONG = "#1a9850", "#d73027"  # green, red
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path | str, dpi: int = 100) -> Path:
+    from text_recognizer.fileio import atomic_path
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    return out
+
+
+# ----- predictions ---------------------------------------------------------------------------------
+@dataclass
+class Predictions:
+    """Targets, predictions and confidences on some images; class indices for character models."""
+
+    images: np.ndarray
+    targets: list[str]
+    predictions: list[str]
+    confidences: list[float]
+    target_ids: np.ndarray | None = None
+    predicted_ids: np.ndarray | None = None
+
+    @property
+    def correct(self) -> list[bool]:
+        return [p == t for p, t in zip(self.predictions, self.targets, strict=True)]
+
+
+def is_line_model(model: Any) -> bool:
+    """Line models decode a sequence (``predict`` returns texts); character models classify."""
+    return hasattr(model, "decode_outputs")
+
+
+def predict(model: Any, x: Any, y: Any, batch_size: int = 512) -> Predictions:
+    """Run ``model`` over (x, y) in eval mode; the network's train/eval mode is restored after."""
+    import torch
+
+    from text_recognizer import decoding
+
+    images = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    labels = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    was_training = model.network.training
+    try:
+        if is_line_model(model):
+            texts, confidences = model.predict(images, batch_size=batch_size)
+            targets = decoding.label_texts(labels, model.mapping)
+            return Predictions(images, targets, list(texts), [float(c) for c in confidences])
+        model.network.eval()
+        ids, confs = [], []
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                xb = model.preprocess(model.to_tensor(images[i : i + batch_size]))
+                probs = model.network(xb).float().softmax(-1)
+                conf, idx = probs.max(-1)
+                ids.append(idx.cpu().numpy())
+                confs.append(conf.cpu().numpy())
+        pred_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+        conf_all = np.concatenate(confs) if confs else np.zeros(0)
+        labels = labels.astype(np.int64).reshape(-1)
+        return Predictions(
+            images,
+            [model.mapping[int(i)] for i in labels],
+            [model.mapping[int(i)] for i in pred_ids],
+            [float(c) for c in conf_all],
+            target_ids=labels,
+            predicted_ids=pred_ids,
+        )
+    finally:
+        model.network.train(was_training)
+
+
+def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """A fixed random choice of ``k`` of ``n`` items (sorted), so every epoch shows the same ones."""
+    if n <= 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(k, n), replace=False))
+
+
+def caption(target: str, prediction: str, confidence: float) -> str:
+    """FSDL's caption: what the model read, how sure it was, and the truth when it was wrong."""
+    mark = "" if prediction == target else f" (true {target!r})"
+    return f"pred {prediction!r} {confidence:.2f}{mark}"
+
+
+# ----- plots ---------------------------------------------------------------------------------------
+def confusion_matrix(targets: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts[i, j]: items of true class i predicted as class j."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(targets, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return cm
+
+
+def plot_confusion_matrix(
+    cm: np.ndarray, labels: list[str], out: Path | str, title: str | None = None
+) -> Path:
+    """Row-normalised confusion matrix (recall per true class) over the classes that occur."""
+    plt = _pyplot()
+    used = np.flatnonzero(cm.sum(0) + cm.sum(1))  # hide classes absent from both axes
+    if used.size == 0:
+        used = np.arange(len(cm))
+    sub = cm[np.ix_(used, used)].astype(float)
+    norm = sub / np.maximum(sub.sum(1, keepdims=True), 1)
+    names = [labels[i] if i < len(labels) else str(i) for i in used]
+    size = min(16.0, max(4.0, 0.28 * len(used) + 2))
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
+    ax.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(names) <= 20:  # counts are readable only on small matrices
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if sub[i, j]:
+                    ax.text(j, i, int(sub[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    accuracy = np.trace(sub) / max(sub.sum(), 1)
+    ax.set_title(title or f"confusion matrix (accuracy {accuracy:.3f})")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_montage(preds: Predictions, out: Path | str, cols: int | None = None) -> Path:
+    """A grid of images captioned with prediction and confidence: right in green, wrong in red."""
+    plt = _pyplot()
+    n = len(preds.images)
+    if n == 0:
+        raise ValueError("no images to plot")
+    h, w = preds.images.shape[-2:]
+    wide = w / h > 3  # lines: one per row; characters: a square-ish grid
+    cols = cols or (min(2, n) if wide else min(8, n))
+    rows = -(-n // cols)
+    cell_w, cell_h = (min(6.0, 0.9 * w / h), 1.1) if wide else (1.6, 1.9)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_w * cols, cell_h * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:n]):
+        ok = preds.predictions[i] == preds.targets[i]
+        ax.imshow(preds.images[i], cmap="gray", vmin=0, vmax=255 if preds.images.max() > 1 else 1)
+        text = caption(preds.targets[i], preds.predictions[i], preds.confidences[i])
+        ax.set_title(
+            text, fontsize=8, color=RIGHT if ok else WRONG, loc="left" if wide else "center"
+        )
+    right = sum(preds.correct)
+    fig.suptitle(f"{right}/{n} right (green), {n - right} wrong (red)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_training_curves(run_dir: Path | str, out: Path | str | None = None) -> Path | None:
+    """The run's loss and accuracy/CER per epoch (compare.py's plot for one run); None if no epochs."""
+    from text_recognizer.experiment.compare import load_run, plot_curves
+
+    run_dir = Path(run_dir)
+    return plot_curves([load_run(run_dir)], out or run_dir / CURVES_NAME, title=run_dir.name)
+
+
+def montage_sample(preds: Predictions, k: int = 32) -> Predictions:
+    """Up to ``k`` items, the wrong ones first (the interesting part), then right ones."""
+    wrong = [i for i, ok in enumerate(preds.correct) if not ok]
+    right = [i for i, ok in enumerate(preds.correct) if ok]
+    half = min(len(wrong), max(k // 2, k - len(right)))
+    chosen = sorted(wrong[:half]) + right[: k - half]
+    return Predictions(
+        preds.images[chosen],
+        [preds.targets[i] for i in chosen],
+        [preds.predictions[i] for i in chosen],
+        [preds.confidences[i] for i in chosen],
+    )
+
+
+def run_plots(
+    model: Any, x: Any, y: Any, run_dir: Path | str, k: int = 32
+) -> tuple[dict[str, Path], Predictions]:
+    """Write the confusion matrix (characters), prediction montage and curves into ``run_dir``."""
+    run_dir = Path(run_dir)
+    preds = predict(model, x, y)
+    written: dict[str, Path] = {}
+    if preds.target_ids is not None and preds.predicted_ids is not None and len(preds.images):
+        cm = confusion_matrix(preds.target_ids, preds.predicted_ids, len(model.mapping))
+        written["confusion_matrix"] = plot_confusion_matrix(
+            cm, model.mapping, run_dir / CONFUSION_NAME
+        )
+    if len(preds.images):
+        k = k // 2 if preds.target_ids is None else k  # lines take more room
+        written["predictions"] = plot_montage(montage_sample(preds, k), run_dir / MONTAGE_NAME)
+    curves = plot_training_curves(run_dir)
+    if curves is not None:
+        written["curves"] = curves
+    return written, preds

@@ -1,0 +1,81 @@
+"""Session fixtures for the predictor tests: tiny models trained on real shared data, fast.
+
+Trained without the runner (plain ``Model.fit`` + ``save_weights``), so these tests depend only
+on the model/dataset contract. The point is equality of predictions, not accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from text_recognizer import paths
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+KAGGLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaggle_handwriting_names"
+
+
+def train_run(tmp: Path, raw: dict[str, Any]) -> Path:
+    """Resolve ``raw`` like run_experiment, fit, and save weights.pt into a run folder."""
+    import torch
+
+    from text_recognizer.config import validate_config
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.models import MODELS
+
+    torch.set_num_threads(2)
+    config = validate_config(raw)
+    dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"])
+    dataset.load_or_generate_data()
+    model_cls = MODELS[config["model"]].load()
+    model = model_cls(
+        dataset.config(), config["network"], config["network_args"], "cpu", config
+    )
+    model.fit(dataset, config["train_args"])
+    run_dir = tmp / config["experiment_group"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(run_dir / "weights.pt")
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def mnist_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip("../shared/data/mnist is missing")
+    config = {
+        "experiment_group": "mnist-mlp",
+        "dataset": "MnistDataset",
+        "dataset_args": {"data_dir": str(MNIST_DIR), "test_set_only": True},
+        "model": "CharacterModel",
+        "network": "mlp",
+        "train_args": {"batch_size": 128, "epochs": 2, "num_threads": 2},
+    }
+    return train_run(tmp_path_factory.mktemp("runs"), config)
+
+
+@pytest.fixture(scope="session")
+def kaggle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (KAGGLE_DIR / "written_name_test_v2.csv").exists():
+        pytest.skip("../shared/data/kaggle_handwriting_names is missing")
+    config = {
+        "experiment_group": "kaggle-crnn",
+        "dataset": "KaggleNamesDataset",
+        "dataset_args": {
+            "data_dir": str(KAGGLE_DIR),
+            "split_from_available": 0.2,
+            "max_length": 32,
+            "subsample_fraction": 0.1,
+        },
+        "model": "LineModelCtc",
+        "network": "crnn",
+        "network_args": {
+            "conv_channels": [8, 16, 16],
+            "linear_size": 32,
+            "lstm_hidden": 32,
+            "lstm_layers": 1,
+        },
+        "train_args": {"batch_size": 32, "epochs": 1, "num_threads": 2},
+    }
+    return train_run(tmp_path_factory.mktemp("runs"), config)

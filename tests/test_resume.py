@@ -1,0 +1,197 @@
+"""Resumable runs: per-epoch checkpoints, SIGTERM/SIGINT, --resume, and its bad inputs.
+
+The interrupted runs get a real signal from inside the process at a chosen moment (a wrapper
+patches ``Checkpointer.save``), so the tests are deterministic and need no sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_script
+from text_recognizer.cli import first_difference, run_experiment_main
+from text_recognizer.experiment.records import RunRecord
+
+EPOCHS = 4
+# Augmentation, dropout and a cosine schedule: RNG and scheduler state both matter on resume.
+CONFIG = {
+    "experiment_group": "resume",
+    "run_name": "run",
+    "dataset": "SyntheticCharactersDataset",
+    "dataset_args": {"num_train": 600, "num_test": 200, "charset": "digits"},
+    "model": "CharacterModel",
+    "network": "mlp",
+    "network_args": {"num_layers": 2, "layer_size": 32, "dropout_amount": 0.3},
+    "train_args": {
+        "batch_size": 64,
+        "epochs": EPOCHS,
+        "num_threads": 1,
+        "augment": 1.0,
+        "lr_schedule": "cosine",
+        "warmup_epochs": 1,
+    },
+}
+TIMING = {"epoch_time", "train_time", "samples_per_second"}
+
+# Run the CLI, sending ourselves `sig` when epoch `after` is checkpointed: `inside` = while the
+# checkpoint is being written (the handler must defer it), else right after.
+INTERRUPTING = textwrap.dedent(
+    """
+    import os, sys
+    from text_recognizer.checkpoint import Checkpointer
+    from text_recognizer.cli import run_experiment_main
+    sig, after, inside = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "inside"
+    save = Checkpointer.save
+    def interrupting_save(self, state):
+        if inside and state["epoch"] == after:
+            from text_recognizer.checkpoint import signals_deferred
+            with signals_deferred():
+                os.kill(os.getpid(), sig)
+                save(self, state)
+            return
+        save(self, state)
+        if state["epoch"] == after:
+            os.kill(os.getpid(), sig)
+    Checkpointer.save = interrupting_save
+    sys.exit(run_experiment_main(sys.argv[4:]))
+    """
+)
+
+
+def run(runs: Path, *args: str):
+    return run_script(*args, env={"TEXT_RECOGNIZER_RUNS_DIR": str(runs)})
+
+
+def interrupted(runs: Path, sig: int, after: int, inside: bool):
+    return run(
+        runs,
+        "-c",
+        INTERRUPTING,
+        str(int(sig)),
+        str(after),
+        "inside" if inside else "after",
+        json.dumps(CONFIG),
+        "--save",
+        "--nowandb",
+    )
+
+
+def steady(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in metrics]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "weights.pt", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted run with --save: what every resumed run must reproduce bit for bit."""
+    runs = tmp_path_factory.mktemp("reference")
+    out = run(runs, "training/run_experiment.py", json.dumps(CONFIG), "--save", "--nowandb")
+    assert out.returncode == 0, out.stderr
+    return runs / "resume" / "run"
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ra, rb = RunRecord.read(a), RunRecord.read(b)
+    assert [m["epoch"] for m in rb["metrics"]] == list(range(1, EPOCHS + 1))  # no duplicates
+    assert steady(ra["metrics"]) == steady(rb["metrics"])
+    for key in ("test_loss", "test_accuracy", "val_loss", "best_epoch", "epochs_run"):
+        assert ra["summary"][key] == rb["summary"][key], key
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_checkpoint_is_complete_and_loads_weights_only(reference):
+    state = torch.load(reference / "checkpoint.pt", weights_only=True)
+    prev = torch.load(reference / "checkpoint.prev.pt", weights_only=True)
+    assert (state["epoch"], prev["epoch"]) == (EPOCHS, EPOCHS - 1) and state["done"]
+    for key in ("model", "optimizer", "scheduler", "rng", "best_state", "bad_epochs", "history"):
+        assert key in state, key
+    assert set(state["rng"]) >= {"torch", "numpy", "python", "generators"}
+    assert len(state["history"]) == EPOCHS
+
+
+def test_sigterm_while_checkpointing_then_resume_matches_uninterrupted(reference, tmp_path):
+    out = interrupted(tmp_path, signal.SIGTERM, after=2, inside=True)
+    assert out.returncode == 130, out.stderr
+    run_dir = tmp_path / "resume" / "run"
+    assert "--resume" in out.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    # The deferred signal struck only once epoch 2's checkpoint was whole.
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+    out = run(
+        tmp_path, "training/run_experiment.py", "--resume", str(run_dir), "--save", "--nowandb"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "resuming after epoch 2/4" in out.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from_epoch"] == 2
+    assert_same_run(reference, run_dir)
+
+
+def test_sigint_after_epoch_then_resume_with_the_same_config(reference, tmp_path):
+    out = interrupted(tmp_path, signal.SIGINT, after=1, inside=False)
+    assert out.returncode == 130, out.stderr
+    run_dir = tmp_path / "resume" / "run"
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    out = run(
+        tmp_path,
+        "training/run_experiment.py",
+        json.dumps(CONFIG),  # the same config may be given again
+        "--resume",
+        str(run_dir),
+        "--save",
+        "--nowandb",
+    )
+    assert out.returncode == 0, out.stderr
+    assert_same_run(reference, run_dir)
+
+
+def test_corrupt_checkpoint_falls_back_to_previous(reference, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    latest = run_dir / "checkpoint.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated
+    assert run_experiment_main(["--resume", str(run_dir), "--save", "--nowandb"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "checkpoint.pt" in err and f"resuming from checkpoint.prev.pt (epoch {EPOCHS - 1})" in err
+    )
+    assert_same_run(reference, run_dir)
+
+
+def test_bad_resume_inputs_exit_2_with_one_line(reference, tmp_path, capsys):
+    def fails(*argv: str) -> str:
+        assert run_experiment_main([*argv, "--nowandb"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[-1].startswith("error: ")
+        return lines[-1]
+
+    assert "not a run folder" in fails("--resume", str(tmp_path))
+    other = {**CONFIG, "train_args": {**CONFIG["train_args"], "learning_rate": 0.01}}
+    assert "'train_args.learning_rate'" in fails(json.dumps(other), "--resume", str(reference))
+
+    run_dir = tmp_path / "broken"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "checkpoint.pt").write_bytes(b"garbage")
+    (run_dir / "checkpoint.prev.pt").write_bytes(b"")
+    line = fails("--resume", str(run_dir))
+    assert "no usable checkpoint" in line and "checkpoint.prev.pt" in line
+
+
+def test_first_difference_names_the_dotted_key():
+    assert first_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}) == "b.c"
+    assert first_difference({"a": 1}, {"a": 1, "z": 0}) == "z"
+    assert first_difference(CONFIG, json.loads(json.dumps(CONFIG))) is None
