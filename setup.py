@@ -21,7 +21,17 @@ setup(
     package_dir={"": "project"},
     packages=find_packages("project"),
     install_requires=requirements,
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "ruff>=0.5"]},
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2",
+            "ruff>=0.5",
+            # tests/test_notebooks.py executes notebooks/*.ipynb
+            "nbformat>=5",
+            "nbclient>=0.7",
+            "ipykernel>=6",
+        ]
+    },
     entry_points={
         "console_scripts": ["run-experiment=text_recognizer.cli:run_experiment_main"],
     },

@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from text_recognizer import paths
-
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 KAGGLE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "kaggle_handwriting_names"
 
@@ -30,9 +28,7 @@ def train_run(tmp: Path, raw: dict[str, Any]) -> Path:
     dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"])
     dataset.load_or_generate_data()
     model_cls = MODELS[config["model"]].load()
-    model = model_cls(
-        dataset.config(), config["network"], config["network_args"], "cpu", config
-    )
+    model = model_cls(dataset.config(), config["network"], config["network_args"], "cpu", config)
     model.fit(dataset, config["train_args"])
     run_dir = tmp / config["experiment_group"]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,10 +43,14 @@ def mnist_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = {
         "experiment_group": "mnist-mlp",
         "dataset": "MnistDataset",
-        "dataset_args": {"data_dir": str(MNIST_DIR), "test_set_only": True},
+        "dataset_args": {
+            "data_dir": str(MNIST_DIR),
+            "test_set_only": True,
+            "subsample_fraction": 0.5,
+        },
         "model": "CharacterModel",
         "network": "mlp",
-        "train_args": {"batch_size": 128, "epochs": 2, "num_threads": 2},
+        "train_args": {"batch_size": 128, "epochs": 1, "num_threads": 2},
     }
     return train_run(tmp_path_factory.mktemp("runs"), config)
 

@@ -148,7 +148,8 @@ class Checkpointer:
             try:
                 state = self.read(path)
             except Exception as e:
-                problems.append(f"{path.name}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+                why = (str(e).splitlines() or ["empty or truncated"])[0][:120]
+                problems.append(f"{path.name} unreadable ({type(e).__name__}: {why})")
                 continue
             if problems:
                 print(

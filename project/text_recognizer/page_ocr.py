@@ -81,7 +81,7 @@ def crop_character(gray: np.ndarray, box: Box, size: int = 28, margin: float = 0
 
     roi = gray[box.y : box.y + box.h, box.x : box.x + box.w]
     _, ink = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
-    side = int(round(max(box.w, box.h) * (1 + 2 * margin)))
+    side = round(max(box.w, box.h) * (1 + 2 * margin))
     canvas = np.zeros((side, side), dtype=np.uint8)
     top, left = (side - box.h) // 2, (side - box.w) // 2
     canvas[top : top + box.h, left : left + box.w] = ink

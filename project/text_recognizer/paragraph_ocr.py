@@ -14,6 +14,7 @@ paragraph model) would handle skewed or overlapping lines, at the cost of IAM tr
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from typing import Any
 
@@ -112,7 +113,7 @@ def _split_tall(
     smooth: np.ndarray, top: int, bottom: int, median_h: float
 ) -> list[tuple[int, int]]:
     """Cut a band about k line-heights tall into k lines at its deepest valleys."""
-    parts = int(round((bottom - top) / max(median_h, 1)))
+    parts = round((bottom - top) / max(median_h, 1))
     if parts < 2 or (bottom - top) < 1.5 * median_h:
         return [(top, bottom)]
     cuts = [top]
@@ -122,7 +123,7 @@ def _split_tall(
         lo, hi = int(centre - step / 3), int(centre + step / 3)
         cuts.append(lo + int(np.argmin(smooth[lo:hi])))
     cuts.append(bottom)
-    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def crop_line(ink: np.ndarray, top: int, bottom: int, pad: int = 2) -> np.ndarray:

@@ -103,6 +103,7 @@ def run_experiment(
         num_params=sum(p.numel() for p in model.network.parameters()),
         started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         num_threads=torch.get_num_threads(),
+        world_size=dist_info.world_size if dist_info is not None else 1,
         **lease_fields(),
     )
     print(f"run folder: {record.dir}", file=sys.stderr)
