@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from text_recognizer.networks.sequence import image_shape_of, output_shape_of
+from text_recognizer.networks.sequence import image_shape_of, output_shape_of, window_count
 
 POOL = 2
 
@@ -76,18 +76,9 @@ def build(
 ) -> nn.Module:
     height, width = image_shape_of(input_shape, "line_cnn")
     max_length, num_classes = output_shape_of(output_shape, "line_cnn")
-    if len(conv_channels) != 2:
-        raise ValueError(f"line_cnn: conv_channels takes two sizes, got {list(conv_channels)}")
-    if window_width % POOL or window_stride % POOL:
-        raise ValueError(
-            f"line_cnn: window_width ({window_width}) and window_stride ({window_stride}) must be "
-            f"multiples of the pooling factor {POOL}"
-        )
-    if not POOL <= window_width <= width or height < POOL:
-        raise ValueError(
-            f"line_cnn: window_width {window_width} does not fit images {height}x{width}"
-        )
-    num_windows = (width // POOL - window_width // POOL) // (window_stride // POOL) + 1
+    num_windows = window_count(
+        "line_cnn", (height, width), window_width, window_stride, conv_channels, POOL, POOL
+    )
     if num_windows < max_length:
         raise ValueError(
             f"line_cnn: {num_windows} windows (width {width}, window_width {window_width}, "

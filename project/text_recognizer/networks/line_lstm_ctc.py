@@ -19,6 +19,7 @@ from text_recognizer.networks.sequence import (
     check_time_steps,
     image_shape_of,
     output_shape_of,
+    window_count,
 )
 
 POOL = 2
@@ -82,20 +83,9 @@ def build(
 ) -> nn.Module:
     height, width = image_shape_of(input_shape, "line_lstm_ctc")
     max_length, num_classes = output_shape_of(output_shape, "line_lstm_ctc")
-    if len(conv_channels) != 2:
-        raise ValueError(f"line_lstm_ctc: conv_channels takes two sizes, got {list(conv_channels)}")
-    if height < 2 * POOL:
-        raise ValueError(f"line_lstm_ctc: images {height} pixels high are too small (min 4)")
-    if window_width % POOL or window_stride % POOL:
-        raise ValueError(
-            f"line_lstm_ctc: window_width ({window_width}) and window_stride ({window_stride}) "
-            f"must be multiples of the pooling factor {POOL}"
-        )
-    if window_width > width:
-        raise ValueError(
-            f"line_lstm_ctc: window_width {window_width} is wider than images ({width})"
-        )
-    time_steps = (width // POOL - window_width // POOL) // (window_stride // POOL) + 1
+    time_steps = window_count(
+        "line_lstm_ctc", (height, width), window_width, window_stride, conv_channels, POOL, 2 * POOL
+    )
     check_time_steps(
         "line_lstm_ctc",
         time_steps,

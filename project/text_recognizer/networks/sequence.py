@@ -31,6 +31,37 @@ def image_shape_of(input_shape: Sequence[int], name: str) -> tuple[int, int]:
     return int(input_shape[0]), int(input_shape[1])
 
 
+def window_count(
+    name: str,
+    image: tuple[int, int],
+    window_width: int,
+    window_stride: int,
+    conv_channels: Sequence[int],
+    pool: int = 2,
+    min_height: int = 2,
+) -> int:
+    """Sliding windows over a line image (FSDL's line networks), after checking they fit.
+
+    The window CNNs pool by ``pool`` once, so width and stride must be multiples of it; the count
+    is the number of positions (line_cnn) or time steps (line_lstm_ctc) the network emits.
+    """
+    height, width = image
+    if len(conv_channels) != 2:
+        raise ValueError(f"{name}: conv_channels takes two sizes, got {list(conv_channels)}")
+    if height < min_height:
+        raise ValueError(f"{name}: images {height} pixels high are too small (min {min_height})")
+    if window_width % pool or window_stride % pool:
+        raise ValueError(
+            f"{name}: window_width ({window_width}) and window_stride ({window_stride}) must be "
+            f"multiples of the pooling factor {pool}"
+        )
+    if not pool <= window_width <= width:
+        raise ValueError(
+            f"{name}: window_width {window_width} does not fit images {height}x{width}"
+        )
+    return (width // pool - window_width // pool) // (window_stride // pool) + 1
+
+
 def check_time_steps(name: str, time_steps: int, max_length: int, hint: str) -> None:
     """Refuse a CTC network that cannot emit the longest label at all."""
     if time_steps < max_length:
