@@ -7,11 +7,8 @@ Brown corpus are the real shared copies (tests skip with a reason when they are 
 
 from __future__ import annotations
 
-import os
 import re
 import string
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from conftest import run_script
 from text_recognizer import paths
 from text_recognizer.datasets import DATASETS, line_composer
 from text_recognizer.datasets.emnist_lines import EmnistLinesDataset
@@ -48,7 +46,6 @@ needs_mnist = pytest.mark.skipif(
 needs_corpus = pytest.mark.skipif(
     not (CORPUS_DIR / "brown.zip").is_file(), reason=f"Brown corpus not found at {CORPUS_DIR}"
 )
-PROJECT_DIR = Path(__file__).resolve().parents[1] / "project"
 
 
 def reference_compose(glyphs: np.ndarray, ids: np.ndarray, x: np.ndarray, width: int) -> np.ndarray:
@@ -283,38 +280,20 @@ def test_digit_lines_from_real_mnist(data_dirs, monkeypatch: pytest.MonkeyPatch)
 
 @needs_mnist
 def test_overlap_range_and_module_summary(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])
-        ),
-        "TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = {"TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data")}
     args = (
         f'{{"char_source": "MnistDataset", "char_data_dir": "{MNIST_DIR}", '
         '"mnist_test_set_only": true, "max_length": 8, "num_train": 50, "num_test": 10, '
         '"min_overlap": 0.2, "max_overlap": 0.4}'
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "text_recognizer.datasets.emnist_lines", args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_script("-m", "text_recognizer.datasets.emnist_lines", args, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (
         "EmnistLinesDataset (lines)" in proc.stdout
         and "test:       10 x (28, 224) uint8" in proc.stdout
     )
-    bad = subprocess.run(
-        [sys.executable, "-m", "text_recognizer.datasets.emnist_lines", '{"max_overlap": 1.5}'],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    bad = run_script(
+        "-m", "text_recognizer.datasets.emnist_lines", '{"max_overlap": 1.5}', env=env, timeout=120
     )
     assert bad.returncode == 2 and "max_overlap" in bad.stderr and "Traceback" not in bad.stderr
 

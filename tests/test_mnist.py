@@ -6,9 +6,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
+from conftest import run_script
 from text_recognizer import paths
 from text_recognizer.datasets import DATASETS
 from text_recognizer.datasets.mnist import MnistDataset, read_idx
@@ -28,7 +26,6 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
-PROJECT_DIR = Path(__file__).resolve().parents[1] / "project"
 SHARED_MNIST = paths.SHARED_DATA_DIR / "mnist"
 needs_shared = pytest.mark.skipif(
     not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file(),
@@ -262,38 +259,15 @@ def test_real_shared_mnist_needs_train_images(tmp_path: Path, data_dirs) -> None
 
 @needs_shared
 def test_module_prints_a_summary(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")])
-        ),
-        "TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data"),
-    }
+    env = {"TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data")}
     args = f'{{"data_dir": "{SHARED_MNIST}", "test_set_only": true}}'
-    proc = subprocess.run(
-        [sys.executable, "-m", "text_recognizer.datasets.mnist", args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_script("-m", "text_recognizer.datasets.mnist", args, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "MnistDataset" in proc.stdout and "test:       2000 x (28, 28) uint8" in proc.stdout
     assert "0123456789" in proc.stdout
     assert str(tmp_path / "data" / "processed" / "mnist") in proc.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "text_recognizer.datasets.mnist",
-            f'{{"data_dir": "{SHARED_MNIST}"}}',
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    bad = run_script(
+        "-m", "text_recognizer.datasets.mnist", f'{{"data_dir": "{SHARED_MNIST}"}}', env=env
     )
     assert bad.returncode == 2 and "train-images-idx3-ubyte.gz" in bad.stderr
     assert "Traceback" not in bad.stderr
