@@ -150,3 +150,112 @@ def test_corpus_dir_selects_brown_and_module_summary(tmp_path: Path, data_dirs, 
     code = summary_main("SyntheticLinesDataset", [args.replace('"num_test": 5', '"num_test": 6')])
     err = capsys.readouterr().err
     assert code == 2 and "is not a zip archive" in err and "Traceback" not in err
+
+
+def _write_bundled_font(path: Path) -> Path:
+    """Pillow's bundled font (Aileron) as a .ttf file: a real font file on any machine."""
+    from PIL import ImageFont
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(ImageFont.load_default(size=20).path.getvalue())
+    return path
+
+
+def test_fonts_from_files_folders_and_globs(data_dirs, tmp_path, capsys) -> None:
+    from text_recognizer.datasets.synthetic_lines import find_fonts, missing_glyphs
+
+    folder = tmp_path / "fonts"
+    first = _write_bundled_font(folder / "a.ttf")
+    second = _write_bundled_font(folder / "nested" / "b.otf")
+    (folder / "notes.txt").write_text("not a font")
+    assert find_fonts([str(folder)]) == [first.resolve(), second.resolve()]
+    assert find_fonts([str(folder / "*.ttf"), str(first)]) == [first.resolve()]
+    with pytest.raises(ConfigError, match=r"dataset_args.fonts: no .ttf or .otf font found"):
+        find_fonts([str(tmp_path / "nowhere")])
+
+    # Each font file adds its own glyph variants: a line draws one (font, size) at a time.
+    one = render_glyphs(CHARSETS["alphanumeric"], 28)
+    two = render_glyphs(CHARSETS["alphanumeric"], 28, [first, second])
+    assert two.advance.shape[0] == 2 * one.advance.shape[0]
+    assert len(two.glyphs) == 2 * len(one.glyphs)
+
+    from PIL import ImageFont
+
+    assert missing_glyphs(ImageFont.truetype(str(first), 20), "ab\u00e9\u20ac") == ["é", "€"]
+    bad = tmp_path / "broken.ttf"
+    bad.write_bytes(b"not a font at all")
+    two_plus_bad = render_glyphs("abc", 28, [bad, first])
+    assert two_plus_bad.advance.shape[0] == one.advance.shape[0]
+    assert "note: font " in capsys.readouterr().err  # the broken file is named as left out
+    with pytest.raises(ConfigError, match="none of the 1 fonts"):
+        render_glyphs("abc", 28, [bad])
+
+    # The dataset renders with them, and its cache is keyed by the font set.
+    plain = SyntheticLinesDataset(**SMALL)
+    fonted = SyntheticLinesDataset(**SMALL, fonts=[str(folder)])
+    assert plain.cache_path != fonted.cache_path
+    ds = fonted.load_or_generate_data()
+    assert ds.x_train.shape[1:] == (28, 512)
+    assert (ds.x_train.reshape(len(ds.x_train), -1).max(axis=1) > 100).all()
+
+
+def test_fonts_config_errors_are_one_line(tmp_path) -> None:
+    import json
+
+    config = {
+        "dataset": "SyntheticLinesDataset",
+        "dataset_args": {"fonts": [str(tmp_path / "missing-fonts")]},
+        "model": "LineModelCtc",
+        "network": "line_lstm_ctc",
+    }
+    result = run_script("training/run_experiment.py", json.dumps(config), "--nowandb")
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and "dataset_args.fonts" in error_lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _system_script_font() -> list[Path]:
+    """A Debian script font with wide left and right overhangs, when installed."""
+    path = Path("/usr/share/fonts/opentype/kaushanscript/KaushanScript-Regular.otf")
+    return [path] if path.is_file() else []
+
+
+@pytest.mark.parametrize("height", [28, 32])
+def test_no_glyph_is_clipped_at_line_start_end_or_edges(height: int) -> None:
+    """Every glyph lands whole on the canvas, inside the line's width and its top and bottom rows.
+
+    The bundled font reaches 2 pixels left of its pen ('j'); Kaushan Script (checked when
+    installed) 6 pixels left and several right of its advance.
+    """
+    from text_recognizer.datasets.line_composer import compose_lines
+
+    chars = CHARSETS["text"]
+    index = {ch: i for i, ch in enumerate(chars)}
+    for files in ([], _system_script_font()):
+        if files == [] and _system_script_font() and height == 28:
+            continue
+        font = render_glyphs(chars, height, files or None)
+        assert font.glyphs[:, 0].max() == 0 and font.glyphs[:, -1].max() == 0  # rows kept clear
+        rng = np.random.default_rng(0)
+        texts = [ch for ch in chars for _ in range(4)]
+        ids, x, line_w = font.layout(texts, index, 1, 0.0, rng)  # no spacing jitter
+        canvas = compose_lines(font.glyphs, ids, x, int(line_w.max()) + font.width)
+        glyph_ink = font.glyphs[ids[:, 0]].reshape(len(texts), -1).astype(np.int64).sum(1)
+        np.testing.assert_array_equal(
+            canvas.reshape(len(texts), -1).astype(np.int64).sum(1), glyph_ink
+        )
+        last_inked = np.array([np.flatnonzero(c.max(0))[-1] for c in canvas])
+        assert (last_inked <= line_w).all()  # the width the warp makes room for (rounded)
+
+
+def test_tall_fonts_shrink_to_fit_the_line() -> None:
+    from PIL import ImageFont
+
+    from text_recognizer.datasets.synthetic_lines import _fit_face, _ink_rows
+
+    chars = CHARSETS["text"]
+    font, baseline = _fit_face(lambda z: ImageFont.load_default(size=z), 20, 16, chars)
+    top, bottom = _ink_rows(font, chars)
+    assert font.size < 20
+    assert baseline + top >= 2 and baseline + bottom <= 14  # 1 pixel of jitter room each side

@@ -132,8 +132,15 @@ DATASETS: dict[str, Entry] = {
                 str, "auto", choices=TEXT_SOURCES, help="auto: brown if corpus_dir, else words"
             ),
             "corpus_dir": Param(str, None, nullable=True, help="folder holding brown.zip"),
+            "fonts": Param(
+                list,
+                None,
+                nullable=True,
+                item_type=str,
+                help="font files, folders or globs (.ttf/.otf); default: Pillow's bundled font",
+            ),
         },
         kind="lines",
-        help="text lines rendered with a bundled font and distorted like handwriting; no download",
+        help="text lines rendered with a bundled font (or `fonts`), distorted like handwriting",
     ),
 }

@@ -22,7 +22,7 @@ from text_recognizer.errors import DataError
 from text_recognizer.fileio import atomic_path
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: synthetic line glyphs never clipped (fonts with overhangs)
 SPLIT_KEYS = ("x_trainval", "y_trainval", "x_test", "y_test")
 
 
@@ -111,7 +111,8 @@ class Dataset:
 
     # ----- the HDF5 cache ------------------------------------------------------------------------
     def extra_sources(self) -> list[str]:
-        """Resolved folders besides ``data_dir`` whose content shapes the arrays (cache key)."""
+        """What besides ``data_dir`` shapes the arrays (resolved folders, a digest of font files):
+        part of the cache key."""
         return []
 
     def cache_key(self) -> str:

@@ -1,4 +1,4 @@
-"""Text lines rendered with Pillow's bundled font, then distorted like handwriting; no download.
+"""Text lines rendered with Pillow's bundled font (or given fonts), distorted like handwriting.
 
 The quick start's line dataset: it works anywhere, offline, in seconds. How a batch is made:
 
@@ -8,11 +8,13 @@ The quick start's line dataset: it works anywhere, offline, in seconds. How a ba
    ``auto`` (default) is ``brown`` when ``corpus_dir`` is given, else ``words``, so a config never
    silently depends on what happens to be on disk. The ``digits`` charset draws digit groups.
    Line lengths are drawn up to ``max_length`` characters.
-2. **Glyphs.** Every character is rendered once per font size (3 sizes), stroke width (0, 1) and
-   baseline offset (-1, 0, +1 pixel at height 28), with Pillow's bundled scalable font
-   (``ImageFont.load_default(size=...)``, Aileron). A line keeps one size and stroke, as a writer
-   does; each character gets its own baseline jitter and spacing jitter, letter spacing and word
-   spacing vary per line.
+2. **Glyphs.** Every character is rendered once per font, font size (3 sizes), stroke width (0, 1)
+   and baseline offset (-1, 0, +1 pixel at height 28). The font is Pillow's bundled scalable font
+   (``ImageFont.load_default(size=...)``, Aileron) unless ``fonts`` lists font files, folders or
+   glob patterns (``.ttf``/``.otf``), for example the handwriting fonts Debian packages; a font
+   that lacks a character of the charset is left out with a printed note. A line keeps one font,
+   size and stroke, as a writer does; each character gets its own baseline jitter and spacing
+   jitter, letter spacing and word spacing vary per line.
 3. **Layout.** The glyphs are placed by :func:`~text_recognizer.datasets.emnist_lines.compose_lines`
    (vectorised, the composer of EmnistLinesDataset) on a canvas as wide as the longest line.
 4. **Warp.** One ``grid_sample`` per batch maps each line onto the ``image_height x image_width``
@@ -27,12 +29,15 @@ White ink on black, uint8, like EMNIST. Generation is seeded with a fixed ``GENE
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import string
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from text_recognizer import progress
+from text_recognizer import paths, progress
 from text_recognizer.datasets import TEXT_SOURCES
 from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import resolve_dir
@@ -107,6 +112,7 @@ class SyntheticLinesDataset(Dataset):
         distortion: float = 1.0,
         text_source: str = "auto",
         corpus_dir: str | None = None,
+        fonts: list[str] | None = None,
         **common: Any,
     ) -> None:
         if charset not in CHARSETS:
@@ -128,10 +134,14 @@ class SyntheticLinesDataset(Dataset):
             **common,
         )
         self.corpus_dir = corpus
+        self.font_files = find_fonts(fonts) if fonts else None
 
     def extra_sources(self) -> list[str]:
         uses_corpus = self.args["text_source"] == "brown" and self.args["charset"] != "digits"
-        return [f"corpus={self.corpus_dir}"] if uses_corpus and self.corpus_dir else []
+        sources = [f"corpus={self.corpus_dir}"] if uses_corpus and self.corpus_dir else []
+        if self.font_files:
+            sources.append(f"fonts={fonts_digest(self.font_files)}")
+        return sources
 
     def prepare_raw_data(self) -> None:
         """Only ``text_source: brown`` reads a file (and downloads it without ``corpus_dir``)."""
@@ -142,7 +152,7 @@ class SyntheticLinesDataset(Dataset):
         chars = CHARSETS[self.args["charset"]]
         mapping = make_mapping([*chars, " "])
         length = self.args["max_length"]
-        font = render_glyphs(chars, self.args["image_height"])
+        font = render_glyphs(chars, self.args["image_height"], self.font_files)
         texts_for = self._text_source(chars)
         arrays: dict[str, np.ndarray] = {}
         for split, seed in zip(
@@ -238,17 +248,30 @@ def word_lines(count: int, max_length: int, charset: str, rng: np.random.Generat
 
 
 class GlyphFont:
-    """Rendered glyph variants and their advances; lays out lines as glyph ids and positions."""
+    """Rendered glyph variants and their advances; lays out lines as glyph ids and positions.
+
+    "Faces" are (font file, size) pairs: a line draws one face and one stroke width.
+    """
 
     def __init__(
-        self, glyphs: np.ndarray, advance: np.ndarray, space: np.ndarray, pad: int, jitter: int
+        self,
+        glyphs: np.ndarray,
+        advance: np.ndarray,
+        space: np.ndarray,
+        pad: int,
+        jitter: int,
+        overhang: np.ndarray | None = None,
     ) -> None:
-        self.glyphs = glyphs  # (sizes * strokes * chars * offsets, H, width)
-        self.advance = advance  # (sizes, strokes, chars) float pixels
-        self.space = space  # (sizes,) float pixels
+        self.glyphs = glyphs  # (faces * strokes * chars * offsets, H, width)
+        self.advance = advance  # (faces, strokes, chars) float pixels
+        self.space = space  # (faces,) float pixels
         self.pad = pad  # columns left of the pen position in each glyph image
         self.offsets = jitter
         self.width = glyphs.shape[2]
+        # Ink beyond the advance on the right (script fonts' swashes), and the most any glyph
+        # reaches left of its pen: a line starts that far in so its first glyph is whole.
+        self.overhang = np.zeros_like(advance) if overhang is None else overhang
+        self.lead = max(0, pad - _first_ink_column(glyphs))
 
     def layout(
         self,
@@ -282,34 +305,170 @@ class GlyphFont:
         )
         adv = np.where(in_text, np.maximum(adv, 1.0), 0.0)
         pen = np.concatenate([np.zeros((n, 1)), np.cumsum(adv, axis=1)[:, :-1]], axis=1)
-        x = np.round(pen).astype(np.int64) - self.pad
-        line_w = np.maximum(np.round(adv.sum(axis=1)).astype(np.int64), 1)
+        x = np.round(pen).astype(np.int64) + self.lead - self.pad
+        last = np.maximum(lengths - 1, 0)
+        last_c = c[np.arange(n), last]
+        tail = np.where(
+            is_char[np.arange(n), last], self.overhang[size[:, 0], stroke[:, 0], last_c], 0
+        )
+        line_w = np.maximum(np.round(adv.sum(axis=1) + self.lead + tail).astype(np.int64), 1)
         return ids, x, line_w
 
 
-def render_glyphs(chars: str, height: int) -> GlyphFont:
-    """Every character at 3 sizes x 2 stroke widths x 3 baseline offsets, as one glyph bank."""
-    from PIL import Image, ImageDraw, ImageFont
+FONT_SUFFIXES = (".ttf", ".otf")
+
+
+def find_fonts(entries: list[str]) -> list[Path]:
+    """Font files named by paths, folders (searched recursively) or glob patterns, sorted.
+
+    Relative entries are tried against the working directory, then the project root.
+    """
+    found: set[Path] = set()
+    for entry in entries:
+        if not entry.strip():
+            raise ConfigError(
+                "dataset_args.fonts: an empty entry; give a font file, folder or glob"
+            )
+        matches: list[Path] = []
+        for base in (Path.cwd(), paths.PROJECT_ROOT):
+            pattern = str(base / Path(entry).expanduser())
+            matches = [Path(m) for m in glob.glob(pattern, recursive=True)]
+            if matches:
+                break
+        files = [
+            f
+            for m in matches
+            for f in ([m] if m.is_file() else sorted(m.rglob("*")))
+            if f.is_file() and f.suffix.lower() in FONT_SUFFIXES
+        ]
+        if not files:
+            raise ConfigError(
+                f"dataset_args.fonts: no .ttf or .otf font found for {entry!r} (a file, folder or "
+                "glob pattern; Debian handwriting fonts: apt-get install fonts-breip fonts-bwht ...)"
+            )
+        found.update(f.resolve() for f in files)
+    return sorted(found)
+
+
+def fonts_digest(files: list[Path]) -> str:
+    """Names and sizes of the font files: the cache changes when the set of fonts does."""
+    text = "|".join(f"{f.name}:{f.stat().st_size}" for f in files)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _first_ink_column(glyphs: np.ndarray) -> int:
+    cols = np.flatnonzero(glyphs.max(axis=(0, 1)))
+    return int(cols[0]) if len(cols) else 0
+
+
+MIN_FIT_SCALE = 0.6  # a font whose ink fits the line only below this share of its size is left out
+
+
+def _load_fonts(height: int, font_files: list[Path] | None, chars: str) -> list[tuple[Any, float]]:
+    """One (FreeType font, baseline row) per font file and size; files lacking a character of
+    the charset, or too tall for the line, are left out with a note."""
+    from PIL import ImageFont
+
+    sizes = [max(6, round(height * s)) for s in FONT_SCALES]
+    if not font_files:
+        return [
+            _fit_face(lambda z: ImageFont.load_default(size=z), s, height, chars) for s in sizes
+        ]
+    faces = []
+    for path in font_files:
+        try:
+            probe = ImageFont.truetype(str(path), size=sizes[-1])
+        except OSError as e:
+            progress.line(f"note: font {path} left out: {e}")
+            continue
+        missing = missing_glyphs(probe, chars)
+        if missing:
+            progress.line(f"note: font {path} left out: it lacks {''.join(missing)!r}")
+            continue
+        fitted = [
+            _fit_face(lambda z, p=path: ImageFont.truetype(str(p), size=z), s, height, chars)
+            for s in sizes
+        ]
+        if any(
+            font.size < MIN_FIT_SCALE * size for (font, _), size in zip(fitted, sizes, strict=True)
+        ):
+            progress.line(
+                f"note: font {path} left out: its tallest and deepest glyphs span more than the "
+                f"line, so they fit only below {MIN_FIT_SCALE:.0%} of the size"
+            )
+            continue
+        faces += fitted
+    if not faces:
+        raise ConfigError(
+            f"dataset_args.fonts: none of the {len(font_files)} fonts can draw the charset "
+            f"{chars!r} on {height}-pixel lines (see the notes above)"
+        )
+    return faces
+
+
+def _fit_face(load: Any, size: int, height: int, chars: str) -> tuple[Any, float]:
+    """The font at ``size`` (smaller if its ink is taller than the line) and a baseline that
+    keeps every glyph's ink inside the line, baseline jitter included.
+
+    The baseline is centred on the font's metrics, as a writer centres on the ruled line; only a
+    font whose glyphs would reach past the top or bottom (tall script capitals, long descenders)
+    is shifted or shrunk, so no glyph is clipped.
+    """
+    jitter = max(abs(round(j * height / 28)) for j in BASELINE_JITTER)
+    room = height - 2 * jitter - 2
+    font = load(size)
+    top, bottom = _ink_rows(font, chars)
+    while bottom - top > room and font.size > 4:
+        font = load(max(4, min(font.size - 1, int(font.size * room / (bottom - top)))))
+        top, bottom = _ink_rows(font, chars)
+    ascent, descent = font.getmetrics()
+    baseline = (height - (ascent + descent)) / 2 + ascent
+    lowest, highest = jitter + 1 - top, height - jitter - 1 - bottom  # allowed baseline rows
+    return font, float(min(max(baseline, lowest), highest))
+
+
+def _ink_rows(font: Any, chars: str) -> tuple[int, int]:
+    """Highest and lowest inked rows of the charset relative to the baseline (thick stroke)."""
+    boxes = [font.getbbox(ch, anchor="ls", stroke_width=max(STROKES)) for ch in chars]
+    return min(b[1] for b in boxes), max(b[3] for b in boxes)
+
+
+def missing_glyphs(font: Any, chars: str) -> list[str]:
+    """Characters the font draws as its fallback glyph (a box or nothing)."""
+    fallback = _glyph_pixels(font, "\U0010fffd")
+    return [ch for ch in chars if not ch.isspace() and _glyph_pixels(font, ch) == fallback]
+
+
+def _glyph_pixels(font: Any, ch: str) -> bytes:
+    mask = font.getmask(ch)
+    return repr(mask.size).encode() + bytes(mask)
+
+
+def render_glyphs(chars: str, height: int, font_files: list[Path] | None = None) -> GlyphFont:
+    """Every character per face (font and size) x 2 stroke widths x 3 baseline offsets."""
+    from PIL import Image, ImageDraw
 
     unit = height / 28
-    fonts = [ImageFont.load_default(size=max(6, round(height * s))) for s in FONT_SCALES]
-    pad = max(2, round(2 * unit))
+    faces = _load_fonts(height, font_files, chars)
     jitters = [round(j * unit) for j in BASELINE_JITTER]
-    widest = max(
-        f.getbbox(ch, stroke_width=s)[2] - min(0, f.getbbox(ch, stroke_width=s)[0])
-        for f in fonts
+    boxes = [
+        font.getbbox(ch, anchor="ls", stroke_width=s)
+        for font, _ in faces
         for s in STROKES
         for ch in chars
-    )
-    width = int(widest) + 2 * pad
-    glyphs, advance = [], np.zeros((len(fonts), len(STROKES), len(chars)))
-    space = np.array([f.getlength(" ") for f in fonts])
-    for fi, font in enumerate(fonts):
-        ascent, descent = font.getmetrics()
-        baseline = (height - (ascent + descent)) / 2 + ascent
+    ]
+    pad = max(2, round(2 * unit), *(-box[0] + 1 for box in boxes))  # ink left of the pen
+    width = int(max(box[2] for box in boxes)) + 2 * pad
+    glyphs = []
+    advance = np.zeros((len(faces), len(STROKES), len(chars)))
+    overhang = np.zeros_like(advance)
+    space = np.array([font.getlength(" ") for font, _ in faces])
+    for fi, (font, baseline) in enumerate(faces):
         for si, stroke in enumerate(STROKES):
             for ci, ch in enumerate(chars):
                 advance[fi, si, ci] = font.getlength(ch) + stroke
+                right = font.getbbox(ch, anchor="ls", stroke_width=stroke)[2]
+                overhang[fi, si, ci] = max(0.0, right - advance[fi, si, ci])
                 for jitter in jitters:
                     img = Image.new("L", (width, height), 0)
                     ImageDraw.Draw(img).text(
@@ -322,7 +481,7 @@ def render_glyphs(chars: str, height: int) -> GlyphFont:
                         stroke_fill=255,
                     )
                     glyphs.append(np.asarray(img))
-    return GlyphFont(np.stack(glyphs), advance, space, pad, len(jitters))
+    return GlyphFont(np.stack(glyphs), advance, space, pad, len(jitters), overhang)
 
 
 # ----- the warp ------------------------------------------------------------------------------------
