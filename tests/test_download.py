@@ -15,6 +15,7 @@ import pytest
 from http_fixtures import HttpTestServer, closed_port_url
 
 from text_recognizer.datasets import download as dl
+from text_recognizer.datasets import extract, metadata
 from text_recognizer.datasets.download import (
     ChecksumMismatchError,
     DownloadError,
@@ -762,4 +763,5 @@ def test_ensure_extracts_once(
 
 
 def test_module_never_changes_directory() -> None:
-    assert "chdir" not in Path(dl.__file__).read_text(encoding="utf-8")
+    for module in (dl, extract, metadata):
+        assert "chdir" not in Path(module.__file__).read_text(encoding="utf-8")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def one_line(text: object) -> str:
+    """Collapse whitespace, so a message built from file contents or server replies stays one line."""
+    return " ".join(str(text).split())
+
+
 class UserError(Exception):
     """Bad input from the user: config, command line or data layout. Printed as one line, exit 2."""
 

@@ -1,36 +1,29 @@
-"""Download, verify and unpack the raw files that a dataset's ``metadata.toml`` describes.
+"""Download and verify the raw files that a dataset's ``metadata.toml`` describes, then unpack them.
 
 Raw datasets are large, live on servers we do not control and are fetched over flaky networks. So
 downloads stream with a progress bar, hash while streaming, resume a partial ``.part`` file with an
 HTTP ``Range`` request, retry with exponential backoff, fall back to mirrors, time out instead of
-hanging, and rename into place only once the sha256 matches. Archives are checked member by member
-before anything is written. Every failure a user can act on is a one-line
+hanging, and rename into place only once the sha256 matches. Reading the metadata.toml lives in
+:mod:`~text_recognizer.datasets.metadata` and safe unpacking (every archive member checked before
+anything is written) in :mod:`~text_recognizer.datasets.extract`; their public names are
+re-exported here. Every failure a user can act on is a one-line
 :class:`~text_recognizer.errors.DataError` that says what went wrong, where, and what to do.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import json
-import lzma
 import os
 import re
 import shutil
 import socket
-import stat
 import sys
-import tarfile
-import tempfile
 import time
-import tomllib
 import warnings
-import zipfile
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +31,14 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from text_recognizer.errors import DataError
+from text_recognizer.datasets.extract import (
+    CHUNK_SIZE,
+    ArchiveError,
+    UnsafeArchiveError,
+    extract_archive,
+)
+from text_recognizer.datasets.metadata import MetadataError, RemoteFile, load_metadata
+from text_recognizer.errors import DataError, one_line
 from text_recognizer.fileio import write_json_atomic
 
 try:  # POSIX only; elsewhere concurrent downloads of one file are simply not serialized.
@@ -62,32 +62,18 @@ __all__ = [
     "sha256_file",
 ]
 
-CHUNK_SIZE = 1 << 20
 HTML_SNIFF_BYTES = 512
 USER_AGENT = "text-recognizer/0.1 (python-requests)"
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 # Looked up at call time so tests can replace it and run retries without waiting.
 _sleep = time.sleep
-
-
-def _one_line(text: str) -> str:
-    """Collapse whitespace: errors are printed as exactly one line."""
-    return " ".join(str(text).split())
-
-
-class MetadataError(DataError):
-    """A metadata.toml is missing, malformed, or lacks a required key."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
 
 
 class DownloadError(DataError):
     """A file could not be fetched from any of its URLs."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
+        super().__init__(one_line(message))
 
 
 class ChecksumMismatchError(DownloadError):
@@ -111,183 +97,8 @@ class NoNetworkError(DownloadError):
         self.reason = reason
 
 
-class ArchiveError(DataError):
-    """An archive is corrupt or of an unsupported kind."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(_one_line(message))
-
-
-class UnsafeArchiveError(ArchiveError):
-    """An archive member would land outside the target folder (or is a device file)."""
-
-
 class UncheckedDownloadWarning(UserWarning):
     """A metadata entry has no sha256, so the file's content is not verified."""
-
-
-# --------------------------------------------------------------------------------------------------
-# metadata.toml
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file a dataset needs: where to get it and how to recognise the right bytes."""
-
-    filename: str
-    url: str
-    sha256: str | None
-    size: int | None = None
-    mirrors: tuple[str, ...] = ()
-    extract: bool = False
-
-    def __post_init__(self) -> None:
-        # The name becomes a path under the raw folder: it must not be able to point elsewhere.
-        name = self.filename
-        if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
-            raise MetadataError(f"invalid filename {name!r}: must be a plain, non-hidden file name")
-        if self.sha256 is not None:
-            object.__setattr__(self, "sha256", self.sha256.lower())
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        """The primary URL followed by the mirrors, in the order they are tried."""
-        return (self.url, *self.mirrors)
-
-
-_REQUIRED_KEYS = ("url", "filename", "sha256")
-_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "mirrors", "extract"})
-# Other keys (license, notes, dataset-specific ones such as IAM's test_ids) are allowed and ignored,
-# unless they are one edit away from a key we interpret: a silently ignored `extrct = true` or
-# `sha265 = ...` would be worse than an error.
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-
-def load_metadata(path: Path) -> list[RemoteFile]:
-    """Read a dataset's metadata.toml, so that a broken one fails before any download starts.
-
-    Single-file form: top-level ``url``, ``filename``, ``sha256`` (plus optional ``size``,
-    ``mirrors``, ``extract``, ``license``, ``notes``). Multi-file form: ``[[files]]`` tables with
-    the same keys. ``sha256 = ""`` explicitly turns verification off for that file.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MetadataError(
-            f"metadata file not found: {path}; it is tracked in the repository, restore it"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"cannot read metadata file {path}: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MetadataError(f"{path}: malformed TOML ({exc}); fix the syntax") from None
-
-    if "files" in data:
-        files = data["files"]
-        if not isinstance(files, list) or not files or not all(isinstance(t, dict) for t in files):
-            raise MetadataError(f"{path}: 'files' must be one or more [[files]] tables")
-        for key in ("url", "filename", "sha256", "size", "mirrors", "extract"):
-            if key in data:
-                raise MetadataError(
-                    f"{path}: top-level key '{key}' cannot be combined with [[files]]; "
-                    "move it into a [[files]] table"
-                )
-        _check_typos(path, "the top level", data)
-        tables = [(f"[[files]] table #{i + 1}", table) for i, table in enumerate(files)]
-    else:
-        tables = [("the top level", data)]
-
-    remotes = [_parse_remote(path, where, table) for where, table in tables]
-    seen: set[str] = set()
-    for remote in remotes:
-        if remote.filename in seen:
-            raise MetadataError(f"{path}: filename '{remote.filename}' is listed twice")
-        seen.add(remote.filename)
-    return remotes
-
-
-def _edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance counting a swap of neighbours as one edit (sha265 -> sha256)."""
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cost = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cost = min(cost, prev2[j - 2] + 1)
-            cur.append(cost)
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
-def _check_typos(path: Path, where: str, table: Mapping[str, Any]) -> None:
-    interpreted = sorted(_FILE_KEYS | {"files"})
-    for key in table:
-        if key in interpreted:
-            continue
-        close = [k for k in interpreted if _edit_distance(key.lower(), k) <= 1]
-        if close:
-            raise MetadataError(
-                f"{path}: unknown key '{key}' in {where} (did you mean '{close[0]}'?)"
-            )
-
-
-def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFile:
-    _check_typos(path, where, table)
-    for key in _REQUIRED_KEYS:
-        if key not in table:
-            raise MetadataError(
-                f"{path}: missing key '{key}' in {where} (required: url, filename, sha256)"
-            )
-
-    def bad(key: str, expected: str) -> MetadataError:
-        shown = repr(table[key])
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return MetadataError(f"{path}: key '{key}' in {where} must be {expected}, got {shown}")
-
-    def url_ok(value: object) -> bool:
-        return isinstance(value, str) and value.startswith(("http://", "https://"))
-
-    filename = table["filename"]
-    if (
-        not isinstance(filename, str)
-        or filename in ("", ".", "..")
-        or filename.startswith(".")
-        or any(sep in filename for sep in "/\\\0")
-    ):
-        raise bad("filename", "a plain file name (no folders, not hidden)")
-    if not url_ok(table["url"]):
-        raise bad("url", "an http:// or https:// URL")
-    sha256 = table["sha256"]
-    if not isinstance(sha256, str):
-        raise bad("sha256", 'a 64-digit hex string (or "" to skip verification)')
-    sha256 = sha256.strip().lower() or None
-    if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
-        raise bad("sha256", 'a 64-digit hex string (or "" to skip verification)')
-    size = table.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise bad("size", "a non-negative integer (bytes)")
-    mirrors = table.get("mirrors", [])
-    if not isinstance(mirrors, list) or not all(url_ok(m) for m in mirrors):
-        raise bad("mirrors", "a list of http:// or https:// URLs")
-    extract = table.get("extract", False)
-    if not isinstance(extract, bool):
-        raise bad("extract", "true or false")
-    if extract and not filename.lower().endswith(ARCHIVE_SUFFIXES):
-        raise bad(
-            "extract", f"false for a file that is not an archive ({', '.join(ARCHIVE_SUFFIXES)})"
-        )
-    return RemoteFile(
-        filename=filename,
-        url=table["url"],
-        sha256=sha256,
-        size=size,
-        mirrors=tuple(mirrors),
-        extract=extract,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -388,7 +199,7 @@ class _Failure(Exception):
     def __init__(self, kind: str, message: str, *, retry: bool, stale: bool = False) -> None:
         super().__init__(message)
         self.kind = kind  # unreachable | timeout | dropped | http | html | checksum | size | other
-        self.message = _one_line(message)
+        self.message = one_line(message)
         self.retry = retry
         self.stale = stale
 
@@ -961,280 +772,3 @@ def _extract_once(remote: RemoteFile, archive: Path, dest_dir: Path) -> None:
             "top_level": top_level,
         },
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# safe extraction
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    parts: tuple[str, ...]
-    kind: str  # file | dir | symlink | hardlink
-    target: str | None = None
-
-
-_PROTECTED_NAMES = frozenset({"metadata.toml"})
-
-
-def _split(archive: Path, name: str, seps: str) -> tuple[str, ...]:
-    """Path components of a member name; refuses absolute names and '..' anywhere."""
-    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise UnsafeArchiveError(f"{archive}: member '{name}' has an absolute path; refused")
-    parts = tuple(p for p in re.split(f"[{re.escape(seps)}]", name) if p not in ("", "."))
-    if ".." in parts:
-        raise UnsafeArchiveError(
-            f"{archive}: member '{name}' would escape the target folder with '..'; refused"
-        )
-    return parts
-
-
-def _stays_inside(
-    start: Sequence[str], target: str, links: Mapping[tuple[str, ...], str], seps: str
-) -> bool:
-    """Follow ``target`` from folder ``start`` through the archive's own symlinks.
-
-    A plain ``normpath`` is not enough: with ``b -> .`` the target ``b/b/..`` looks inside yet
-    resolves to the parent of the folder.
-    """
-    if target.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", target):
-        return False
-    splitter = f"[{re.escape(seps)}]"
-    stack: list[str] = []
-    pending = [*start, *re.split(splitter, target)]
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return False
-            stack.pop()
-            continue
-        stack.append(part)
-        link = links.get(tuple(stack))
-        if link is not None:
-            hops += 1
-            if hops > 40 or link.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", link):
-                return False
-            stack.pop()
-            pending = [*re.split(splitter, link), *pending]
-    return True
-
-
-def _validate(archive: Path, members: Sequence[_Member], seps: str) -> None:
-    """Refuse the whole archive if any member could write or point outside the folder."""
-    links = {m.parts: m.target or "" for m in members if m.kind == "symlink"}
-    kinds: dict[tuple[str, ...], set[str]] = {}
-    counts: dict[tuple[str, ...], int] = {}
-    for m in members:
-        kinds.setdefault(m.parts, set()).add(m.kind)
-        counts[m.parts] = counts.get(m.parts, 0) + 1
-    files = {m.parts for m in members if m.kind == "file"}
-    for m in members:
-        if not m.parts:
-            if m.kind == "dir":
-                continue  # "./" itself
-            raise UnsafeArchiveError(f"{archive}: member '{m.name}' has no name; refused")
-        if m.parts[0] == archive.name or m.parts[0] in _PROTECTED_NAMES:
-            raise UnsafeArchiveError(
-                f"{archive}: member '{m.name}' would overwrite '{m.parts[0]}' in the target folder"
-            )
-        for i in range(1, len(m.parts)):
-            if m.parts[:i] in links:
-                raise UnsafeArchiveError(
-                    f"{archive}: member '{m.name}' would be written through the symlink "
-                    f"'{'/'.join(m.parts[:i])}'; refused"
-                )
-        if m.kind == "symlink":
-            if counts[m.parts] > 1:
-                raise UnsafeArchiveError(
-                    f"{archive}: symlink '{m.name}' appears more than once (as "
-                    f"{', '.join(sorted(kinds[m.parts]))}); refused"
-                )
-            if not _stays_inside(m.parts[:-1], m.target or "", links, seps):
-                raise UnsafeArchiveError(
-                    f"{archive}: symlink '{m.name}' -> '{m.target}' points outside the target "
-                    "folder; refused"
-                )
-        elif m.kind == "hardlink":
-            target = _split(archive, m.target or "", "/")
-            if target not in files:
-                raise UnsafeArchiveError(
-                    f"{archive}: hard link '{m.name}' -> '{m.target}' does not point to a file "
-                    "inside the archive; refused"
-                )
-
-
-def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[tuple[_Member, zipfile.ZipInfo]]:
-    out = []
-    for info in zf.infolist():
-        mode = info.external_attr >> 16 if info.create_system == 3 else 0
-        ftype = stat.S_IFMT(mode)
-        target = None
-        if ftype == stat.S_IFLNK:
-            kind = "symlink"
-            target = zf.read(info).decode("utf-8", errors="replace")
-        elif info.is_dir() or ftype == stat.S_IFDIR:
-            kind = "dir"
-        elif ftype in (0, stat.S_IFREG):
-            kind = "file"
-        else:
-            raise UnsafeArchiveError(
-                f"{archive}: member '{info.filename}' is a device or special file; refused"
-            )
-        member = _Member(info.filename, _split(archive, info.filename, "/\\"), kind, target)
-        out.append((member, info))
-    return out
-
-
-def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[tuple[_Member, tarfile.TarInfo]]:
-    out = []
-    for info in tf.getmembers():
-        if info.isfile():
-            kind, target = "file", None
-        elif info.isdir():
-            kind, target = "dir", None
-        elif info.issym():
-            kind, target = "symlink", info.linkname
-        elif info.islnk():
-            kind, target = "hardlink", info.linkname
-        else:
-            raise UnsafeArchiveError(
-                f"{archive}: member '{info.name}' is a device file or fifo; refused"
-            )
-        out.append((_Member(info.name, _split(archive, info.name, "/"), kind, target), info))
-    return out
-
-
-def _check_extracted_links(archive: Path, root: Path) -> None:
-    """Defence in depth: after unpacking, no symlink may resolve outside the temp folder."""
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                real = os.path.realpath(path)
-                if os.path.commonpath([real_root, real]) != real_root:
-                    raise UnsafeArchiveError(
-                        f"{archive}: '{os.path.relpath(path, root)}' resolves outside the target "
-                        "folder; refused"
-                    )
-
-
-def _merge_into(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, merging folders so archives sharing a folder do not clobber it."""
-    if src.is_dir() and not src.is_symlink() and dst.is_dir():
-        for child in sorted(src.iterdir()):
-            _merge_into(child, dst / child.name)
-        return
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    elif dst.is_symlink() or (dst.exists() and src.is_dir()):
-        dst.unlink()
-    os.replace(src, dst)
-
-
-_FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
-    cls for cls in (getattr(tarfile, "FilterError", None),) if cls is not None
-)
-_CORRUPT_ERRORS = (
-    zipfile.BadZipFile,
-    tarfile.TarError,
-    EOFError,
-    zlib.error,
-    gzip.BadGzipFile,
-    lzma.LZMAError,
-    RuntimeError,  # zipfile: encrypted member
-    NotImplementedError,  # zipfile: unsupported compression method
-)
-
-
-def extract_archive(archive: Path, dest_dir: Path) -> list[Path]:
-    """Unpack a zip or tar (gz/bz2/xz) archive into ``dest_dir``; return the unpacked file paths.
-
-    Every member is validated before anything is written (no absolute paths, no '..', no links
-    leaving the folder, no device files), and the archive is unpacked into a temporary folder
-    inside ``dest_dir`` that is moved into place only at the end, so a refused or broken archive
-    leaves nothing behind.
-    """
-    archive = Path(archive)
-    dest_dir = Path(dest_dir)
-    if not archive.is_file():
-        raise ArchiveError(f"archive not found: {archive}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            return _extract_zip(archive, dest_dir)
-        if tarfile.is_tarfile(archive):
-            return _extract_tar(archive, dest_dir)
-    except _FILTER_ERRORS as exc:
-        raise UnsafeArchiveError(f"{archive}: refused by tarfile's data filter: {exc}") from None
-    except _CORRUPT_ERRORS as exc:
-        raise ArchiveError(
-            f"{archive} is corrupt or unsupported ({exc}); delete it and download it again"
-        ) from None
-    except OSError as exc:
-        raise ArchiveError(
-            f"cannot extract {archive} into {dest_dir}: {exc}; free some disk space or fix the "
-            "folder's permissions, then run again"
-        ) from None
-    raise ArchiveError(
-        f"{archive} is not a zip or tar archive (a wrong or corrupt file?); delete it and "
-        "download it again"
-    )
-
-
-@contextmanager
-def _staging(archive: Path, dest_dir: Path) -> Iterator[Path]:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", suffix=".extracting", dir=dest_dir))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _finish_extraction(
-    archive: Path, tmp: Path, dest_dir: Path, members: Sequence[_Member]
-) -> list[Path]:
-    _check_extracted_links(archive, tmp)
-    for child in sorted(tmp.iterdir()):
-        _merge_into(child, dest_dir / child.name)
-    out = dict.fromkeys(dest_dir.joinpath(*m.parts) for m in members if m.kind != "dir")
-    return list(out)
-
-
-def _extract_zip(archive: Path, dest_dir: Path) -> list[Path]:
-    with zipfile.ZipFile(archive) as zf:
-        entries = _zip_members(archive, zf)
-        members = [m for m, _ in entries]
-        _validate(archive, members, "/\\")
-        with _staging(archive, dest_dir) as tmp:
-            # Written by hand (not ZipFile.extract) so names are split exactly as validated.
-            for member, info in entries:
-                target = tmp.joinpath(*member.parts)
-                if member.kind == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                elif member.kind == "file":
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK_SIZE)
-            for member in members:  # links last, so nothing is ever written through one
-                if member.kind == "symlink":
-                    target = tmp.joinpath(*member.parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(member.target or "", target)
-            return _finish_extraction(archive, tmp, dest_dir, members)
-
-
-def _extract_tar(archive: Path, dest_dir: Path) -> list[Path]:
-    with tarfile.open(archive, "r:*") as tf:
-        entries = _tar_members(archive, tf)
-        members = [m for m, _ in entries]
-        _validate(archive, members, "/")
-        with _staging(archive, dest_dir) as tmp:
-            kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(tmp, members=[info for _, info in entries], **kwargs)
-            return _finish_extraction(archive, tmp, dest_dir, members)

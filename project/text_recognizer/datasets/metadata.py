@@ -1,0 +1,189 @@
+"""Read a dataset's ``metadata.toml``: which files it needs, where to get them, what they hash to.
+
+The metadata files are edited by hand, so a broken one must fail before any download starts, not
+after a large archive has been fetched, and a typo must never be silently ignored. Every key is
+type-checked, a file name that could point outside the raw folder is refused, and an unknown key
+one edit away from a known one (``sha265``, ``extrct``) is an error. Every problem is a one-line
+:class:`MetadataError` that names the file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.datasets.extract import ARCHIVE_SUFFIXES
+from text_recognizer.errors import DataError, one_line
+
+__all__ = ["MetadataError", "RemoteFile", "load_metadata"]
+
+
+class MetadataError(DataError):
+    """A metadata.toml is missing, malformed, or lacks a required key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file a dataset needs: where to get it and how to recognise the right bytes."""
+
+    filename: str
+    url: str
+    sha256: str | None
+    size: int | None = None
+    mirrors: tuple[str, ...] = ()
+    extract: bool = False
+
+    def __post_init__(self) -> None:
+        # The name becomes a path under the raw folder: it must not be able to point elsewhere.
+        name = self.filename
+        if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise MetadataError(f"invalid filename {name!r}: must be a plain, non-hidden file name")
+        if self.sha256 is not None:
+            object.__setattr__(self, "sha256", self.sha256.lower())
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The primary URL followed by the mirrors, in the order they are tried."""
+        return (self.url, *self.mirrors)
+
+
+_REQUIRED_KEYS = ("url", "filename", "sha256")
+_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "mirrors", "extract"})
+# Other keys (license, notes, dataset-specific ones such as IAM's test_ids) are allowed and ignored,
+# unless they are one edit away from a key we interpret: a silently ignored `extrct = true` or
+# `sha265 = ...` would be worse than an error.
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def load_metadata(path: Path) -> list[RemoteFile]:
+    """Read a dataset's metadata.toml, so that a broken one fails before any download starts.
+
+    Single-file form: top-level ``url``, ``filename``, ``sha256`` (plus optional ``size``,
+    ``mirrors``, ``extract``, ``license``, ``notes``). Multi-file form: ``[[files]]`` tables with
+    the same keys. ``sha256 = ""`` explicitly turns verification off for that file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MetadataError(
+            f"metadata file not found: {path}; it is tracked in the repository, restore it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetadataError(f"cannot read metadata file {path}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MetadataError(f"{path}: malformed TOML ({exc}); fix the syntax") from None
+
+    if "files" in data:
+        files = data["files"]
+        if not isinstance(files, list) or not files or not all(isinstance(t, dict) for t in files):
+            raise MetadataError(f"{path}: 'files' must be one or more [[files]] tables")
+        for key in ("url", "filename", "sha256", "size", "mirrors", "extract"):
+            if key in data:
+                raise MetadataError(
+                    f"{path}: top-level key '{key}' cannot be combined with [[files]]; "
+                    "move it into a [[files]] table"
+                )
+        _check_typos(path, "the top level", data)
+        tables = [(f"[[files]] table #{i + 1}", table) for i, table in enumerate(files)]
+    else:
+        tables = [("the top level", data)]
+
+    remotes = [_parse_remote(path, where, table) for where, table in tables]
+    seen: set[str] = set()
+    for remote in remotes:
+        if remote.filename in seen:
+            raise MetadataError(f"{path}: filename '{remote.filename}' is listed twice")
+        seen.add(remote.filename)
+    return remotes
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance counting a swap of neighbours as one edit (sha265 -> sha256)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            cur.append(cost)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def _check_typos(path: Path, where: str, table: Mapping[str, Any]) -> None:
+    interpreted = sorted(_FILE_KEYS | {"files"})
+    for key in table:
+        if key in interpreted:
+            continue
+        close = [k for k in interpreted if _edit_distance(key.lower(), k) <= 1]
+        if close:
+            raise MetadataError(
+                f"{path}: unknown key '{key}' in {where} (did you mean '{close[0]}'?)"
+            )
+
+
+def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFile:
+    _check_typos(path, where, table)
+    for key in _REQUIRED_KEYS:
+        if key not in table:
+            raise MetadataError(
+                f"{path}: missing key '{key}' in {where} (required: url, filename, sha256)"
+            )
+
+    def bad(key: str, expected: str) -> MetadataError:
+        shown = repr(table[key])
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return MetadataError(f"{path}: key '{key}' in {where} must be {expected}, got {shown}")
+
+    def url_ok(value: object) -> bool:
+        return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+    filename = table["filename"]
+    if (
+        not isinstance(filename, str)
+        or filename in ("", ".", "..")
+        or filename.startswith(".")
+        or any(sep in filename for sep in "/\\\0")
+    ):
+        raise bad("filename", "a plain file name (no folders, not hidden)")
+    if not url_ok(table["url"]):
+        raise bad("url", "an http:// or https:// URL")
+    sha256 = table["sha256"]
+    if not isinstance(sha256, str):
+        raise bad("sha256", 'a 64-digit hex string (or "" to skip verification)')
+    sha256 = sha256.strip().lower() or None
+    if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
+        raise bad("sha256", 'a 64-digit hex string (or "" to skip verification)')
+    size = table.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise bad("size", "a non-negative integer (bytes)")
+    mirrors = table.get("mirrors", [])
+    if not isinstance(mirrors, list) or not all(url_ok(m) for m in mirrors):
+        raise bad("mirrors", "a list of http:// or https:// URLs")
+    extract = table.get("extract", False)
+    if not isinstance(extract, bool):
+        raise bad("extract", "true or false")
+    if extract and not filename.lower().endswith(ARCHIVE_SUFFIXES):
+        raise bad(
+            "extract", f"false for a file that is not an archive ({', '.join(ARCHIVE_SUFFIXES)})"
+        )
+    return RemoteFile(
+        filename=filename,
+        url=table["url"],
+        sha256=sha256,
+        size=size,
+        mirrors=tuple(mirrors),
+        extract=extract,
+    )
