@@ -205,6 +205,32 @@ if not missing(paragraphs):
     show([np.array(Image.open(p).convert("L")) for p in crops], [p.stem for p in crops], cols=3, size=4)
 """,
         ),
+        (
+            "markdown",
+            "Paragraph OCR splits a page into lines before a line model reads them "
+            "(`paragraph_ocr.segment_lines`: the ink's row profile). Each band found is shaded; "
+            "`python -m text_recognizer.paragraph_ocr PAGE --model RUN --ground-truth FILE` "
+            "then reads the lines and reports the CER.",
+        ),
+        (
+            "code",
+            """if not missing(paragraphs):
+    from text_recognizer.paragraph_ocr import ink_image, segment_lines
+
+    page = paragraphs / "a01-000u-cropped.jpg"
+    if not missing(page):
+        ink = ink_image(page)
+        bands = segment_lines(ink)
+        shaded = np.stack([255 - ink] * 3, axis=-1).astype(np.float32)
+        for i, (top, bottom) in enumerate(bands):
+            shaded[top:bottom] *= np.array([1.0, 0.85, 0.7] if i % 2 else [0.7, 0.85, 1.0])
+        print(f"{len(bands)} lines found in {page.name}")
+        plt.figure(figsize=(6, 5))
+        plt.imshow(shaded.astype(np.uint8))
+        plt.axis("off")
+        plt.show()
+""",
+        ),
     ],
     "04-kaggle-names.ipynb": [
         (

@@ -18,7 +18,9 @@ import pytest
 
 from conftest import PROJECT_ROOT, run_script
 from text_recognizer.errors import UserError
+from text_recognizer.experiment import cpu_share
 from text_recognizer.experiment import gpu_manager as gm
+from text_recognizer.experiment.cpu_share import parse_parallel_jobs
 from text_recognizer.experiment.gpu_manager import (
     FakeInventory,
     GpuInfo,
@@ -27,7 +29,6 @@ from text_recognizer.experiment.gpu_manager import (
     LeaseFolder,
     LeaseFolderError,
     filter_visible,
-    parse_parallel_jobs,
     rank_gpus,
 )
 
@@ -488,34 +489,36 @@ def test_parse_parallel_jobs():
 
 
 def test_thread_decision():
-    decide = gm._decide_threads
+    decide = cpu_share._decide_threads
     assert decide(3, {}, 8, 4, 2).threads == 3  # train_args.num_threads wins
     assert decide(None, {}, 8, None, 1).threads is None  # alone: torch's default
     assert decide(None, {}, 8, 2, 1).threads == 4  # parallel -j2 on 8 cores
     assert decide(None, {}, 8, None, 3).threads == 2  # 3 runs holding cpu-run locks
     assert decide(None, {}, 2, 8, 1).threads == 1  # never below one
     assert decide(None, {"OMP_NUM_THREADS": "4"}, 8, 2, 1).threads is None
-    assert decide(None, {gm.ENV_FAIR_THREADS: "0"}, 8, 2, 1).threads is None
+    assert decide(None, {cpu_share.ENV_FAIR_THREADS: "0"}, 8, 2, 1).threads is None
 
 
 def test_share_cpu_counts_runs_side_by_side(tmp_path):
     env = {gm.ENV_LEASES: str(tmp_path / "leases")}
-    first = gm.share_cpu(None, "first", env=env, cores=8)
-    second = gm.share_cpu(None, "second", env=env, cores=8)
-    third = gm.share_cpu(None, "third", env=env, cores=8)
+    first = cpu_share.share_cpu(None, "first", env=env, cores=8)
+    second = cpu_share.share_cpu(None, "second", env=env, cores=8)
+    third = cpu_share.share_cpu(None, "third", env=env, cores=8)
     assert (first.threads, second.threads, third.threads) == (None, 4, 2)
     assert third.lease is not None and third.lease.holder["threads"] == 2
     report = GPUManager(FakeInventory([]), tmp_path / "leases", env=env).status()
     assert {r["holder"]["run"] for r in report["cpu_runs"]} == {"first", "second", "third"}
     for share in (first, second):
         share.lease.release()
-    assert gm.share_cpu(None, "fourth", env=env, cores=8).threads == 4  # third + fourth
+    assert cpu_share.share_cpu(None, "fourth", env=env, cores=8).threads == 4  # third + fourth
     third.lease.release()
 
 
 def test_share_cpu_survives_a_broken_lease_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("")
-    share = gm.share_cpu(None, "x", env={gm.ENV_LEASES: str(tmp_path / "file" / "sub")}, cores=4)
+    share = cpu_share.share_cpu(
+        None, "x", env={gm.ENV_LEASES: str(tmp_path / "file" / "sub")}, cores=4
+    )
     assert share.threads is None and share.lease is None
     assert "will not share the CPU cores" in capsys.readouterr().err
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT_ROOT, run_script
-from text_recognizer.experiment.gpu_manager import ENV_LEASES, usable_cores
+from text_recognizer.experiment.cpu_share import usable_cores
+from text_recognizer.experiment.gpu_manager import ENV_LEASES
 from text_recognizer.experiment.prepare import command_line, prepare_experiments_main
 from text_recognizer.experiment.records import RunRecord
 

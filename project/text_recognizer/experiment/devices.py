@@ -16,13 +16,13 @@ import sys
 from typing import Any
 
 from text_recognizer.errors import UserError
+from text_recognizer.experiment.cpu_share import share_cpu
 from text_recognizer.experiment.gpu_manager import (
     ENV_LEASE_INFO,
     GPUManager,
     Lease,
     NoGpuDriver,
     inherited_lease,
-    share_cpu,
 )
 
 _NO_GPU = "notice: no GPU available ({why}); running on the CPU"
@@ -137,7 +137,7 @@ def _without_nvml(gpu: int, why: str) -> str:
 
 def select_num_threads(requested: int | None, run_name: str | None = None) -> int | None:
     """The torch thread count for this run (None: keep torch's default), sharing the cores fairly
-    with runs started side by side (see ``gpu_manager.share_cpu``)."""
+    with runs started side by side (see ``cpu_share.share_cpu``)."""
     share = share_cpu(requested, run_name)
     _hold(share.lease)
     if share.threads and not requested:

@@ -16,10 +16,12 @@ Settings (arguments win over the environment):
     TEXT_RECOGNIZER_GPU_MAX_UTILIZATION  skip an unleased GPU busier than this % (50)
     TEXT_RECOGNIZER_GPU_WAIT_TIMEOUT     seconds to wait for a free GPU (default: no limit)
     TEXT_RECOGNIZER_FAKE_GPUS            a JSON file of GPUs that replaces NVML (tests, demos)
-    TEXT_RECOGNIZER_FAIR_THREADS         0: do not share CPU threads between side-by-side runs
 
-The same folder also holds one ``cpu-run.N.lock`` per running experiment, so that runs started side
-by side can split the CPU cores between them (``share_cpu``).
+Which GPUs there are and how loaded they are comes from
+:mod:`~text_recognizer.experiment.gpu_inventory`; its public names are re-exported here. The same
+folder also holds one ``cpu-run.N.lock`` per running experiment, so that runs started side by side
+can split the CPU cores between them (:mod:`~text_recognizer.experiment.cpu_share`); ``status``
+lists those runs too.
 """
 
 from __future__ import annotations
@@ -37,19 +39,61 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from text_recognizer.errors import UserError
+from text_recognizer.experiment.gpu_inventory import (
+    ENV_FAKE_GPUS,
+    FakeInventory,
+    GpuInfo,
+    GpuInventory,
+    NoGpuDriver,
+    NvmlInventory,
+    filter_visible,
+    inventory_from_env,
+    rank_gpus,
+)
+
+__all__ = [
+    "CPU_RUN_PREFIX",
+    "DEFAULT_MAX_MEMORY",
+    "DEFAULT_MAX_UTILIZATION",
+    "DEFAULT_SLOTS",
+    "ENV_FAKE_GPUS",
+    "ENV_LEASES",
+    "ENV_LEASE_INFO",
+    "ENV_MAX_MEMORY",
+    "ENV_MAX_UTILIZATION",
+    "ENV_SLOTS",
+    "ENV_TIMEOUT",
+    "STATUS_COMMAND",
+    "FakeInventory",
+    "GPUManager",
+    "GpuInfo",
+    "GpuInventory",
+    "GpuWaitTimeout",
+    "Lease",
+    "LeaseFolder",
+    "LeaseFolderError",
+    "NoGpuDriver",
+    "NvmlInventory",
+    "default_lease_dir",
+    "filter_visible",
+    "format_status",
+    "inherited_lease",
+    "inventory_from_env",
+    "main",
+    "rank_gpus",
+    "slot_file",
+]
 
 ENV_LEASES = "TEXT_RECOGNIZER_GPU_LEASES"
 ENV_SLOTS = "TEXT_RECOGNIZER_GPU_SLOTS"
 ENV_MAX_MEMORY = "TEXT_RECOGNIZER_GPU_MAX_MEMORY"
 ENV_MAX_UTILIZATION = "TEXT_RECOGNIZER_GPU_MAX_UTILIZATION"
 ENV_TIMEOUT = "TEXT_RECOGNIZER_GPU_WAIT_TIMEOUT"
-ENV_FAKE_GPUS = "TEXT_RECOGNIZER_FAKE_GPUS"
-ENV_FAIR_THREADS = "TEXT_RECOGNIZER_FAIR_THREADS"
 ENV_LEASE_INFO = "TEXT_RECOGNIZER_GPU_LEASE"  # exported to the run: "<uuid> slot <k>"
 
 DEFAULT_SLOTS = 1
@@ -66,197 +110,12 @@ _NO_LOCK_ERRNOS = {
 }
 
 
-class NoGpuDriver(Exception):
-    """NVML cannot be used (no driver, no library, no permission): runs go on the CPU."""
-
-
 class LeaseFolderError(UserError):
     """The lease folder cannot be created, written or locked in: a one-line error, exit 2."""
 
 
 class GpuWaitTimeout(UserError):
     """No GPU became free within the timeout: a one-line error, exit 2 (the run never started)."""
-
-
-# ----- the inventory ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One GPU as NVML (and nvidia-smi) numbers it: ``index`` is the PCI bus order."""
-
-    index: int
-    uuid: str
-    memory_used_mib: float
-    memory_total_mib: float
-    utilization_percent: float
-    name: str = ""
-
-    @property
-    def memory_percent(self) -> float:
-        if self.memory_total_mib <= 0:
-            return 0.0
-        return 100.0 * self.memory_used_mib / self.memory_total_mib
-
-    @property
-    def memory_free_mib(self) -> float:
-        return max(0.0, self.memory_total_mib - self.memory_used_mib)
-
-
-class GpuInventory(Protocol):
-    """Where the manager learns which GPUs exist and how loaded they are (NVML, or a fake)."""
-
-    def gpus(self) -> list[GpuInfo]:
-        """All GPUs in nvidia-smi order; raise NoGpuDriver when there is no driver."""
-        ...
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class NvmlInventory:
-    """The real inventory: NVML through ``pynvml`` (package nvidia-ml-py); never touches CUDA."""
-
-    def gpus(self) -> list[GpuInfo]:
-        try:
-            import pynvml
-        except ImportError:
-            raise NoGpuDriver("nvidia-ml-py (pynvml) is not installed") from None
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as e:
-            raise NoGpuDriver(f"NVML: {e}") from None
-        try:
-            out = []
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-                memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                try:
-                    utilization = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-                except pynvml.NVMLError:  # not supported (MIG, some vGPUs): judge by memory
-                    utilization = 0.0
-                out.append(
-                    GpuInfo(
-                        index=i,
-                        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                        name=_text(pynvml.nvmlDeviceGetName(handle)),
-                        memory_used_mib=memory.used / 2**20,
-                        memory_total_mib=memory.total / 2**20,
-                        utilization_percent=utilization,
-                    )
-                )
-            return out
-        except pynvml.NVMLError as e:
-            raise NoGpuDriver(f"NVML: {e}") from None
-        finally:
-            with contextlib.suppress(pynvml.NVMLError):
-                pynvml.nvmlShutdown()
-
-
-class FakeInventory:
-    """GPUs from a list, or from a JSON file re-read on every call (so a test can change the load).
-
-    File format: ``{"gpus": [{"uuid": "GPU-a", "memory_used_mib": 0, "memory_total_mib": 16384,
-    "utilization_percent": 0, "name": "..."}, ...]}`` (or just the list); ``index`` defaults to
-    the position. ``{"driver": false}`` pretends there is no NVIDIA driver.
-    """
-
-    def __init__(self, source: Path | str | Sequence[Mapping[str, Any] | GpuInfo]) -> None:
-        self.source = source
-
-    def gpus(self) -> list[GpuInfo]:
-        if isinstance(self.source, (str, Path)):
-            where = f"fake GPU inventory {self.source} ({ENV_FAKE_GPUS})"
-            try:
-                data: Any = json.loads(Path(self.source).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{where}: {e}") from None
-        else:
-            where, data = "fake GPU inventory", self.source
-        if isinstance(data, dict):
-            if data.get("driver") is False:
-                raise NoGpuDriver("no NVIDIA driver (fake inventory)")
-            data = data.get("gpus", [])
-        if not isinstance(data, list):
-            raise UserError(f"{where}: expected a list of GPUs")
-        out = []
-        for i, item in enumerate(data):
-            if isinstance(item, GpuInfo):
-                out.append(item)
-                continue
-            try:
-                out.append(
-                    GpuInfo(
-                        index=int(item.get("index", i)),
-                        uuid=str(item.get("uuid", f"GPU-fake-{i}")),
-                        memory_used_mib=float(item.get("memory_used_mib", 0.0)),
-                        memory_total_mib=float(item.get("memory_total_mib", 16384.0)),
-                        utilization_percent=float(item.get("utilization_percent", 0.0)),
-                        name=str(item.get("name", "Fake GPU")),
-                    )
-                )
-            except (AttributeError, TypeError, ValueError) as e:
-                raise UserError(f"{where}: gpus[{i}] is malformed ({e})") from None
-        return out
-
-
-def inventory_from_env(env: Mapping[str, str] | None = None) -> GpuInventory:
-    """NVML, unless ``TEXT_RECOGNIZER_FAKE_GPUS`` names a fake inventory file."""
-    env = os.environ if env is None else env
-    fake = env.get(ENV_FAKE_GPUS)
-    return FakeInventory(fake) if fake else NvmlInventory()
-
-
-def filter_visible(gpus: Sequence[GpuInfo], cuda_visible_devices: str | None) -> list[GpuInfo]:
-    """The GPUs a ``CUDA_VISIBLE_DEVICES`` the user set lets us use, in its order.
-
-    Entries are nvidia-smi indices or (prefixes of) UUIDs; as in CUDA, the list stops at the first
-    entry that names no GPU. Unset means every GPU.
-    """
-    if cuda_visible_devices is None:
-        return list(gpus)
-    out: list[GpuInfo] = []
-    for raw in cuda_visible_devices.split(","):
-        entry = raw.strip().lower()
-        if re.fullmatch(r"-?\d+", entry):
-            found = [g for g in gpus if g.index == int(entry)]
-        else:
-            found = [
-                g
-                for g in gpus
-                if entry
-                and (g.uuid.lower().startswith(entry) or g.uuid.lower().startswith("gpu-" + entry))
-            ]
-        if len(found) != 1 or found[0] in out:
-            break
-        out.append(found[0])
-    return out
-
-
-def rank_gpus(
-    gpus: Sequence[GpuInfo],
-    leased: Mapping[str, int],
-    slots_per_gpu: int,
-    max_memory_percent: float,
-    max_utilization_percent: float,
-) -> list[GpuInfo]:
-    """GPUs that can take one more run, least loaded first.
-
-    A GPU is skipped when all its slots are leased or its memory is over the threshold. The
-    utilization threshold only applies to a GPU none of our runs holds: once one of our runs is on
-    it, the utilization is ours and ``slots_per_gpu`` is the limit.
-    """
-    ok = [
-        g
-        for g in gpus
-        if leased.get(g.uuid, 0) < slots_per_gpu
-        and g.memory_percent <= max_memory_percent
-        and (leased.get(g.uuid, 0) > 0 or g.utilization_percent <= max_utilization_percent)
-    ]
-    return sorted(
-        ok, key=lambda g: (leased.get(g.uuid, 0), g.memory_percent, g.utilization_percent, g.index)
-    )
 
 
 # ----- the lease folder --------------------------------------------------------------------------
@@ -879,161 +738,6 @@ def format_status(report: Mapping[str, Any]) -> str:
     else:
         lines.append("runs sharing the CPU: none")
     return "\n".join(lines)
-
-
-# ----- CPU fairness ------------------------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (taskset and cpusets included)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def parse_parallel_jobs(argv: Sequence[str], cores: int) -> int | None:
-    """GNU parallel's number of simultaneous jobs from its arguments (``-j``/``--jobs``/``-P``).
-
-    Understands N, N%, +N and -N; no -j means one job per core (parallel's default). Returns None
-    when the value cannot be read (a file name, 0 = as many as possible).
-    """
-    value: str | None = None
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if arg == "--":
-            break
-        for flag in ("--jobs", "--max-procs", "-j", "-P"):
-            if arg == flag and i + 1 < len(args):
-                value = args[i + 1]
-            elif arg.startswith(flag + "=") and flag.startswith("--"):
-                value = arg[len(flag) + 1 :]
-            elif not flag.startswith("--") and arg.startswith(flag) and len(arg) > 2:
-                value = arg[2:]
-        if arg in (":::", "::::", ":::+", "::::+"):
-            break
-    if value is None:
-        return cores
-    value = value.strip()
-    try:
-        if value.endswith("%"):
-            return max(1, int(float(value[:-1]) * cores / 100))
-        if value.startswith("+"):
-            return max(1, cores + int(value[1:]))
-        if value.startswith("-"):
-            return max(1, cores - int(value[1:]))
-        jobs = int(value)
-    except ValueError:
-        return None
-    return jobs if jobs > 0 else None  # 0: as many as possible, unknown here
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def parallel_jobs(env: Mapping[str, str] | None = None) -> int | None:
-    """How many runs GNU parallel starts side by side, when this run was started by it.
-
-    GNU parallel exports ``PARALLEL_PID`` to its jobs; its command line (and ``$PARALLEL``, where
-    options can also be given) says ``-j``. None when not under parallel (or on a remote host).
-    """
-    env = os.environ if env is None else env
-    pid = env.get("PARALLEL_PID")
-    if not pid or not pid.isdigit():
-        return None
-    argv = _cmdline(int(pid))
-    if not argv:
-        return None
-    names = [Path(a).name for a in argv[:2]]
-    if "parallel" not in names:
-        return None
-    args = argv[names.index("parallel") + 1 :]
-    options = shlex.split(env.get("PARALLEL", ""))
-    cores = usable_cores()
-    if any(a.startswith(("-j", "-P", "--jobs", "--max-procs")) for a in args):
-        return parse_parallel_jobs(args, cores)
-    return parse_parallel_jobs(options, cores)
-
-
-def fair_num_threads(cores: int, jobs: int) -> int:
-    """Threads per run so that ``jobs`` runs side by side use ``cores`` cores, at least one."""
-    return max(1, cores // max(1, jobs))
-
-
-def _off(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("0", "false", "off", "no")
-
-
-@dataclass
-class CpuShare:
-    """What ``share_cpu`` decided: the thread count to set (None: leave torch's) and why."""
-
-    threads: int | None
-    reason: str
-    lease: Lease | None = None
-    runs_side_by_side: int = 1
-
-
-def share_cpu(
-    requested: int | None,
-    run_name: str | None = None,
-    lease_dir: Path | str | None = None,
-    env: Mapping[str, str] | None = None,
-    cores: int | None = None,
-) -> CpuShare:
-    """Decide this run's torch thread count so that runs side by side don't oversubscribe the CPU.
-
-    Every run holds a ``cpu-run.N.lock`` for its lifetime; a run that does not set
-    ``train_args.num_threads`` (or OMP_NUM_THREADS) takes cores / (runs side by side), where runs
-    side by side is GNU parallel's -j when started by parallel, else the number of cpu-run locks
-    held right now. Best effort: a broken lease folder only costs the sharing, never the run.
-    """
-    env = os.environ if env is None else env
-    cores = cores or usable_cores()
-    folder = LeaseFolder(lease_dir, env)
-    lease: Lease | None = None
-    active = 1
-    try:
-        folder.ensure()
-        for k in range(4096):
-            name = f"{CPU_RUN_PREFIX}{k}.lock"
-            fd = folder.try_lock(name)
-            if fd is not None:
-                lease = Lease(folder, name, fd, _holder_info(run_name, slot=k))
-                break
-        active = max(1, sum(folder.is_held(n) for n in folder.names(CPU_RUN_PREFIX)))
-    except (UserError, OSError) as e:
-        print(f"warning: runs side by side will not share the CPU cores ({e})", file=sys.stderr)
-    decision = _decide_threads(requested, env, cores, parallel_jobs(env), active)
-    decision.lease = lease
-    if lease is not None:
-        lease.update(threads=decision.threads)
-    return decision
-
-
-def _decide_threads(
-    requested: int | None, env: Mapping[str, str], cores: int, hint: int | None, active: int
-) -> CpuShare:
-    if requested:
-        return CpuShare(requested, "train_args.num_threads", runs_side_by_side=active)
-    if _off(env.get(ENV_FAIR_THREADS, "1")):
-        return CpuShare(None, f"{ENV_FAIR_THREADS}=0", runs_side_by_side=active)
-    if env.get("OMP_NUM_THREADS"):
-        return CpuShare(None, "OMP_NUM_THREADS", runs_side_by_side=active)
-    jobs = max(hint or 1, active)
-    if jobs <= 1:
-        return CpuShare(None, "alone", runs_side_by_side=1)
-    source = f"GNU parallel -j{hint}" if hint and hint >= active else f"{active} runs holding"
-    return CpuShare(
-        fair_num_threads(cores, jobs),
-        f"{cores} cores / {jobs} runs side by side ({source})",
-        runs_side_by_side=jobs,
-    )
 
 
 # ----- command line ------------------------------------------------------------------------------
