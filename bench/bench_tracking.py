@@ -27,7 +27,9 @@ ROOT = _common.BENCH_DIR.parent
 
 
 def config(epochs: int, quick: bool) -> dict:
-    mnist = ROOT.parent / "shared" / "data" / "mnist"
+    from text_recognizer.paths import SHARED_DATA_DIR
+
+    mnist = SHARED_DATA_DIR / "mnist"
     if mnist.is_dir():
         dataset, args = "MnistDataset", {"data_dir": str(mnist), "test_set_only": True}
     else:
