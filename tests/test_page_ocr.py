@@ -43,7 +43,7 @@ def test_reads_rows_in_order_and_accurately(
     correct = sum(
         a == b for r, t in zip(rows, truth, strict=True) for a, b in zip(r, t, strict=False)
     )
-    # The 2-epoch LeNet reads ~96 % of MNIST test digits, and most of this page; crops framed
+    # The 2-epoch LeNet reads ~96 % of MNIST test digits and 31/32 on this page; crops framed
     # like MNIST's (centre of mass) matter: centring the bounding box read 85 %.
     assert correct / sum(map(len, truth)) >= 0.85, (rows, truth)
     path = tmp_path / "page.png"
