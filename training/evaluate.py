@@ -117,7 +117,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report")
     args = parser.parse_args(argv)
 
-    from text_recognizer.errors import UserError
+    from text_recognizer.errors import UserError, print_error
 
     try:
         try:
@@ -130,8 +130,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             raise UserError(f"--limit must be >= 1, got {args.limit}")
         report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
     print(format_report(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))

@@ -52,7 +52,7 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
 
     from text_recognizer.config import load_config
-    from text_recognizer.errors import UserError
+    from text_recognizer.errors import UserError, print_error
 
     try:
         resume_dir, resume_state = None, None
@@ -93,8 +93,7 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
                 signal.signal(signum, handler)
         return code
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
 
 
 def _resume_target(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def one_line(text: object) -> str:
     """Collapse whitespace, so a message built from file contents or server replies stays one line."""
@@ -20,6 +22,12 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """Raw data is missing, malformed or failed verification."""
+
+
+def print_error(error: UserError) -> int:
+    """Print a user error as the one ``error: ...`` line the commands show; return its exit code."""
+    print(f"error: {error}", file=sys.stderr)
+    return error.exit_code
 
 
 class RunFailed(Exception):

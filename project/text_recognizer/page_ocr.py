@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError
-from text_recognizer.preprocessing import ImageError, is_dark_on_light, load_image
+from text_recognizer.errors import UserError, print_error
+from text_recognizer.preprocessing import is_dark_on_light, load_image
 
 
 @dataclass
@@ -179,9 +179,8 @@ def page_ocr_main(argv: list[str] | None = None) -> int:
         text, lines = read_page(args.page, predictor, min_size=args.min_size)
         if args.out:
             annotate(args.page, lines, args.out)
-    except (UserError, ImageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        return print_error(e)
     print(text)
     return 0
 

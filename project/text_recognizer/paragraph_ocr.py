@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, print_error
 from text_recognizer.preprocessing import is_dark_on_light, load_image
 
 
@@ -265,8 +265,7 @@ def paragraph_ocr_main(argv: list[str] | None = None) -> int:
         if truth is not None:
             print(json.dumps(report.totals()) if args.json else report.summary())
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
     return 0
 
 

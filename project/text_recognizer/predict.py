@@ -28,7 +28,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from text_recognizer.errors import UserError
+    from text_recognizer.errors import UserError, print_error
 
     try:
         from text_recognizer import predictors
@@ -50,8 +50,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             else:
                 print(result.text)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
     return 0
 
 

@@ -283,7 +283,7 @@ def summary_main(dataset_name: str, argv: list[str] | None = None) -> int:
     import argparse
 
     from text_recognizer.datasets import DATASETS
-    from text_recognizer.errors import UserError
+    from text_recognizer.errors import UserError, print_error
     from text_recognizer.spec import validate_args
 
     parser = argparse.ArgumentParser(description=f"Load {dataset_name} and print a summary.")
@@ -298,7 +298,6 @@ def summary_main(dataset_name: str, argv: list[str] | None = None) -> int:
         args = validate_args(raw, entry.args, "dataset_args")
         dataset = entry.load()(**args).load_or_generate_data()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return print_error(e)
     print(dataset.summary())
     return 0

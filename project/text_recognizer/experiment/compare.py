@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, print_error
 
 # Config keys never shown as "differing": the run column already names the run.
 HIDDEN_KEYS = ("run_name",)
@@ -414,5 +414,4 @@ def compare_main(argv: list[str] | None = None) -> int:
             print(f"curves: {saved}", file=sys.stderr)
         return 0
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)

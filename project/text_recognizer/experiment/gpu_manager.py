@@ -43,7 +43,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, print_error
 from text_recognizer.experiment.gpu_inventory import (
     ENV_FAKE_GPUS,
     FakeInventory,
@@ -804,8 +804,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             raise UserError(f"cannot run {cmd[0]!r}: {e.strerror}") from None
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
     return 0
 
 

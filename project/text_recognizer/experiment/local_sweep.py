@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, print_error
 from text_recognizer.experiment.sweep import format_arg, resolve_path
 
 SUPPORTED_METHODS = ("grid", "random", "bayes")
@@ -962,5 +962,4 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
             )
             return runner.run()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import ConfigError, UserError
+from text_recognizer.errors import ConfigError, UserError, print_error
 
 DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
 # run_sweep's own flags; every other --key=value is a config key.
@@ -224,8 +224,7 @@ def run_sweep_main(argv: list[str] | None = None) -> int:
     try:
         config, args = resolve_trial(argv)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        return print_error(e)
     print(
         "sweep trial: "
         + " ".join(format_arg(k, v) for k, v in args.overrides)
