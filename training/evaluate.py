@@ -133,7 +133,9 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         return print_error(e)
     print(format_report(report))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        from text_recognizer.fileio import write_text_atomic
+
+        write_text_atomic(args.json_out, json.dumps(report, indent=1, ensure_ascii=False))
     return 0
 
 

@@ -164,7 +164,7 @@ def run_experiment(
         raise
     except Exception as e:
         exit_code = 1
-        (record.dir / "error.log").write_text(traceback.format_exc())
+        write_text_atomic(record.dir / "error.log", traceback.format_exc())
         record.update_summary(status="failed", error=f"{type(e).__name__}: {e}")
         print(
             f"run failed: {type(e).__name__}: {e} (traceback in {record.dir / 'error.log'})",
