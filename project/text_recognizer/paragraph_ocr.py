@@ -48,7 +48,7 @@ def clear_scan_edges(
     columns next to it (inked over ``tail`` or more), at most 5 % of the page. Sides shorter than
     ``min_side`` pixels are left alone: there (a line crop) a full-height column is a letter.
     """
-    binary = ink > max(_otsu(ink), 1)
+    binary = ink > ink_threshold(ink)
     out = ink.copy()
     for axis in (0, 1):  # axis 0: columns (the share of rows inked), 1: rows
         if binary.shape[axis] < min_side:
@@ -77,6 +77,11 @@ def _run_from_start(mask: np.ndarray) -> int:
     return int(np.argmin(mask)) if not mask.all() else len(mask)
 
 
+def ink_threshold(ink: np.ndarray) -> int:
+    """Grey level above which a pixel is ink: Otsu's, and never 0 (paper that is pure black)."""
+    return max(_otsu(ink), 1)
+
+
 def _otsu(gray: np.ndarray) -> int:
     hist = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
     total, levels = hist.sum(), np.arange(256)
@@ -91,7 +96,7 @@ def segment_lines(
     ink: np.ndarray, min_gap: int = 2, min_height: int | None = None, gap_level: float = 0.2
 ) -> list[tuple[int, int]]:
     """Row ranges (top, bottom) of the text lines in a white-on-black paragraph image."""
-    binary = ink > max(_otsu(ink), 1)
+    binary = ink > ink_threshold(ink)
     profile = binary.sum(1).astype(np.float64)
     if profile.max() == 0:
         return []
@@ -182,17 +187,24 @@ def _split_tall(
 
 
 def crop_line(
-    ink: np.ndarray, top: int, bottom: int, pad: int = 2, margin: float = 0.12
+    ink: np.ndarray,
+    top: int,
+    bottom: int,
+    pad: int = 2,
+    margin: float = 0.12,
+    threshold: int | None = None,
 ) -> np.ndarray:
     """The band's rows, trimmed left and right to the ink, framed with empty space.
 
     ``margin`` (a fraction of the band's height, above and below) is black, never the neighbour
     lines' rows: a band holds its line from ascenders to descenders, while line images (IAM's and
     the synthetic ones) leave room around the text; with 0.12 the ink fills ~73 % of the height,
-    as in ``SyntheticLinesDataset`` lines (median 72 %).
+    as in ``SyntheticLinesDataset`` lines (median 72 %). ``threshold``: the page's
+    :func:`ink_threshold`, passed in when cropping many lines of one page.
     """
     rows = ink[top:bottom]
-    cols = np.flatnonzero(rows.max(0) > max(_otsu(ink), 1))
+    threshold = ink_threshold(ink) if threshold is None else threshold
+    cols = np.flatnonzero(rows.max(0) > threshold)
     if len(cols):
         rows = rows[:, max(0, cols[0] - pad) : cols[-1] + 1 + pad]
     vertical = max(pad, round(margin * (bottom - top)))
@@ -205,7 +217,8 @@ def read_paragraph(image: Any, predictor: Any) -> tuple[str, list[tuple[int, int
     bands = segment_lines(ink)
     if not bands:
         return "", []
-    crops = [crop_line(ink, t, b) for t, b in bands]
+    threshold = ink_threshold(ink)
+    crops = [crop_line(ink, t, b, threshold=threshold) for t, b in bands]
     predictions = predictor.predict_batch(crops)
     return "\n".join(p.text for p in predictions), bands
 
@@ -303,7 +316,7 @@ class ParagraphReport:
         }
 
     def summary(self) -> str:
-        cer = self.edits / max(self.chars, 1)
+        cer = self.totals()["overall_cer"]
         return (
             f"overall: CER {cer:.3f} ({self.edits} edits / {self.chars} characters) over "
             f"{self.count} paragraphs; lines found {self.lines}, true {self.true_lines}"
