@@ -451,24 +451,24 @@ def render_glyphs(chars: str, height: int, font_files: list[Path] | None = None)
     unit = height / 28
     faces = _load_fonts(height, font_files, chars)
     jitters = [round(j * unit) for j in BASELINE_JITTER]
-    boxes = [
-        font.getbbox(ch, anchor="ls", stroke_width=s)
-        for font, _ in faces
-        for s in STROKES
-        for ch in chars
-    ]
-    pad = max(2, round(2 * unit), *(-box[0] + 1 for box in boxes))  # ink left of the pen
-    width = int(max(box[2] for box in boxes)) + 2 * pad
-    glyphs = []
-    advance = np.zeros((len(faces), len(STROKES), len(chars)))
-    overhang = np.zeros_like(advance)
+    # Ink boxes relative to the pen on the baseline: (faces, strokes, chars, [left top right bottom])
+    boxes = np.array(
+        [
+            [[font.getbbox(ch, anchor="ls", stroke_width=s) for ch in chars] for s in STROKES]
+            for font, _ in faces
+        ]
+    )
+    pad = max(2, round(2 * unit), int(1 - boxes[..., 0].min()))  # ink left of the pen
+    width = int(boxes[..., 2].max()) + 2 * pad
+    advance = np.array(
+        [[[font.getlength(ch) + s for ch in chars] for s in STROKES] for font, _ in faces]
+    )
+    overhang = np.maximum(boxes[..., 2] - advance, 0.0)
     space = np.array([font.getlength(" ") for font, _ in faces])
-    for fi, (font, baseline) in enumerate(faces):
-        for si, stroke in enumerate(STROKES):
-            for ci, ch in enumerate(chars):
-                advance[fi, si, ci] = font.getlength(ch) + stroke
-                right = font.getbbox(ch, anchor="ls", stroke_width=stroke)[2]
-                overhang[fi, si, ci] = max(0.0, right - advance[fi, si, ci])
+    glyphs = []
+    for font, baseline in faces:
+        for stroke in STROKES:
+            for ch in chars:
                 for jitter in jitters:
                     img = Image.new("L", (width, height), 0)
                     ImageDraw.Draw(img).text(
