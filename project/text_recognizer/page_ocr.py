@@ -4,8 +4,7 @@ The seed's approach: grayscale, blur, Canny edges, external contours, bounding b
 size, boxes inside (or mostly overlapping) a bigger one removed; each box is Otsu-thresholded to
 white ink on black, scaled into a square with a margin and centred by its centre of mass (as
 MNIST/EMNIST glyphs sit in their 28x28 frame) at the character model's input size, then classified
-in one batch. Boxes are grouped
-into lines by vertical overlap and read left to right.
+in one batch. Boxes are grouped into lines by vertical overlap and read left to right.
 
     python -m text_recognizer.page_ocr PAGE.png --model RUN_DIR --out annotated.png
 """
