@@ -25,7 +25,7 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2",
-            "ruff>=0.5",
+            "ruff==0.17.6",  # pinned: lint and format results must not drift between machines
             # tests/test_notebooks.py executes notebooks/*.ipynb
             "nbformat>=5",
             "nbclient>=0.7",

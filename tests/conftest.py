@@ -65,3 +65,60 @@ def run_script(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A folder on its own 1 MiB tmpfs, to fill up: ``small_disk(size="1m") -> Path``.
+
+    Needs root (mount); skips with the reason where a tmpfs cannot be mounted.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(size: str = "1m") -> Path:
+        point = tmp_path / f"small-disk-{len(mounted)}"
+        point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(point)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
+        mounted.append(point)
+        return point
+
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> None:
+    """Fill the filesystem holding ``folder`` until at most ``leave`` bytes are free."""
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize - leave
+    if free <= 0:
+        return
+    with open(folder / ".filler", "wb") as f:
+        try:
+            f.write(b"\0" * free)
+        except OSError:
+            pass
+
+
+def memory_capped(limit_bytes: int) -> list[str]:
+    """Arguments for run_script that cap the address space (RLIMIT_AS) of the script they run.
+
+    ``run_script(*memory_capped(2 << 30), "training/evaluate.py", ...)`` runs a script file;
+    ``run_script(*memory_capped(2 << 30), "text_recognizer.predict", ...)`` runs a module.
+    """
+    code = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_AS, ({limit_bytes}, {limit_bytes})); "
+        "sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__') if sys.argv[0].endswith('.py') "
+        "else runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+    )
+    return ["-c", code]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 
@@ -25,9 +26,39 @@ class DataError(UserError):
 
 
 def print_error(error: UserError) -> int:
-    """Print a user error as the one ``error: ...`` line the commands show; return its exit code."""
-    print(f"error: {error}", file=sys.stderr)
+    """Print a user error as the one ``error: ...`` line the commands show; return its exit code.
+
+    The message is folded to one line here, whatever it quotes (a library's multi-line error, an
+    HTML page a server sent), so no caller can break the one-line contract.
+    """
+    print(f"error: {one_line(error)}", file=sys.stderr)
     return error.exit_code
+
+
+class StorageError(UserError):
+    """A file or folder could not be written or read: disk full, read-only folder, no permission.
+
+    Before a run starts it is bad input like any other (exit 2); a run that hits it while running is
+    recorded ``failed`` where the disk still allows and exits 1, with this one line.
+    """
+
+
+_STORAGE_REASONS = {
+    errno.ENOSPC: "the disk is full; free some space and run again",
+    errno.EDQUOT: "the disk quota is exceeded; free some space and run again",
+    errno.EROFS: "the filesystem is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EFBIG: "the file is too large for this filesystem or limit",
+}
+
+
+def storage_error(exc: OSError, path: object, doing: str = "write") -> StorageError:
+    """A one-line StorageError for an OSError met while ``doing`` something to ``path``."""
+    reason = _STORAGE_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+    return StorageError(one_line(f"cannot {doing} {path}: {reason}"))
 
 
 class RunFailed(Exception):

@@ -1,14 +1,78 @@
-"""Atomic writes: a reader never sees a half-written file, a crash never leaves one behind."""
+"""Atomic writes: a reader never sees a half-written file, a crash never leaves one behind.
+
+Temporary files are named ``.<name>.<host>-<pid>.<random>.tmp`` so that a later writer can tell a
+leftover of a killed process (same host, pid gone) from one still being written, and remove it
+(`clean_stale_temps`). They get the mode an ordinary ``open()`` would (0666 less the umask), not
+mkstemp's 0600, so a shared runs folder stays readable by the group that shares it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+_TEMP_RE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+# A temp file from another host (a shared filesystem) cannot be checked for a live writer; one this
+# old is a leftover whatever wrote it.
+STALE_TEMP_AGE_S = 24 * 3600
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask has no getter)."""
+    with suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def clean_stale_temps(folder: Path | str) -> list[Path]:
+    """Remove the temp files in ``folder`` left by dead writers (killed mid-write); return them."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    host, now = _host_tag(), time.time()
+    for entry in entries:
+        match = _TEMP_RE.match(entry.name)
+        if not match:
+            continue
+        try:
+            info = entry.lstat()
+        except OSError:
+            continue
+        old = now - info.st_mtime > STALE_TEMP_AGE_S
+        if old or (match["host"] == host and not _pid_alive(int(match["pid"]))):
+            with suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
 
 
 @contextmanager
@@ -16,8 +80,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=".tmp", dir=path.parent
+    )
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -1,0 +1,84 @@
+"""Atomic writes: temp files of killed writers are cleaned, and records honour the umask."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from text_recognizer import fileio
+
+
+def _dead_pid() -> int:
+    """A pid that certainly belongs to no process: one that has just exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_temp_file_of_a_killed_writer_is_cleaned(tmp_path: Path) -> None:
+    # A writer killed by SIGKILL mid-write leaves its temp file; the next writer removes it.
+    code = (
+        "import os, sys, time\n"
+        "from text_recognizer.fileio import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "summary.json")], stdout=subprocess.PIPE
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    live = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(live) == 1
+    assert fileio.clean_stale_temps(tmp_path) == []  # its writer is alive: kept
+    proc.kill()
+    proc.wait()
+    assert fileio.clean_stale_temps(tmp_path) == live
+    assert not any(tmp_path.iterdir())
+
+
+def test_cleaning_keeps_other_files_and_foreign_hosts_young_temps(tmp_path: Path) -> None:
+    pid = _dead_pid()
+    keep = [
+        tmp_path / "summary.json",
+        tmp_path / "notes.tmp",  # a user's file that merely ends in .tmp
+        tmp_path / f".summary.json.otherhost-{pid}.abcd1234.tmp",  # another host: unknown writer
+    ]
+    for path in keep:
+        path.write_text("x")
+    stale_old = tmp_path / f".config.json.otherhost-{pid}.zz99zz99.tmp"
+    stale_old.write_text("x")
+    old = time.time() - fileio.STALE_TEMP_AGE_S - 60
+    os.utime(stale_old, (old, old))
+    assert fileio.clean_stale_temps(tmp_path) == [stale_old]
+    assert all(path.exists() for path in keep)
+    assert fileio.clean_stale_temps(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        assert fileio.current_umask() == umask
+        fileio.write_json_atomic(tmp_path / "summary.json", {"status": "finished"})
+        fileio.append_jsonl(tmp_path / "metrics.jsonl", {"epoch": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "metrics.jsonl").stat().st_mode & 0o777 == mode
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "config.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), fileio.atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
