@@ -2,7 +2,8 @@
 
 Each path gets a :class:`Route` that says how to misbehave: honour or ignore ``Range``, cut the
 connection part-way (once or every time, by closing or by a TCP reset), serve an error status or a
-web page, or stall. Every request is recorded with its ``Range`` header so tests can check that a
+web page, stall, drip the headers or the body one byte at a time, or send a body that never
+ends. Every request is recorded with its ``Range`` header so tests can check that a
 resume really asked for ``bytes=N-``.
 """
 
@@ -36,6 +37,10 @@ class Route:
     stall: float = 0.0  # seconds to wait before answering at all
     stall_after: int | None = None  # send k bytes of the body, then wait `stall_body` seconds
     stall_body: float = 0.0
+    drip: float = 0.0  # send the body one byte at a time, this many seconds apart
+    drip_headers: float = 0.0  # send endless header lines one byte at a time, this far apart
+    endless: bool = False  # no Content-Length; repeat the body until the client hangs up
+    endless_cap: int = 64 << 20  # ... or until this much is sent, so a test can never hang
     headers: dict[str, str] = field(default_factory=dict)
     calls: int = 0
 
@@ -126,6 +131,12 @@ def _make_handler(server: HttpTestServer) -> type[BaseHTTPRequestHandler]:
                 return
             if route.stall and server.wait(route.stall):
                 return
+            if route.drip_headers:
+                self._drip(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: y\r\n" * 100_000, route.drip_headers)
+                return
+            if route.endless:
+                self._endless(route)
+                return
             if route.calls <= route.fail_first:
                 self._simple(route.fail_status, b"<html><body>error</body></html>", "text/html")
                 return
@@ -167,6 +178,9 @@ def _make_handler(server: HttpTestServer) -> type[BaseHTTPRequestHandler]:
                 if server.wait(route.stall_body):
                     return
                 payload = payload[route.stall_after :]
+            if route.drip:
+                self._drip(payload, route.drip)
+                return
             if cut is not None and cut < len(payload):
                 self.wfile.write(payload[:cut])
                 self.wfile.flush()
@@ -180,6 +194,24 @@ def _make_handler(server: HttpTestServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile = io.BytesIO()  # the base class still flushes it afterwards
                 return
             self.wfile.write(payload)
+
+        def _drip(self, data: bytes, interval: float) -> None:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                if server.wait(interval):
+                    return
+
+        def _endless(self, route: Route) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", route.content_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            chunk = (route.body or b"\0") * max(1, 65536 // max(len(route.body), 1))
+            sent = 0
+            while sent < route.endless_cap and not server._stop.is_set():
+                self.wfile.write(chunk)
+                sent += len(chunk)
 
         def _simple(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
             self.send_response(status)

@@ -3,7 +3,9 @@
 Raw datasets are large, live on servers we do not control and are fetched over flaky networks. So
 downloads stream with a progress bar, hash while streaming, resume a partial ``.part`` file with an
 HTTP ``Range`` request, retry with exponential backoff, fall back to mirrors, time out instead of
-hanging, and rename into place only once the sha256 matches. Reading the metadata.toml lives in
+hanging, and rename into place only once the sha256 matches. No wait is unbounded: each URL has an
+overall deadline (scaled from the declared size) and a minimum rate, enforced even while a read is
+blocked, and a body is never kept beyond the size the metadata declares. Reading the metadata.toml lives in
 :mod:`~text_recognizer.datasets.metadata` and safe unpacking (every archive member checked before
 anything is written) in :mod:`~text_recognizer.datasets.extract`; their public names are
 re-exported here. Every failure a user can act on is a one-line
@@ -15,20 +17,25 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import os
 import re
 import shutil
 import socket
+import stat
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 import urllib3
+import urllib3.connection
 from tqdm import tqdm
 
 from text_recognizer.datasets.extract import (
@@ -38,7 +45,7 @@ from text_recognizer.datasets.extract import (
     extract_archive,
 )
 from text_recognizer.datasets.metadata import MetadataError, RemoteFile, load_metadata
-from text_recognizer.errors import DataError, one_line
+from text_recognizer.errors import DataError, StorageError, UserError, one_line, storage_error
 from text_recognizer.fileio import write_json_atomic
 
 try:  # POSIX only; elsewhere concurrent downloads of one file are simply not serialized.
@@ -64,6 +71,18 @@ __all__ = [
 
 HTML_SNIFF_BYTES = 512
 USER_AGENT = "text-recognizer/0.1 (python-requests)"
+# Per URL: give up after DEADLINE_BASE_S plus the declared size at DEADLINE_RATE bytes/s (or
+# DEADLINE_UNSIZED_S without a size), or when fewer than MIN_RATE bytes/s arrive over RATE_WINDOW_S.
+# The environment variables below override them (tests, slow links).
+DEADLINE_BASE_S = 600.0
+DEADLINE_RATE = 20 << 10
+DEADLINE_UNSIZED_S = 4 * 3600.0
+MIN_RATE = 1024.0
+RATE_WINDOW_S = 60.0
+ENV_DEADLINE = "TEXT_RECOGNIZER_DOWNLOAD_DEADLINE"
+ENV_MIN_RATE = "TEXT_RECOGNIZER_DOWNLOAD_MIN_RATE"
+ENV_RATE_WINDOW = "TEXT_RECOGNIZER_DOWNLOAD_RATE_WINDOW"
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 # Looked up at call time so tests can replace it and run retries without waiting.
 _sleep = time.sleep
@@ -198,7 +217,8 @@ class _Failure(Exception):
 
     def __init__(self, kind: str, message: str, *, retry: bool, stale: bool = False) -> None:
         super().__init__(message)
-        self.kind = kind  # unreachable | timeout | dropped | http | html | checksum | size | other
+        # unreachable | timeout | slow | dropped | http | html | checksum | size | other
+        self.kind = kind
         self.message = one_line(message)
         self.retry = retry
         self.stale = stale
@@ -218,7 +238,18 @@ class _Part:
 
     def sync(self) -> int:
         """Make the running hash cover the file on disk (a leftover is hashed once, here)."""
-        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise storage_error(exc, self.path, "read") from None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise StorageError(
+                f"{self.path} is not a regular file (a link or folder?), so it is not written "
+                "through; remove it and run again"
+            )
+        size = st.st_size if st is not None else 0
         if not self.synced or size != self.nbytes:
             self.hasher = hashlib.sha256()
             if size:
@@ -236,17 +267,191 @@ class _Part:
         self.spliced = False
         self.synced = True
 
-    def write(self, f: Any, chunk: bytes) -> None:
+    def open(self) -> Any:
+        """Unbuffered append, never through a link: the file holds exactly what was hashed."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_NOFOLLOW
         try:
-            f.write(chunk)
+            return open(os.open(self.path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
-            self.synced = False
-            raise DownloadError(
-                f"cannot write {self.path}: {exc.strerror or exc}; "
-                "free some disk space or fix the folder's permissions, then run again"
-            ) from None
-        self.hasher.update(chunk)
-        self.nbytes += len(chunk)
+            raise storage_error(exc, self.path) from None
+
+    def write(self, f: Any, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            try:
+                n = f.write(view)
+            except OSError as exc:
+                kept = f"; the {self.nbytes:,} bytes received so far are kept there to resume"
+                raise StorageError(
+                    f"{storage_error(exc, self.path)}{kept if self.nbytes else ''}"
+                ) from None
+            self.hasher.update(view[:n])
+            self.nbytes += n
+            view = view[n:]
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """How long one URL may take in all, and the slowest rate accepted over a window."""
+
+    deadline_s: float
+    min_rate: float
+    window_s: float
+
+
+def _env_number(name: str, *, allow_zero: bool = False) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        valid = "a number >= 0 (0: no minimum)" if allow_zero else "a positive number"
+        raise UserError(f"{name} must be {valid}, got {raw!r}")
+    return value
+
+
+def _limits_for(
+    remote: RemoteFile, deadline: float | None = None, min_rate: float | None = None
+) -> _Limits:
+    """Arguments win over the environment, which wins over defaults scaled from the size."""
+    if deadline is None:
+        deadline = _env_number(ENV_DEADLINE)
+    if deadline is None:
+        known = remote.size is not None
+        deadline = DEADLINE_BASE_S + remote.size / DEADLINE_RATE if known else DEADLINE_UNSIZED_S
+    if min_rate is None:
+        min_rate = _env_number(ENV_MIN_RATE, allow_zero=True)
+    window = _env_number(ENV_RATE_WINDOW) or RATE_WINDOW_S
+    return _Limits(deadline, MIN_RATE if min_rate is None else min_rate, window)
+
+
+class _Clock:
+    """The deadline and the minimum rate of one URL, checked whenever bytes arrive."""
+
+    def __init__(self, limits: _Limits, url: str, remote: RemoteFile) -> None:
+        self.limits = limits
+        self.url = url
+        self.remote = remote
+        self.deadline_at = time.monotonic() + limits.deadline_s
+        self.mark = (time.monotonic(), 0)
+
+    def remaining(self) -> float:
+        return self.deadline_at - time.monotonic()
+
+    def start_body(self, nbytes: int) -> None:
+        self.mark = (time.monotonic(), nbytes)
+
+    def check(self, nbytes: int) -> None:
+        """Fail past the deadline, or when the last window brought too few bytes."""
+        now = time.monotonic()
+        if now >= self.deadline_at:
+            raise self.expired(nbytes)
+        since, then = self.mark
+        if now - since >= self.limits.window_s:
+            rate = (nbytes - then) / (now - since)
+            if rate < self.limits.min_rate:
+                raise _Failure(
+                    "slow",
+                    f"{self.url} sent {nbytes - then:,} bytes in {now - since:.0f} s, slower than "
+                    f"the minimum of {self.limits.min_rate:g} bytes/s (a stalled or throttled "
+                    f"server; {ENV_MIN_RATE} changes the minimum)",
+                    retry=True,
+                )
+            self.mark = (now, nbytes)
+
+    def expired(self, nbytes: int) -> _Failure:
+        return _Failure(
+            "timeout",
+            f"gave up on {self.url} after {self.limits.deadline_s:g} s, the deadline for "
+            f"'{self.remote.filename}' ({nbytes:,} bytes received; set {ENV_DEADLINE} to a number "
+            "of seconds to allow longer, then run again to resume)",
+            retry=False,
+        )
+
+
+class _Watchdog:
+    """Shuts a download's sockets at its deadline, so even a read blocked on a server that
+    drips one byte at a time (the read timeout restarts with every byte) returns."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:
+                self._shut(sock)
+
+    def arm(self, seconds: float) -> None:
+        self.disarm()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:  # sockets stay listed: a pooled connection may serve the next URL
+            self.fired = False
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _tracked_session(watchdog: _Watchdog) -> requests.Session:
+    """A session whose every new socket is registered with ``watchdog``."""
+
+    def tracked(cls: type) -> type:
+        def _new_conn(self: Any) -> socket.socket:
+            sock = cls._new_conn(self)
+            watchdog.register(sock)
+            return sock
+
+        return type(f"Tracked{cls.__name__}", (cls,), {"_new_conn": _new_conn})
+
+    pools = {
+        "http": type(
+            "TrackedHTTPConnectionPool",
+            (urllib3.HTTPConnectionPool,),
+            {"ConnectionCls": tracked(urllib3.connection.HTTPConnection)},
+        ),
+        "https": type(
+            "TrackedHTTPSConnectionPool",
+            (urllib3.HTTPSConnectionPool,),
+            {"ConnectionCls": tracked(urllib3.connection.HTTPSConnection)},
+        ),
+    }
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if not proxy.lower().startswith("socks"):
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    session = requests.Session()
+    session.mount("http://", Adapter())
+    session.mount("https://", Adapter())
+    session.headers["User-Agent"] = USER_AGENT
+    return session
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -402,6 +607,7 @@ def _attempt(
     part: _Part,
     timeout: tuple[float, float],
     progress: bool,
+    clock: _Clock,
 ) -> None:
     """One request: append to the .part (resuming it) until the body ends; the caller verifies."""
     have = part.sync()
@@ -413,8 +619,11 @@ def _attempt(
     headers = {"Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
+    read_timeout = max(min(timeout[1], clock.remaining()), 0.01)
     try:
-        response = session.get(url, headers=headers, stream=True, timeout=timeout)
+        response = session.get(
+            url, headers=headers, stream=True, timeout=(timeout[0], read_timeout)
+        )
     except requests.RequestException as exc:
         raise _request_failure(exc, url, timeout) from None
 
@@ -451,7 +660,7 @@ def _attempt(
             )
         else:
             part.spliced = True
-        _stream_body(response, url, remote, part, end, total, progress)
+        _stream_body(response, url, remote, part, end, total, progress, clock)
 
 
 def _stream_body(
@@ -462,21 +671,35 @@ def _stream_body(
     end: int | None,
     total: int | None,
     progress: bool,
+    clock: _Clock,
 ) -> None:
-    """Append the body to the .part as it arrives, hashing it on the way (no second pass)."""
+    """Append the body to the .part as it arrives, hashing it on the way (no second pass).
+
+    Reads return as soon as any bytes arrive, so the deadline and the minimum rate are checked
+    even against a server that drips; nothing past the declared size is ever written.
+    """
     sniff = part.nbytes == 0 and not _is_html_name(remote.filename)
     head = b""
-    chunks = response.raw.stream(CHUNK_SIZE, decode_content=False)  # the bytes as served
+    limit = end if end is not None else remote.size
+    read = getattr(response.raw, "read1", response.raw.read)
     bar = _progress_bar(total, part.nbytes, remote.filename, progress)
+    clock.start_body(part.nbytes)
     try:
-        with open(part.path, "ab") as f:
+        with part.open() as f:
             while True:
                 try:
-                    chunk = next(chunks)
-                except StopIteration:
-                    break
+                    chunk = read(CHUNK_SIZE, decode_content=False)  # the bytes as served
                 except _NETWORK_ERRORS as exc:
+                    if clock.remaining() <= 0:
+                        raise clock.expired(part.nbytes) from None
                     raise _stream_failure(exc, url, part, end) from None
+                if not chunk:
+                    break
+                received = part.nbytes + len(head) + len(chunk)
+                clock.check(received)
+                if limit is not None and received > limit:
+                    part.reset()
+                    raise _oversize(url, remote, limit)
                 if sniff:  # hold back the first bytes until we know it is not a web page
                     head += chunk
                     if len(head) < HTML_SNIFF_BYTES:
@@ -491,13 +714,10 @@ def _stream_body(
                     raise _html_failure(url, response, remote, "the body is HTML")
                 part.write(f, head)
                 bar.update(len(head))
-    except OSError as exc:  # opening the .part
-        raise DownloadError(
-            f"cannot write {part.path}: {exc.strerror or exc}; "
-            "free some disk space or fix the folder's permissions, then run again"
-        ) from None
     finally:
         bar.close()
+    if clock.remaining() <= 0:  # the watchdog cut the connection: not a genuine end of body
+        raise clock.expired(part.nbytes)
     # Without a Content-Length a truncated body still shows up against the metadata size.
     expected = end if end is not None else remote.size
     if expected is not None and part.nbytes < expected:
@@ -506,6 +726,15 @@ def _stream_body(
             f"connection to {url} closed after {part.nbytes} of {expected} bytes",
             retry=True,
         )
+
+
+def _oversize(url: str, remote: RemoteFile, limit: int) -> _Failure:
+    return _Failure(
+        "size",
+        f"{url} sent more than the {limit:,} bytes declared for '{remote.filename}' (a different "
+        "file or a broken server); stopped there and kept nothing",
+        retry=False,
+    )
 
 
 def _verify(remote: RemoteFile, url: str, part: _Part) -> str:
@@ -538,29 +767,35 @@ def _download_from(
     timeout: tuple[float, float],
     retries: int,
     backoff: float,
+    clock: _Clock,
 ) -> tuple[str | None, _Failure | None]:
-    """Try one URL with retries; returns (sha256, None) on success or (None, last failure)."""
+    """Try one URL with retries; returns (sha256, None) on success or (None, last failure).
+
+    Everything, retries and backoff included, ends by the URL's deadline.
+    """
     attempt = 0
     high_water = part.sync()
     restarted = False
     while True:
         try:
-            _attempt(session, url, remote, part, timeout, progress)
+            _attempt(session, url, remote, part, timeout, progress, clock)
             return _verify(remote, url, part), None
         except _Failure as failure:
+            if clock.remaining() <= 0:
+                return None, clock.expired(part.sync())
             if failure.stale and not restarted:
                 restarted = True  # the resumed .part held old bytes: one clean try from zero
                 continue
             if not failure.retry:
                 return None, failure
-            if part.nbytes > high_water:
+            if part.nbytes > high_water and failure.kind != "slow":
                 high_water = part.nbytes  # progress was made: the retry budget starts afresh
                 attempt = 0
             if attempt >= retries:
                 if retries:
                     failure.message += f" (gave up after {retries + 1} attempts)"
                 return None, failure
-            _sleep(backoff * 2**attempt)
+            _sleep(min(backoff * 2**attempt, max(clock.remaining(), 0.0)))
             attempt += 1
 
 
@@ -597,35 +832,47 @@ def _download_unlocked(
     timeout: tuple[float, float],
     retries: int,
     backoff: float,
+    limits: _Limits,
 ) -> Path:
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest_dir)
     if remote.sha256 is None:
         _warn_unchecked(remote)
     final = dest_dir / remote.filename
     part = _Part(dest_dir / f"{remote.filename}.part")
+    _check_free_space(remote, dest_dir, part.sync())
     failures: list[_Failure] = []
-    with requests.Session() as session:
-        session.headers["User-Agent"] = USER_AGENT
+    watchdog = _Watchdog()
+    with _tracked_session(watchdog) as session:
         for url in remote.urls:
-            digest, failure = _download_from(
-                session,
-                url,
-                remote,
-                part,
-                progress=progress,
-                timeout=timeout,
-                retries=retries,
-                backoff=backoff,
-            )
+            clock = _Clock(limits, url, remote)
+            watchdog.arm(clock.remaining())  # fires at, never before, the clock's deadline
+            try:
+                digest, failure = _download_from(
+                    session,
+                    url,
+                    remote,
+                    part,
+                    progress=progress,
+                    timeout=timeout,
+                    retries=retries,
+                    backoff=backoff,
+                    clock=clock,
+                )
+            finally:
+                watchdog.disarm()
             if failure is None:
                 assert digest is not None
-                os.replace(part.path, final)
+                try:
+                    os.replace(part.path, final)
+                except OSError as exc:
+                    raise storage_error(exc, final) from None
                 _record_verified(final, digest)
                 return final
             failures.append(failure)
 
-    if part.path.exists() and part.path.stat().st_size == 0:
-        part.path.unlink()  # an empty .part is just clutter; a non-empty one is kept to resume
+    with suppress(OSError):
+        if part.path.lstat().st_size == 0:
+            part.path.unlink()  # an empty .part is just clutter; a non-empty one is kept to resume
     if all(f.kind == "unreachable" for f in failures):
         reason = failures[-1].message
         raise _no_network_error([remote], dest_dir, reason, {})
@@ -645,6 +892,29 @@ def _download_unlocked(
     )
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc, folder, "create the folder") from None
+
+
+def _check_free_space(remote: RemoteFile, dest_dir: Path, have: int) -> None:
+    """Refuse at once a download the disk cannot hold, rather than fill the disk first."""
+    if remote.size is None:
+        return
+    try:
+        st = os.statvfs(dest_dir)
+    except (OSError, AttributeError):
+        return
+    need, free = remote.size - have, st.f_bavail * st.f_frsize
+    if need > free:
+        raise StorageError(
+            f"cannot download '{remote.filename}' ({need:,} bytes) into {dest_dir}: only "
+            f"{free:,} bytes are free; free some space and run again"
+        )
+
+
 @contextmanager
 def _file_lock(dest_dir: Path, filename: str) -> Iterator[None]:
     """Serialize work on one file across processes: parallel sweep runs share data/raw."""
@@ -653,7 +923,9 @@ def _file_lock(dest_dir: Path, filename: str) -> Iterator[None]:
         return
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(dest_dir / f".{filename}.lock", "a")  # noqa: SIM115 (held across a yield)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | _O_NOFOLLOW
+        fd = os.open(dest_dir / f".{filename}.lock", flags, 0o666)
+        handle = open(fd, "a")  # noqa: SIM115 (held across a yield)
     except OSError:  # a read-only folder: nobody else can be writing there either
         yield
         return
@@ -679,18 +951,29 @@ def download_file(
     timeout: tuple[float, float] = (10.0, 60.0),
     retries: int = 4,
     backoff: float = 1.0,
+    deadline: float | None = None,
+    min_rate: float | None = None,
 ) -> Path:
     """Fetch ``remote`` into ``dest_dir/remote.filename`` and return that path.
 
     Always downloads (see :func:`ensure_downloaded` to skip a verified file). The bytes go to
     ``<filename>.part`` and are hashed as they arrive; a dropped connection or a leftover .part is
     resumed with ``Range``; each URL gets ``retries`` more attempts after ``backoff * 2**attempt``
-    seconds, then the mirrors are tried in order. ``timeout`` is (connect, read) in seconds.
+    seconds, then the mirrors are tried in order. ``timeout`` is (connect, read) in seconds;
+    ``deadline`` (seconds per URL, all attempts) and ``min_rate`` (bytes/s) default to the
+    ``TEXT_RECOGNIZER_DOWNLOAD_*`` variables, else to values scaled from the declared size.
     """
     dest_dir = Path(dest_dir)
+    limits = _limits_for(remote, deadline, min_rate)
     with _file_lock(dest_dir, remote.filename):
         return _download_unlocked(
-            remote, dest_dir, progress=progress, timeout=timeout, retries=retries, backoff=backoff
+            remote,
+            dest_dir,
+            progress=progress,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            limits=limits,
         )
 
 
@@ -704,7 +987,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
     """
     remotes = load_metadata(Path(metadata_path))
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(dest_dir)
     paths: list[Path] = []
     offline: list[RemoteFile] = []
     notes: dict[str, str] = {}
@@ -730,6 +1013,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
                         timeout=(10.0, 60.0),
                         retries=retries,
                         backoff=1.0,
+                        limits=_limits_for(remote),
                     )
                 )
             except NoNetworkError as exc:
@@ -738,14 +1022,17 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
     if offline:
         raise _no_network_error(offline, dest_dir, offline_reason or "unreachable", notes)
 
+    protected = [r.filename for r in remotes]
     for remote, path in zip(remotes, paths, strict=True):
         if remote.extract:
             with _file_lock(dest_dir, remote.filename):
-                _extract_once(remote, path, dest_dir)
+                _extract_once(remote, path, dest_dir, protected)
     return paths
 
 
-def _extract_once(remote: RemoteFile, archive: Path, dest_dir: Path) -> None:
+def _extract_once(
+    remote: RemoteFile, archive: Path, dest_dir: Path, protected: Sequence[str] = ()
+) -> None:
     """Extract unless the marker says this very archive was extracted and its output is there."""
     marker = _sidecar(archive, "extracted")
     st = archive.stat()
@@ -761,7 +1048,13 @@ def _extract_once(remote: RemoteFile, archive: Path, dest_dir: Path) -> None:
         return
     for stale in dest_dir.glob(f".{archive.name}.*.extracting"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock)
-    extracted = extract_archive(archive, dest_dir)
+    extracted = extract_archive(
+        archive,
+        dest_dir,
+        max_bytes=remote.max_extracted_size,
+        max_files=remote.max_extracted_files,
+        protected=protected,
+    )
     top_level = sorted({p.relative_to(dest_dir).parts[0] for p in extracted})
     _write_json_quietly(
         marker,

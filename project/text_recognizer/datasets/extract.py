@@ -1,14 +1,19 @@
 """Unpack a downloaded zip or tar archive without letting it write outside its folder.
 
 Archives come from servers we do not control, and a crafted or careless one can hold absolute
-paths, ``..`` components, symlinks that lead out of the folder or device files. So every member is
-checked before anything is written, the archive is unpacked into a staging folder that is moved
-into place only at the end, and a refused or broken archive leaves nothing behind. Every failure
-is a one-line :class:`ArchiveError`.
+paths, ``..`` components, links, device files, or a few KB that unpack to gigabytes. Dataset
+archives need none of that, so an archive may hold only plain files and folders (tar hard links to
+an earlier file of the same archive are kept; symbolic links are refused), within a size and a
+member-count limit. Every member is checked before anything is written, the archive is unpacked
+into a staging folder, the bytes actually written are counted (headers can lie), and the result is
+moved into place only at the end, through folder handles that never follow a link and never replace
+a folder, a link or a special file already there: nothing of the user's is ever deleted. A refused
+or broken archive leaves nothing behind. Every failure is a one-line :class:`ArchiveError`.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import lzma
 import os
@@ -19,19 +24,36 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from text_recognizer.errors import DataError, one_line
+from text_recognizer.errors import DataError, StorageError, one_line, storage_error
 
-__all__ = ["ArchiveError", "UnsafeArchiveError", "extract_archive"]
+__all__ = [
+    "DEFAULT_MAX_FILES",
+    "DEFAULT_MAX_RATIO",
+    "ArchiveError",
+    "UnsafeArchiveError",
+    "extract_archive",
+]
 
 CHUNK_SIZE = 1 << 20
 # What extract_archive unpacks: a metadata.toml may ask to extract only files named like these.
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# Default limits (a metadata.toml can raise them with max_extracted_size / max_extracted_files):
+# an archive may unpack to 20 times its own size, and even a tiny one to 16 MiB.
+DEFAULT_MAX_RATIO = 20
+DEFAULT_MIN_ALLOWANCE = 16 << 20
+DEFAULT_MAX_FILES = 100_000
+MAX_NAME_BYTES = 255  # one path component, as most filesystems allow
+MAX_PATH_BYTES = 1024  # a whole member name
+MAX_EXT_HEADER_BYTES = 64 << 10  # one tar pax / GNU long-name header (real ones are < 4 KiB)
+MAX_EXT_HEADERS_TOTAL = 16 << 20  # all of them together
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
 class ArchiveError(DataError):
@@ -42,108 +64,109 @@ class ArchiveError(DataError):
 
 
 class UnsafeArchiveError(ArchiveError):
-    """An archive member would land outside the target folder (or is a device file)."""
+    """An archive member is not allowed: outside the folder, a link, a device, or too large."""
 
 
 @dataclass(frozen=True)
 class _Member:
     name: str
     parts: tuple[str, ...]
-    kind: str  # file | dir | symlink | hardlink
-    target: str | None = None
+    kind: str  # file | dir | hardlink
+    size: int = 0  # as declared in the archive's header
+    target: tuple[str, ...] = ()  # hardlink: the earlier member it repeats
 
 
-_PROTECTED_NAMES = frozenset({"metadata.toml"})
+_ALLOWED = (
+    "dataset archives may hold only plain files and folders, with relative names free of '..' "
+    "and control characters"
+)
+
+
+def _mib(n: int) -> str:
+    return f"{n:,} bytes" if n < 1 << 20 else f"{n / (1 << 20):,.1f} MiB"
 
 
 def _split(archive: Path, name: str, seps: str) -> tuple[str, ...]:
-    """Path components of a member name; refuses absolute names and '..' anywhere."""
+    """Path components of a member name; refuses names that could point anywhere unexpected."""
+
+    def refuse(why: str) -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{archive}: member {name!r} {why}; refused: {_ALLOWED}")
+
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
-        raise UnsafeArchiveError(f"{archive}: member '{name}' has an absolute path; refused")
+        raise refuse("has an absolute path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise refuse("has control characters in its name")
     parts = tuple(p for p in re.split(f"[{re.escape(seps)}]", name) if p not in ("", "."))
     if ".." in parts:
-        raise UnsafeArchiveError(
-            f"{archive}: member '{name}' would escape the target folder with '..'; refused"
-        )
+        raise refuse("would escape the target folder with '..'")
+    sizes = [len(p.encode("utf-8", "surrogateescape")) for p in parts]
+    if sum(sizes) + len(sizes) > MAX_PATH_BYTES or any(s > MAX_NAME_BYTES for s in sizes):
+        raise refuse(f"has a name over {MAX_PATH_BYTES} bytes or a part over {MAX_NAME_BYTES}")
     return parts
 
 
-def _stays_inside(
-    start: Sequence[str], target: str, links: Mapping[tuple[str, ...], str], seps: str
-) -> bool:
-    """Follow ``target`` from folder ``start`` through the archive's own symlinks.
-
-    A plain ``normpath`` is not enough: with ``b -> .`` the target ``b/b/..`` looks inside yet
-    resolves to the parent of the folder.
-    """
-    if target.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", target):
-        return False
-    splitter = f"[{re.escape(seps)}]"
-    stack: list[str] = []
-    pending = [*start, *re.split(splitter, target)]
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not stack:
-                return False
-            stack.pop()
-            continue
-        stack.append(part)
-        link = links.get(tuple(stack))
-        if link is not None:
-            hops += 1
-            if hops > 40 or link.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", link):
-                return False
-            stack.pop()
-            pending = [*re.split(splitter, link), *pending]
-    return True
+def _is_protected(name: str, protected: Collection[str]) -> bool:
+    """The metadata's own files, their .part and hidden sidecars (.x.verified, .x.lock, ...)."""
+    return any(name in (p, f"{p}.part") or name.startswith(f".{p}.") for p in protected)
 
 
-def _validate(archive: Path, members: Sequence[_Member], seps: str) -> None:
-    """Refuse the whole archive if any member could write or point outside the folder."""
-    links = {m.parts: m.target or "" for m in members if m.kind == "symlink"}
-    kinds: dict[tuple[str, ...], set[str]] = {}
-    counts: dict[tuple[str, ...], int] = {}
-    for m in members:
-        kinds.setdefault(m.parts, set()).add(m.kind)
-        counts[m.parts] = counts.get(m.parts, 0) + 1
-    files = {m.parts for m in members if m.kind == "file"}
+def _validate(
+    archive: Path,
+    members: Sequence[_Member],
+    protected: Collection[str],
+    max_bytes: int,
+    max_files: int,
+) -> None:
+    """Refuse the whole archive before anything is written if any member is not allowed."""
+    if len(members) > max_files:
+        raise UnsafeArchiveError(
+            f"{archive}: holds more than {max_files:,} members, the limit for this archive; "
+            "if it is genuine, raise max_extracted_files in its metadata.toml"
+        )
+    _check_total(archive, sum(m.size for m in members if m.kind == "file"), max_bytes, "")
+    files: set[tuple[str, ...]] = set()
+    dirs: set[tuple[str, ...]] = set()
     for m in members:
         if not m.parts:
             if m.kind == "dir":
                 continue  # "./" itself
-            raise UnsafeArchiveError(f"{archive}: member '{m.name}' has no name; refused")
-        if m.parts[0] == archive.name or m.parts[0] in _PROTECTED_NAMES:
+            raise UnsafeArchiveError(f"{archive}: member {m.name!r} has no name; refused")
+        if _is_protected(m.parts[0], protected):
             raise UnsafeArchiveError(
-                f"{archive}: member '{m.name}' would overwrite '{m.parts[0]}' in the target folder"
+                f"{archive}: member {m.name!r} would overwrite '{m.parts[0]}', a file of the "
+                "dataset itself (its metadata, a download or a sidecar); refused"
             )
         for i in range(1, len(m.parts)):
-            if m.parts[:i] in links:
-                raise UnsafeArchiveError(
-                    f"{archive}: member '{m.name}' would be written through the symlink "
-                    f"'{'/'.join(m.parts[:i])}'; refused"
-                )
-        if m.kind == "symlink":
-            if counts[m.parts] > 1:
-                raise UnsafeArchiveError(
-                    f"{archive}: symlink '{m.name}' appears more than once (as "
-                    f"{', '.join(sorted(kinds[m.parts]))}); refused"
-                )
-            if not _stays_inside(m.parts[:-1], m.target or "", links, seps):
-                raise UnsafeArchiveError(
-                    f"{archive}: symlink '{m.name}' -> '{m.target}' points outside the target "
-                    "folder; refused"
-                )
-        elif m.kind == "hardlink":
-            target = _split(archive, m.target or "", "/")
-            if target not in files:
-                raise UnsafeArchiveError(
-                    f"{archive}: hard link '{m.name}' -> '{m.target}' does not point to a file "
-                    "inside the archive; refused"
-                )
+            dirs.add(m.parts[:i])
+        if m.kind == "dir":
+            dirs.add(m.parts)
+        elif m.kind == "hardlink" and m.target not in files:
+            raise UnsafeArchiveError(
+                f"{archive}: hard link {m.name!r} -> '{'/'.join(m.target)}' does not repeat an "
+                "earlier file of the same archive; refused"
+            )
+        else:
+            files.add(m.parts)
+    both = sorted(files & dirs)
+    if both:
+        raise UnsafeArchiveError(
+            f"{archive}: '{'/'.join(both[0])}' is both a file and a folder in the archive; refused"
+        )
+
+
+def _check_total(archive: Path, total: int, max_bytes: int, member: str) -> None:
+    if total > max_bytes:
+        where = f" (reached at member {member!r})" if member else ""
+        raise UnsafeArchiveError(
+            f"{archive}: unpacks to more than {_mib(max_bytes)}{where}, the limit for this archive "
+            f"({DEFAULT_MAX_RATIO} x its size, at least {_mib(DEFAULT_MIN_ALLOWANCE)}, unless its "
+            "metadata.toml sets max_extracted_size); refused as a likely archive bomb. If it is "
+            "genuine, set max_extracted_size = <bytes> in its metadata.toml"
+        )
+
+
+def _kind_refused(archive: Path, name: str, what: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{archive}: member {name!r} is {what}; refused: {_ALLOWED}")
 
 
 def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[tuple[_Member, zipfile.ZipInfo]]:
@@ -151,73 +174,98 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[tuple[_Member, zipf
     for info in zf.infolist():
         mode = info.external_attr >> 16 if info.create_system == 3 else 0
         ftype = stat.S_IFMT(mode)
-        target = None
         if ftype == stat.S_IFLNK:
-            kind = "symlink"
-            target = zf.read(info).decode("utf-8", errors="replace")
-        elif info.is_dir() or ftype == stat.S_IFDIR:
+            raise _kind_refused(archive, info.filename, "a symbolic link")
+        if info.is_dir() or ftype == stat.S_IFDIR:
             kind = "dir"
         elif ftype in (0, stat.S_IFREG):
             kind = "file"
         else:
-            raise UnsafeArchiveError(
-                f"{archive}: member '{info.filename}' is a device or special file; refused"
-            )
-        member = _Member(info.filename, _split(archive, info.filename, "/\\"), kind, target)
-        out.append((member, info))
+            raise _kind_refused(archive, info.filename, "a device or special file")
+        parts = _split(archive, info.filename, "/\\")
+        out.append((_Member(info.filename, parts, kind, info.file_size), info))
     return out
 
 
-def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[tuple[_Member, tarfile.TarInfo]]:
-    out = []
-    for info in tf.getmembers():
+def _tar_members(
+    archive: Path, tf: tarfile.TarFile, max_bytes: int, max_files: int
+) -> list[tuple[_Member, tarfile.TarInfo]]:
+    """Read the headers one by one, stopping at the limits before reading (or unpacking) more."""
+    out: list[tuple[_Member, tarfile.TarInfo]] = []
+    declared = 0
+    while (info := tf.next()) is not None:
         if info.isfile():
-            kind, target = "file", None
+            member = _Member(info.name, _split(archive, info.name, "/"), "file", info.size)
+            declared += info.size
         elif info.isdir():
-            kind, target = "dir", None
+            member = _Member(info.name, _split(archive, info.name, "/"), "dir")
         elif info.issym():
-            kind, target = "symlink", info.linkname
+            raise _kind_refused(archive, info.name, f"a symbolic link (-> {info.linkname!r})")
         elif info.islnk():
-            kind, target = "hardlink", info.linkname
+            target = _split(archive, info.linkname, "/")
+            member = _Member(info.name, _split(archive, info.name, "/"), "hardlink", 0, target)
         else:
-            raise UnsafeArchiveError(
-                f"{archive}: member '{info.name}' is a device file or fifo; refused"
-            )
-        out.append((_Member(info.name, _split(archive, info.name, "/"), kind, target), info))
+            raise _kind_refused(archive, info.name, "a device file or fifo")
+        out.append((member, info))
+        if len(out) > max_files:
+            break  # _validate words the refusal
+        _check_total(archive, declared, max_bytes, info.name)
     return out
 
 
-def _check_extracted_links(archive: Path, root: Path) -> None:
-    """Defence in depth: after unpacking, no symlink may resolve outside the temp folder."""
-    real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in [*dirnames, *filenames]:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                real = os.path.realpath(path)
-                if os.path.commonpath([real_root, real]) != real_root:
-                    raise UnsafeArchiveError(
-                        f"{archive}: '{os.path.relpath(path, root)}' resolves outside the target "
-                        "folder; refused"
-                    )
-
-
-def _merge_into(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, merging folders so archives sharing a folder do not clobber it."""
-    if src.is_dir() and not src.is_symlink() and dst.is_dir():
-        for child in sorted(src.iterdir()):
-            _merge_into(child, dst / child.name)
-        return
-    if dst.is_dir() and not dst.is_symlink():
-        shutil.rmtree(dst)
-    elif dst.is_symlink() or (dst.exists() and src.is_dir()):
-        dst.unlink()
-    os.replace(src, dst)
-
-
-_FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
-    cls for cls in (getattr(tarfile, "FilterError", None),) if cls is not None
+# Header types whose body tarfile reads whole into memory: pax and GNU long names.
+_EXT_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
 )
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses huge or endless pax / GNU long-name headers before tarfile reads them."""
+
+    def _proc_member(self, tf: tarfile.TarFile) -> Any:  # type: ignore[override]
+        if self.type in _EXT_TYPES:
+            seen = getattr(tf, "_ext_header_bytes", 0) + self.size
+            tf._ext_header_bytes = seen  # type: ignore[attr-defined]
+            if self.size > MAX_EXT_HEADER_BYTES or seen > MAX_EXT_HEADERS_TOTAL:
+                raise UnsafeArchiveError(
+                    f"{tf.name}: an extended tar header of {self.size:,} bytes at offset "
+                    f"{self.offset:,} (at most {MAX_EXT_HEADER_BYTES:,} each and "
+                    f"{MAX_EXT_HEADERS_TOTAL:,} in all are allowed); refused"
+                )
+        return super()._proc_member(tf)  # type: ignore[misc]
+
+
+class _Budget:
+    """Counts the bytes really written, since a header's declared size can lie."""
+
+    def __init__(self, archive: Path, max_bytes: int) -> None:
+        self.archive = archive
+        self.max_bytes = max_bytes
+        self.used = 0
+
+    def copy(self, src: IO[bytes], target: Path, member: str) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _O_NOFOLLOW, 0o666)
+        with open(fd, "wb") as dst:
+            while chunk := src.read(CHUNK_SIZE):
+                self.used += len(chunk)
+                _check_total(self.archive, self.used, self.max_bytes, member)
+                dst.write(chunk)
+
+
+def _zip_entry_count(archive: Path) -> int | None:
+    """The member count the zip's end record declares, read before zipfile parses them all."""
+    end_record = getattr(zipfile, "_EndRecData", None)
+    if end_record is None:  # pragma: no cover (a future Python)
+        return None
+    with open(archive, "rb") as f:
+        record = end_record(f)
+    return None if not record else int(record[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)])
+
+
 _CORRUPT_ERRORS = (
     zipfile.BadZipFile,
     tarfile.TarError,
@@ -225,44 +273,62 @@ _CORRUPT_ERRORS = (
     zlib.error,
     gzip.BadGzipFile,
     lzma.LZMAError,
-    RuntimeError,  # zipfile: encrypted member
+    RuntimeError,  # zipfile: encrypted member; RecursionError: endlessly chained tar headers
     NotImplementedError,  # zipfile: unsupported compression method
+    UnicodeError,
 )
 
 
-def extract_archive(archive: Path, dest_dir: Path) -> list[Path]:
+def extract_archive(
+    archive: Path,
+    dest_dir: Path,
+    *,
+    max_bytes: int | None = None,
+    max_files: int | None = None,
+    protected: Collection[str] = (),
+) -> list[Path]:
     """Unpack a zip or tar (gz/bz2/xz) archive into ``dest_dir``; return the unpacked file paths.
 
-    Every member is validated before anything is written (no absolute paths, no '..', no links
-    leaving the folder, no device files), and the archive is unpacked into a temporary folder
-    inside ``dest_dir`` that is moved into place only at the end, so a refused or broken archive
-    leaves nothing behind.
+    Only plain files and folders are allowed (plus tar hard links to an earlier member), at most
+    ``max_files`` members (default 100,000) and ``max_bytes`` unpacked (default 20 x the archive's
+    size, at least 16 MiB). ``protected`` names files beside the archive (a dataset's other
+    downloads) that no member may overwrite. Everything is checked before anything is written, and
+    unpacked into a staging folder merged in only at the end, without following links or deleting
+    anything already there.
     """
-    archive = Path(archive)
-    dest_dir = Path(dest_dir)
+    archive, dest_dir = Path(archive), Path(dest_dir)
     if not archive.is_file():
         raise ArchiveError(f"archive not found: {archive}")
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    size = archive.stat().st_size
+    limit = (
+        max_bytes if max_bytes is not None else max(DEFAULT_MAX_RATIO * size, DEFAULT_MIN_ALLOWANCE)
+    )
+    count = max_files if max_files is not None else DEFAULT_MAX_FILES
+    protected = {archive.name, "metadata.toml", *protected}
     try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
         if zipfile.is_zipfile(archive):
-            return _extract_zip(archive, dest_dir)
-        if tarfile.is_tarfile(archive):
-            return _extract_tar(archive, dest_dir)
-    except _FILTER_ERRORS as exc:
-        raise UnsafeArchiveError(f"{archive}: refused by tarfile's data filter: {exc}") from None
+            return _extract_zip(archive, dest_dir, limit, count, protected)
+        return _extract_tar(archive, dest_dir, limit, count, protected)
     except _CORRUPT_ERRORS as exc:
         raise ArchiveError(
             f"{archive} is corrupt or unsupported ({exc}); delete it and download it again"
         ) from None
     except OSError as exc:
-        raise ArchiveError(
-            f"cannot extract {archive} into {dest_dir}: {exc}; free some disk space or fix the "
-            "folder's permissions, then run again"
-        ) from None
-    raise ArchiveError(
-        f"{archive} is not a zip or tar archive (a wrong or corrupt file?); delete it and "
-        "download it again"
-    )
+        raise storage_error(exc, f"{archive} into {dest_dir}", "extract") from None
+
+
+def _check_free_space(archive: Path, dest_dir: Path, need: int) -> None:
+    try:
+        st = os.statvfs(dest_dir)
+    except (OSError, AttributeError):
+        return
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise StorageError(
+            f"cannot extract {archive} into {dest_dir}: it unpacks to {_mib(need)} but only "
+            f"{_mib(free)} is free; free some space and run again"
+        )
 
 
 @contextmanager
@@ -274,45 +340,155 @@ def _staging(archive: Path, dest_dir: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finish_extraction(
-    archive: Path, tmp: Path, dest_dir: Path, members: Sequence[_Member]
+def _extract_zip(
+    archive: Path, dest_dir: Path, limit: int, count: int, protected: Collection[str]
 ) -> list[Path]:
-    _check_extracted_links(archive, tmp)
-    for child in sorted(tmp.iterdir()):
-        _merge_into(child, dest_dir / child.name)
-    out = dict.fromkeys(dest_dir.joinpath(*m.parts) for m in members if m.kind != "dir")
-    return list(out)
-
-
-def _extract_zip(archive: Path, dest_dir: Path) -> list[Path]:
+    declared = _zip_entry_count(archive)
+    if declared is not None and declared > count:
+        raise UnsafeArchiveError(
+            f"{archive}: holds {declared:,} members, more than the {count:,} allowed for this "
+            "archive; if it is genuine, raise max_extracted_files in its metadata.toml"
+        )
     with zipfile.ZipFile(archive) as zf:
         entries = _zip_members(archive, zf)
         members = [m for m, _ in entries]
-        _validate(archive, members, "/\\")
+        _validate(archive, members, protected, limit, count)
+        _check_free_space(archive, dest_dir, sum(m.size for m in members))
+        budget = _Budget(archive, limit)
         with _staging(archive, dest_dir) as tmp:
             # Written by hand (not ZipFile.extract) so names are split exactly as validated.
             for member, info in entries:
                 target = tmp.joinpath(*member.parts)
                 if member.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
-                elif member.kind == "file":
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, CHUNK_SIZE)
-            for member in members:  # links last, so nothing is ever written through one
-                if member.kind == "symlink":
-                    target = tmp.joinpath(*member.parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.symlink(member.target or "", target)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src:
+                    budget.copy(src, target, member.name)
             return _finish_extraction(archive, tmp, dest_dir, members)
 
 
-def _extract_tar(archive: Path, dest_dir: Path) -> list[Path]:
-    with tarfile.open(archive, "r:*") as tf:
-        entries = _tar_members(archive, tf)
+def _extract_tar(
+    archive: Path, dest_dir: Path, limit: int, count: int, protected: Collection[str]
+) -> list[Path]:
+    try:  # not tarfile.is_tarfile: it would read a huge first header whole
+        tf = tarfile.open(archive, "r:*", tarinfo=_BoundedTarInfo)  # noqa: SIM115 (with below)
+    except tarfile.ReadError:
+        raise ArchiveError(
+            f"{archive} is not a zip or tar archive (a wrong or corrupt file?); delete it and "
+            "download it again"
+        ) from None
+    with tf:
+        entries = _tar_members(archive, tf, limit, count)
         members = [m for m, _ in entries]
-        _validate(archive, members, "/")
+        _validate(archive, members, protected, limit, count)
+        _check_free_space(archive, dest_dir, sum(m.size for m in members if m.kind == "file"))
+        budget = _Budget(archive, limit)
         with _staging(archive, dest_dir) as tmp:
-            kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(tmp, members=[info for _, info in entries], **kwargs)
+            for member, info in entries:
+                target = tmp.joinpath(*member.parts)
+                if member.kind == "dir":
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if member.kind == "hardlink":
+                    if os.path.lexists(target):
+                        os.unlink(target)  # a repeated name, inside the staging folder
+                    os.link(tmp.joinpath(*member.target), target)
+                    continue
+                src = tf.extractfile(info)
+                if src is None:  # pragma: no cover (isfile() members always have data)
+                    raise ArchiveError(f"{archive}: cannot read member {member.name!r}")
+                with src:
+                    budget.copy(src, target, member.name)
             return _finish_extraction(archive, tmp, dest_dir, members)
+
+
+def _finish_extraction(
+    archive: Path, tmp: Path, dest_dir: Path, members: Sequence[_Member]
+) -> list[Path]:
+    root = os.open(dest_dir, os.O_RDONLY | _O_DIRECTORY)
+    try:
+        _check_merge(archive, tmp, root, dest_dir)  # refuse before moving anything
+        _merge(tmp, root)
+    finally:
+        os.close(root)
+    out = dict.fromkeys(dest_dir.joinpath(*m.parts) for m in members if m.kind != "dir")
+    return list(out)
+
+
+def _open_subdir(name: str, dir_fd: int) -> int:
+    """A handle on a real folder ``name`` inside ``dir_fd``; fails (ELOOP) if it is a link."""
+    return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=dir_fd)
+
+
+def _check_merge(archive: Path, src: Path, dst_fd: int, where: Path) -> None:
+    """Refuse if a staged entry would pass through a link or replace a folder, link or device."""
+    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+        try:
+            st = os.stat(entry.name, dir_fd=dst_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        path = where / entry.name
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeArchiveError(
+                f"{archive}: cannot unpack '{entry.name}' into {path}: it is a symbolic link "
+                "there, and extraction never writes through or replaces links; move it away "
+                "and run again"
+            )
+        if entry.is_dir(follow_symlinks=False):
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeArchiveError(
+                    f"{archive}: its folder '{entry.name}' would replace the file {path}; "
+                    "refused so nothing of yours is deleted; move that file away and run again"
+                )
+            fd = _open_subdir(entry.name, dst_fd)
+            try:
+                _check_merge(archive, Path(entry.path), fd, path)
+            finally:
+                os.close(fd)
+        elif not stat.S_ISREG(st.st_mode):
+            what = "folder" if stat.S_ISDIR(st.st_mode) else "special file"
+            raise UnsafeArchiveError(
+                f"{archive}: its file '{entry.name}' would replace the {what} {path}; refused so "
+                f"nothing of yours is deleted; move that {what} away and run again"
+            )
+
+
+def _merge(src: Path, dst_fd: int) -> None:
+    """Move staged entries into place; folders merge, files replace files, nothing is deleted.
+
+    Works through folder handles opened without following links, and ``rename`` never follows
+    a link in its last component, so a link swapped in meanwhile is never written through.
+    """
+    src_fd = os.open(src, os.O_RDONLY | _O_DIRECTORY)
+    try:
+        for entry in sorted(os.scandir(src), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                try:
+                    fd = _open_subdir(entry.name, dst_fd)
+                except FileNotFoundError:
+                    fd = -1
+                except OSError as exc:  # a file or link put there after _check_merge
+                    raise _appeared(entry.name) from exc
+                if fd >= 0:
+                    try:
+                        _merge(Path(entry.path), fd)
+                    finally:
+                        os.close(fd)
+                    continue
+            try:
+                os.rename(entry.name, entry.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+            except OSError as exc:
+                if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                    raise _appeared(entry.name) from None
+                raise
+    finally:
+        os.close(src_fd)
+
+
+def _appeared(name: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"'{name}' appeared in the target folder during extraction as another kind of file; "
+        "refused so nothing is replaced; run again"
+    )

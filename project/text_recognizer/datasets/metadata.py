@@ -9,7 +9,9 @@ one edit away from a known one (``sha265``, ``extrct``) is an error. Every probl
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,12 +41,13 @@ class RemoteFile:
     size: int | None = None
     mirrors: tuple[str, ...] = ()
     extract: bool = False
+    max_extracted_size: int | None = None  # bytes; None: the default of extract_archive
+    max_extracted_files: int | None = None
 
     def __post_init__(self) -> None:
         # The name becomes a path under the raw folder: it must not be able to point elsewhere.
-        name = self.filename
-        if name in ("", ".", "..") or name.startswith(".") or any(c in name for c in "/\\\0"):
-            raise MetadataError(f"invalid filename {name!r}: must be a plain, non-hidden file name")
+        if not _plain_name(self.filename):
+            raise MetadataError(f"invalid filename {self.filename!r}: must be {_PLAIN_NAME}")
         if self.sha256 is not None:
             object.__setattr__(self, "sha256", self.sha256.lower())
 
@@ -55,11 +58,56 @@ class RemoteFile:
 
 
 _REQUIRED_KEYS = ("url", "filename", "sha256")
-_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "mirrors", "extract"})
+_LIMIT_KEYS = ("max_extracted_size", "max_extracted_files")
+_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "mirrors", "extract", *_LIMIT_KEYS})
 # Other keys (license, notes, dataset-specific ones such as IAM's test_ids) are allowed and ignored,
 # unless they are one edit away from a key we interpret: a silently ignored `extrct = true` or
 # `sha265 = ...` would be worse than an error.
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
+# A metadata.toml is a few KB written by hand; anything this large is not one (and is not read).
+MAX_METADATA_BYTES = 1 << 20
+_PLAIN_NAME = "a plain file name (no folders, not hidden, no control characters, <= 200 bytes)"
+
+
+def _plain_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not name.startswith(".")
+        and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name)
+        and len(name.encode("utf-8", "surrogatepass")) <= 200
+    )
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refusing what is not a small regular UTF-8 file (a fifo would hang)."""
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise MetadataError(f"{path} is not a regular file; it must be a TOML text file")
+            data = f.read(MAX_METADATA_BYTES + 1)
+    except FileNotFoundError:
+        raise MetadataError(
+            f"metadata file not found: {path}; it is tracked in the repository, restore it"
+        ) from None
+    except OSError as exc:
+        raise MetadataError(f"cannot read metadata file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_METADATA_BYTES:
+        raise MetadataError(
+            f"{path} is larger than {MAX_METADATA_BYTES:,} bytes; a metadata.toml is a few KB of "
+            "TOML text"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MetadataError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
 def load_metadata(path: Path) -> list[RemoteFile]:
@@ -70,24 +118,22 @@ def load_metadata(path: Path) -> list[RemoteFile]:
     the same keys. ``sha256 = ""`` explicitly turns verification off for that file.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MetadataError(
-            f"metadata file not found: {path}; it is tracked in the repository, restore it"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetadataError(f"cannot read metadata file {path}: {exc}") from None
+    text = _read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MetadataError(f"{path}: malformed TOML ({exc}); fix the syntax") from None
+    except RecursionError:
+        raise MetadataError(
+            f"{path}: arrays or tables nested too deeply to read; a metadata.toml needs no nesting "
+            "beyond [[files]] tables and lists of URLs"
+        ) from None
 
     if "files" in data:
         files = data["files"]
         if not isinstance(files, list) or not files or not all(isinstance(t, dict) for t in files):
             raise MetadataError(f"{path}: 'files' must be one or more [[files]] tables")
-        for key in ("url", "filename", "sha256", "size", "mirrors", "extract"):
+        for key in sorted(_FILE_KEYS):
             if key in data:
                 raise MetadataError(
                     f"{path}: top-level key '{key}' cannot be combined with [[files]]; "
@@ -151,13 +197,8 @@ def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFil
         return isinstance(value, str) and value.startswith(("http://", "https://"))
 
     filename = table["filename"]
-    if (
-        not isinstance(filename, str)
-        or filename in ("", ".", "..")
-        or filename.startswith(".")
-        or any(sep in filename for sep in "/\\\0")
-    ):
-        raise bad("filename", "a plain file name (no folders, not hidden)")
+    if not _plain_name(filename):
+        raise bad("filename", _PLAIN_NAME)
     if not url_ok(table["url"]):
         raise bad("url", "an http:// or https:// URL")
     sha256 = table["sha256"]
@@ -179,6 +220,16 @@ def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFil
         raise bad(
             "extract", f"false for a file that is not an archive ({', '.join(ARCHIVE_SUFFIXES)})"
         )
+    limits = {}
+    for key in _LIMIT_KEYS:
+        value = table.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise bad(key, "a positive integer" + (" (bytes)" if key.endswith("size") else ""))
+        if not extract:
+            raise bad(key, "left out: it only applies with extract = true")
+        limits[key] = value
     return RemoteFile(
         filename=filename,
         url=table["url"],
@@ -186,4 +237,5 @@ def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFil
         size=size,
         mirrors=tuple(mirrors),
         extract=extract,
+        **limits,
     )
