@@ -691,3 +691,21 @@ def test_metadata_limits_are_read(tmp_path: Path) -> None:
 def test_real_metadata_files_still_load() -> None:
     for path in sorted(Path(__file__).resolve().parent.parent.glob("data/raw/*/metadata.toml")):
         assert load_metadata(path), path
+
+
+def test_waiting_for_a_stuck_lock_holder_is_bounded(tmp_path: Path, monkeypatch) -> None:
+    # A process stopped (SIGSTOP) while holding a file's lock must not make every other process
+    # wait forever: the wait ends with a one-line error naming the file.
+    import fcntl
+
+    from text_recognizer.datasets import download
+
+    monkeypatch.setattr(download, "LOCK_EXTRACT_ALLOWANCE_S", 0.3)
+    monkeypatch.setattr(download, "LOCK_POLL_S", 0.05)
+    monkeypatch.setenv("TEXT_RECOGNIZER_DOWNLOAD_DEADLINE", "0.2")
+    remote = download.RemoteFile(url="http://127.0.0.1:9/x.zip", filename="x.zip", sha256="0" * 64)
+    with open(tmp_path / ".x.zip.lock", "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        stuck = pytest.raises(download.DataError, match=r"another process .*x\.zip.* stuck")
+        with stuck, download._file_lock(tmp_path, "x.zip", download._lock_wait_s(remote)):
+            pass

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import requests
 import urllib3
@@ -83,6 +83,10 @@ ENV_DEADLINE = "TEXT_RECOGNIZER_DOWNLOAD_DEADLINE"
 ENV_MIN_RATE = "TEXT_RECOGNIZER_DOWNLOAD_MIN_RATE"
 ENV_RATE_WINDOW = "TEXT_RECOGNIZER_DOWNLOAD_RATE_WINDOW"
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# A process waiting for another's download of the same file waits that download's worst case
+# plus this for extraction (see _lock_wait_s), polling every LOCK_POLL_S.
+LOCK_EXTRACT_ALLOWANCE_S = 1800.0
+LOCK_POLL_S = 0.5
 
 # Looked up at call time so tests can replace it and run retries without waiting.
 _sleep = time.sleep
@@ -915,8 +919,15 @@ def _check_free_space(remote: RemoteFile, dest_dir: Path, have: int) -> None:
         )
 
 
+def _lock_wait_s(remote: RemoteFile) -> float:
+    """How long to wait for another process working on ``remote``: its own worst case, every URL
+    to its deadline, plus time to extract. Past that the holder is stuck (stopped, or hung on a
+    disk), and waiting on would be a hang."""
+    return _limits_for(remote).deadline_s * len(remote.urls) + LOCK_EXTRACT_ALLOWANCE_S
+
+
 @contextmanager
-def _file_lock(dest_dir: Path, filename: str) -> Iterator[None]:
+def _file_lock(dest_dir: Path, filename: str, wait_s: float) -> Iterator[None]:
     """Serialize work on one file across processes: parallel sweep runs share data/raw."""
     if fcntl is None:  # pragma: no cover
         yield
@@ -930,17 +941,33 @@ def _file_lock(dest_dir: Path, filename: str) -> Iterator[None]:
         yield
         return
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(
-                f"waiting for another process to finish {dest_dir / filename} ...", file=sys.stderr
-            )
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        _acquire(handle, dest_dir / filename, wait_s)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _acquire(handle: IO[str], path: Path, wait_s: float) -> None:
+    """Take the lock, polling, and give up with a one-line error after ``wait_s`` seconds."""
+    give_up_at = time.monotonic() + wait_s
+    announced = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if time.monotonic() >= give_up_at:
+            raise DataError(
+                f"another process has been working on {path} for over {wait_s:g} s, longer than "
+                "its own download deadline allows; if it is stuck (stopped or hung), end it and "
+                "run again"
+            )
+        if not announced:
+            print(f"waiting for another process to finish {path} ...", file=sys.stderr)
+            announced = True
+        time.sleep(LOCK_POLL_S)
 
 
 def download_file(
@@ -965,7 +992,7 @@ def download_file(
     """
     dest_dir = Path(dest_dir)
     limits = _limits_for(remote, deadline, min_rate)
-    with _file_lock(dest_dir, remote.filename):
+    with _file_lock(dest_dir, remote.filename, _lock_wait_s(remote)):
         return _download_unlocked(
             remote,
             dest_dir,
@@ -994,7 +1021,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
     offline_reason: str | None = None
     for remote in remotes:
         path = dest_dir / remote.filename
-        with _file_lock(dest_dir, remote.filename):
+        with _file_lock(dest_dir, remote.filename, _lock_wait_s(remote)):
             ok, why = _check_present(remote, path)
             if ok:
                 paths.append(path)
@@ -1025,7 +1052,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
     protected = [r.filename for r in remotes]
     for remote, path in zip(remotes, paths, strict=True):
         if remote.extract:
-            with _file_lock(dest_dir, remote.filename):
+            with _file_lock(dest_dir, remote.filename, _lock_wait_s(remote)):
                 _extract_once(remote, path, dest_dir, protected)
     return paths
 
