@@ -9,6 +9,7 @@ yaml=${1:-training/sweep_emnist.yaml}
 shift || true
 project=${WANDB_PROJECT:-text-recognizer}
 if [[ -z "${SWEEP_ID:-}" ]]; then
+  python training/local_sweep.py --check "$yaml"   # only training/run_sweep.py, the plain command
   created=$(wandb sweep --project "$project" "$yaml" 2>&1 | tee /dev/stderr)
   SWEEP_ID=$(sed 's/\x1b\[[0-9;]*m//g' <<<"$created" | grep -o 'wandb agent [^ ]*' | tail -1 | cut -d' ' -f3)
   [[ -n "$SWEEP_ID" ]] || { echo "error: could not read the sweep id from 'wandb sweep'" >&2; exit 2; }

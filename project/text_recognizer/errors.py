@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import sys
+from typing import NoReturn
 
 
 def one_line(text: object) -> str:
@@ -65,3 +67,61 @@ class RunFailed(Exception):
     """A run that started but failed while running (exit 1, recorded in summary.json)."""
 
     exit_code = 1
+
+
+def storage_cause(exc: BaseException | None) -> OSError | None:
+    """The OSError that `storage_error` can explain (disk full, read-only, ...) behind ``exc``.
+
+    Libraries wrap it: torch.save turns ENOSPC into a RuntimeError raised while handling it.
+    """
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_REASONS:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def one_line_parser(**kwargs: object) -> argparse.ArgumentParser:
+    """An ArgumentParser whose bad-usage message is the one ``error: ...`` line (exit 2), not
+    argparse's usage block: the same contract as every other bad input."""
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            print(f"error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+            raise SystemExit(2)
+
+    return _Parser(**kwargs)  # type: ignore[arg-type]
+
+
+def check_output_file(path: object, option: str) -> None:
+    """Refuse now (StorageError, exit 2) an output file that could not be written at the end.
+
+    Catches a folder given as the file, a missing or unwritable parent, a read-only filesystem
+    and a full disk before the work, rather than as a traceback after it.
+    """
+    import os
+    from pathlib import Path
+
+    target = Path(str(path)).expanduser()
+    if target.is_dir():
+        raise StorageError(f"cannot write {option} {target}: it is a folder; give a file name")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the writer creates the missing folders below this one
+    if not parent.is_dir():
+        raise StorageError(f"cannot write {option} {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "the filesystem is read-only" if _read_only(parent) else "permission denied"
+        raise StorageError(f"cannot write {option} {target}: {reason}")
+    stat = os.statvfs(parent)
+    if stat.f_bavail * stat.f_frsize < 4096:
+        raise StorageError(
+            f"cannot write {option} {target}: the disk is full; free some space and run again"
+        )
+
+
+def _read_only(folder: object) -> bool:
+    import os
+
+    return bool(os.statvfs(str(folder)).f_flag & os.ST_RDONLY)

@@ -27,6 +27,10 @@ from text_recognizer.errors import UserError, print_error
 HIDDEN_KEYS = ("run_name",)
 EXTRA_SORT_KEYS = ("wall_time",)
 PLOT_NAME = "curves.png"
+# Bounds for reading run records, which may be damaged or not ours: no file is read whole past these.
+MAX_JSON_BYTES = 16 << 20
+MAX_HISTORY_BYTES = 64 << 20
+MAX_DEPTH = 16
 
 
 @dataclass
@@ -43,15 +47,18 @@ class RunInfo:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"network_args": {"layer_size": 256}}`` -> ``{"network_args.layer_size": 256}``."""
+def flatten(config: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    """``{"network_args": {"layer_size": 256}}`` -> ``{"network_args.layer_size": 256}``.
+
+    A config nests a few levels; anything deeper than ``MAX_DEPTH`` (a damaged or foreign file)
+    is kept whole as a value rather than walked (and never overflows the stack)."""
     out: dict[str, Any] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
+        if isinstance(value, dict) and value and depth < MAX_DEPTH:
+            out.update(flatten(value, name + ".", depth + 1))
         else:
-            out[name] = value
+            out[name] = value if depth < MAX_DEPTH else "..."
     return out
 
 
@@ -62,8 +69,12 @@ def _is_number(value: Any) -> bool:
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object, or {} when the file is missing or unreadable (a record being written)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            return {}
+        data = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -71,14 +82,18 @@ def read_json(path: Path) -> dict[str, Any]:
 def read_history(path: Path) -> list[dict[str, Any]]:
     """metrics.jsonl, skipping a torn last line of a run that was killed mid-write."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_HISTORY_BYTES + 1)
     except OSError:
         return []
+    if len(raw) > MAX_HISTORY_BYTES:  # keep the first epochs, drop the torn line at the cut
+        raw = raw[: raw.rfind(b"\n", 0, MAX_HISTORY_BYTES) + 1]
+    lines = raw.decode("utf-8", errors="replace").splitlines()
     history = []
     for line in lines:
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(entry, dict):
             history.append(entry)
@@ -319,7 +334,7 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
     for ax, metric in zip(axes[0], panels, strict=True):
         for i, run in enumerate(with_history):
             points = [
-                (h.get("epoch", j + 1), h[metric])
+                (h["epoch"] if _is_number(h.get("epoch")) else j + 1, h[metric])
                 for j, h in enumerate(run.history)
                 if _is_number(h.get(metric))
             ]
@@ -338,7 +353,12 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = max(
+        (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda h: len(h[1])
+    )
+    if not labels:  # histories without a single plottable number (damaged records)
+        plt.close(fig)
+        return None
     if len(labels) > 20:
         handles, labels = handles[:20], [*labels[:19], f"... {len(labels) - 19} more"]
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)

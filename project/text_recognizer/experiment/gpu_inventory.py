@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, one_line
 
 ENV_FAKE_GPUS = "TEXT_RECOGNIZER_FAKE_GPUS"
 
@@ -117,8 +117,8 @@ class FakeInventory:
             where = f"fake GPU inventory {self.source} ({ENV_FAKE_GPUS})"
             try:
                 data: Any = json.loads(Path(self.source).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise UserError(f"{where}: {e}") from None
+            except (OSError, ValueError, RecursionError) as e:
+                raise UserError(one_line(f"{where}: {type(e).__name__}: {e}")[:300]) from None
         else:
             where, data = "fake GPU inventory", self.source
         if isinstance(data, dict):

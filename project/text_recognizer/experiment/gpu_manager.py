@@ -31,11 +31,13 @@ import contextlib
 import errno
 import fcntl
 import json
+import math
 import os
 import random
 import re
 import shlex
 import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -43,7 +45,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from text_recognizer.errors import UserError, print_error
+from text_recognizer.errors import UserError, one_line_parser, print_error
 from text_recognizer.experiment.gpu_inventory import (
     ENV_FAKE_GPUS,
     FakeInventory,
@@ -149,6 +151,11 @@ def _no_locks_error(folder: Path, detail: str) -> LeaseFolderError:
 
 
 _CHECKED_FOLDERS: set[str] = set()
+_SKIPPED: set[str] = set()
+_SAFE_OPEN = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+# open() errors that mean "this file is not ours to lock": skip it, lease the others.
+_NOT_OURS_ERRNOS = {errno.ELOOP, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENXIO}
+MAX_HOLDER_BYTES = 64 * 1024
 
 
 class LeaseFolder:
@@ -178,6 +185,8 @@ class LeaseFolder:
             raise LeaseFolderError(
                 f"cannot create the lease folder {self.path}: {e.strerror}{self._hint()}"
             ) from None
+        if self.is_default and self.path.is_symlink():
+            raise LeaseFolderError(f"the lease folder {self.path} is a symlink{self._hint()}")
         if self.is_default and self.path.stat().st_uid != os.getuid():
             raise LeaseFolderError(
                 f"the lease folder {self.path} belongs to another user{self._hint()}"
@@ -187,9 +196,9 @@ class LeaseFolder:
 
     def _self_test(self) -> None:
         """Lock a scratch file through one descriptor and check that a second one cannot."""
-        test = self.path / f".self-test.{os.getpid()}"
+        test = self.path / f".self-test.{os.getpid()}.{random.getrandbits(32):08x}"
         try:
-            fd1 = self._open(test)
+            fd1 = os.open(test, os.O_RDWR | os.O_CREAT | os.O_EXCL | _SAFE_OPEN, 0o600)
         except OSError as e:
             raise LeaseFolderError(
                 f"the lease folder {self.path} is not writable ({e.strerror}){self._hint()}"
@@ -218,7 +227,7 @@ class LeaseFolder:
 
     def _open(self, path: Path) -> int:
         """Open (creating if needed) a lock file; never follows a symlink planted in the folder."""
-        flags = os.O_RDWR | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_RDWR | _SAFE_OPEN
         try:
             return os.open(path, flags)
         except FileNotFoundError:
@@ -239,9 +248,16 @@ class LeaseFolder:
             try:
                 fd = self._open(path)
             except OSError as e:
+                if e.errno in _NOT_OURS_ERRNOS:  # a symlink, a folder, another user's file
+                    self._skip(name, e.strerror or "cannot be opened")
+                    return None
                 raise LeaseFolderError(
                     f"cannot open the lock file {path}: {e.strerror}{self._hint()}"
                 ) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device: not a lock file
+                os.close(fd)
+                self._skip(name, "not a regular file")
+                return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -255,18 +271,41 @@ class LeaseFolder:
             # The file could have been removed (a /tmp cleaner) between open and lock: a lock on
             # an unlinked file excludes nobody, so lock the file that is there now instead.
             try:
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                if os.lstat(path).st_ino == os.fstat(fd).st_ino:
                     return fd
             except FileNotFoundError:
                 pass
             os.close(fd)
         return None
 
+    def _skip(self, name: str, why: str) -> None:
+        """Warn once per file about something in the folder that is not a lease we can take."""
+        key = str(self.path / name)
+        if key not in _SKIPPED:
+            _SKIPPED.add(key)
+            print(
+                f"warning: skipping {key} in the lease folder ({why}): not a lease file this "
+                "user can lock; the other slots are leased as usual",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _open_read(self, name: str) -> int | None:
+        """A read descriptor on a regular lock file, or None: no symlink followed, no FIFO waited
+        on (a planted FIFO would block an open for ever)."""
+        try:
+            fd = os.open(self.path / name, os.O_RDONLY | os.O_NONBLOCK | _SAFE_OPEN)
+        except OSError:
+            return None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return fd
+
     def is_held(self, name: str) -> bool:
         """Whether some process holds the lock on ``name`` (a shared probe, released at once)."""
-        try:
-            fd = os.open(self.path / name, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        fd = self._open_read(name)
+        if fd is None:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -282,11 +321,16 @@ class LeaseFolder:
 
     def holder(self, name: str) -> dict[str, Any] | None:
         """What the holder wrote into the lock file (pid, run, since, ...), if anything."""
-        try:
-            text = (self.path / name).read_text(encoding="utf-8")
-            info = json.loads(text) if text.strip() else None
-        except (OSError, ValueError):
+        fd = self._open_read(name)
+        if fd is None:
             return None
+        try:
+            text = os.pread(fd, MAX_HOLDER_BYTES, 0).decode("utf-8")
+            info = json.loads(text) if text.strip() else None
+        except (OSError, ValueError, RecursionError):
+            return None
+        finally:
+            os.close(fd)
         return info if isinstance(info, dict) else None
 
     def names(self, prefix: str) -> list[str]:
@@ -427,6 +471,18 @@ def _env_number(
     return value
 
 
+def check_number(name: str, value: float, low: float, high: float) -> float:
+    """``value`` if it is a finite number from ``low`` to ``high``, else a one-line UserError
+    (nan compares false with everything, so it must be refused, not compared)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not low <= number <= high:  # false for nan
+        raise UserError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    return number
+
+
 def _pid_alive(pid: Any) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -457,22 +513,28 @@ class GPUManager:
         self.env = os.environ if env is None else env
         self.inventory = inventory if inventory is not None else inventory_from_env(self.env)
         self.folder = LeaseFolder(lease_dir, self.env)
-        slots = slots_per_gpu or _env_number(self.env, ENV_SLOTS, DEFAULT_SLOTS, 1, 64)
-        if not 1 <= int(slots or 0) <= 64:
-            raise UserError(f"slots_per_gpu must be from 1 to 64, got {slots}")
+        slots = (
+            slots_per_gpu
+            if slots_per_gpu is not None
+            else _env_number(self.env, ENV_SLOTS, DEFAULT_SLOTS, 1, 64)
+        )
+        if slots != int(slots or 0) or not 1 <= int(slots or 0) <= 64:
+            raise UserError(
+                f"slots per GPU (--slots) must be a whole number from 1 to 64, got {slots}"
+            )
         self.slots_per_gpu = int(slots or DEFAULT_SLOTS)
         self.max_memory_percent = (
-            max_memory_percent
+            check_number("--max-memory", max_memory_percent, 0, 100)
             if max_memory_percent is not None
             else _env_number(self.env, ENV_MAX_MEMORY, DEFAULT_MAX_MEMORY, 0, 100)
         )
         self.max_utilization_percent = (
-            max_utilization_percent
+            check_number("--max-utilization", max_utilization_percent, 0, 100)
             if max_utilization_percent is not None
             else _env_number(self.env, ENV_MAX_UTILIZATION, DEFAULT_MAX_UTILIZATION, 0, 100)
         )
-        self.poll_interval = poll_interval
-        self.notice_every = notice_every
+        self.poll_interval = check_number("--poll-interval", poll_interval, 0.001, 3600)
+        self.notice_every = check_number("--notice-every", notice_every, 0, 1e9)
         self.stream = stream
 
     def _say(self, message: str) -> None:
@@ -535,8 +597,10 @@ class GPUManager:
         the CPU. ``timeout`` -1 means the environment's (default: wait as long as it takes).
         Raises GpuWaitTimeout when the timeout passes first.
         """
-        if timeout is not None and timeout < 0:
+        if timeout is not None and timeout == -1.0:
             timeout = self.default_timeout()
+        elif timeout is not None:
+            timeout = check_number("the GPU wait timeout (--timeout)", timeout, 0, 1e9)
         try:
             gpus = self.visible_gpus()
         except NoGpuDriver as e:
@@ -756,7 +820,7 @@ def _manager_from_args(args: argparse.Namespace) -> GPUManager:
 
 def main(argv: list[str] | None = None) -> int:
     """``status`` lists GPUs, leases and holders; ``run -- CMD`` runs CMD on a leased GPU."""
-    parser = argparse.ArgumentParser(
+    parser = one_line_parser(
         prog="python -m text_recognizer.experiment.gpu_manager",
         description="GPU leases: one exclusive file lock per GPU slot, held for a whole run.",
     )
@@ -793,7 +857,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:
             raise UserError("run needs a command after --, e.g. `run -- python train.py`")
-        timeout = args.timeout if args.timeout is not None else -1.0
+        timeout = -1.0
+        if args.timeout is not None:  # checked here: -1 means "the environment's" only inside
+            timeout = check_number("--timeout", args.timeout, 0, 1e9)
         lease = manager.acquire(args.run_name or shlex.join(cmd)[:200], timeout=timeout)
         if lease is not None:
             assert lease.fd is not None

@@ -20,10 +20,10 @@ trials that were running (or pending) when the sweep was interrupted are rerun f
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -38,19 +38,27 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
-from text_recognizer.errors import UserError, print_error
+from text_recognizer.errors import StorageError, UserError, one_line, print_error, storage_error
 from text_recognizer.experiment.sweep import format_arg, resolve_path
 
 SUPPORTED_METHODS = ("grid", "random", "bayes")
 PROGRAM = "run_sweep.py"
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
-KNOWN_MACROS = ("${env}", "${interpreter}", "${program}", "${args}")
-ENVVAR_MACRO = re.compile(r"\$\{envvar:([A-Za-z0-9_]*)\}")
 TERMINAL = ("finished", "failed", "stopped")
 # W&B variables that would make a trial's wandb.init join a server sweep; local trials are their own.
 AGENT_ENV = ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH")
 MAX_GRID_CHECK = 10000
+MAX_GRID = 100_000  # the engine lists every grid point for every proposal
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+TRIAL_ID = re.compile(r"trial-[0-9]{4,9}")
+STATUSES = ("pending", "running", *TERMINAL, "interrupted")
 STATE_VERSION = 1
+MAX_STATE_BYTES = 64 << 20
+MAX_JOBS = 1024
 
 
 class SweepError(UserError):
@@ -86,25 +94,75 @@ def _plain(value: Any) -> Any:
 
 
 def load_sweep(path: str | Path) -> dict[str, Any]:
-    """Read a sweep YAML into a dict, or raise SweepError with one clear line."""
+    """Read a sweep YAML into a dict, or raise SweepError with one clear line.
+
+    The file is untrusted text: its size, nesting depth and alias expansion ("billion laughs") are
+    bounded before anything walks the parsed value, and mapping keys must be text.
+    """
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise SweepError(f"sweep file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        with open(p, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise SweepError(f"{path}: a sweep YAML is at most {MAX_YAML_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_yaml_node(node, path)
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise SweepError(f"{path}: nested too deeply (at most {MAX_YAML_DEPTH} levels)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SweepError(f"{path}: malformed YAML: {problem}{where}") from None
+        raise SweepError(one_line(f"{path}: malformed YAML: {problem}{where}")) from None
     if not isinstance(data, dict):
         raise SweepError(
             f"{path} must hold a YAML mapping (program, method, metric, parameters), "
             f"got {type(data).__name__}"
         )
     return data
+
+
+def _check_yaml_node(root: Any, path: str | Path) -> None:
+    """Bound depth and expanded size (aliases count each time they are used); keys must be text."""
+    import yaml
+
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise SweepError(f"{path}: nested too deeply (at most {MAX_YAML_DEPTH} levels)")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag not in (_STR_TAG, _MERGE_TAG):
+                    where = f"line {key.start_mark.line + 1}"
+                    raise SweepError(f"{path}: a mapping key at {where} is not text")
+                total += size(value, depth + 1) + 1
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        if total > MAX_YAML_NODES:
+            raise SweepError(
+                f"{path}: expands to more than {MAX_YAML_NODES} values (YAML aliases included)"
+            )
+        sizes[id(node)] = total
+        return total
+
+    if root is not None:
+        size(root, 0)
 
 
 def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
@@ -132,32 +190,7 @@ def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
     violations = list(dict.fromkeys(sweeps.schema_violations_from_proposed_config(sweep)))
     if violations:
         raise SweepError(f"{source}: W&B would reject this sweep: {'; '.join(violations)}")
-    program = sweep.get("program")
-    if not program:
-        raise SweepError(f"{source}: no `program`; sweeps run `program: training/{PROGRAM}`")
-    if Path(str(program)).name != PROGRAM:
-        raise SweepError(
-            f"{source}: program {program!r} is not training/{PROGRAM}, which turns the sweep's "
-            "--key=value arguments into an experiment config"
-        )
-    if not resolve_path(str(program)).is_file():
-        raise SweepError(f"{source}: program {program!r} does not exist")
-    command = sweep.get("command", DEFAULT_COMMAND)
-    if not isinstance(command, list) or not all(isinstance(c, (str, int, float)) for c in command):
-        raise SweepError(f"{source}: `command` must be a list of strings, got {command!r}")
-    for chunk in map(str, command):
-        if (
-            chunk.startswith("${")
-            and chunk not in KNOWN_MACROS
-            and not ENVVAR_MACRO.fullmatch(chunk)
-        ):
-            raise SweepError(
-                f"{source}: command macro {chunk!r} is not supported by a local sweep; use "
-                f"{' '.join(DEFAULT_COMMAND)} (the form run_sweep.py reads)"
-            )
-    for needed in ("${program}", "${args}"):
-        if needed not in map(str, command):
-            raise SweepError(f"{source}: `command` must contain {needed}, got {command!r}")
+    check_program(sweep, source)
     metric = sweep.get("metric")
     if (method == "bayes" or "early_terminate" in sweep) and not metric:
         why = "bayes search" if method == "bayes" else "early_terminate"
@@ -172,10 +205,48 @@ def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
         except (ValueError, KeyError, TypeError) as e:
             raise SweepError(f"{source}: bad early_terminate: {e}") from None
     if method == "grid":
+        size = grid_size(sweep)
+        if size > MAX_GRID:
+            raise SweepError(
+                f"{source}: the grid has {size:.3g} points, more than the {MAX_GRID} a sweep can "
+                "list; use fewer values, or method random/bayes with --count"
+            )
         try:
             sweeps.next_runs(sweep, [], n=1)
         except ValueError as e:
-            raise SweepError(f"{source}: {e}") from None
+            raise SweepError(one_line(f"{source}: {e}")) from None
+
+
+def program_path() -> Path:
+    """The one program a sweep may run: the project's training/run_sweep.py."""
+    from text_recognizer.paths import PROJECT_ROOT
+
+    return (PROJECT_ROOT / "training" / PROGRAM).resolve()
+
+
+def check_program(sweep: dict[str, Any], source: str = "sweep") -> None:
+    """A sweep runs exactly ``${env} ${interpreter} ${program} ${args}`` with the project's
+    training/run_sweep.py: anything else would let a YAML run any program (the agent runs it)."""
+    program = sweep.get("program")
+    if not program or not isinstance(program, str):
+        raise SweepError(f"{source}: no `program`; sweeps run `program: training/{PROGRAM}`")
+    try:
+        same = resolve_path(program).resolve() == program_path()
+    except (OSError, RuntimeError, ValueError):
+        same = False
+    if not same:
+        raise SweepError(
+            f"{source}: program {program!r} is not training/{PROGRAM} of this project "
+            f"({program_path()}), the only program a sweep runs"
+        )
+    command = sweep.get("command", DEFAULT_COMMAND)
+    if command != DEFAULT_COMMAND:
+        raise SweepError(
+            one_line(
+                f"{source}: command {str(command)[:200]} is refused: a sweep's command is exactly "
+                f"[{', '.join(DEFAULT_COMMAND)}] (or left out)"
+            )
+        )
 
 
 def _hyperparameters(sweep: dict[str, Any]) -> list[Any]:
@@ -198,10 +269,8 @@ def grid_size(sweep: dict[str, Any]) -> int:
             size *= len(p.config["values"])
         elif p.type == hp.INT_UNIFORM:
             size *= p.config["max"] - p.config["min"] + 1
-        elif p.type == hp.Q_UNIFORM:
-            import numpy as np
-
-            size *= len(np.arange(p.config["min"], p.config["max"], p.config["q"]))
+        elif p.type == hp.Q_UNIFORM:  # len(np.arange(min, max, q)) without building it
+            size *= max(0, math.ceil((p.config["max"] - p.config["min"]) / p.config["q"]))
     return size
 
 
@@ -278,19 +347,16 @@ def trial_command(
     """
     args = [format_arg(k, v) for k, v in params.items()] + list(extra or [])
     command: list[str] = []
-    for chunk in map(str, sweep.get("command") or DEFAULT_COMMAND):
+    check_program(sweep)
+    for chunk in DEFAULT_COMMAND:
         if chunk == "${env}":
             command += ["/usr/bin/env"] if os.path.exists("/usr/bin/env") else []
         elif chunk == "${interpreter}":
             command.append(sys.executable)
         elif chunk == "${program}":
-            command.append(str(resolve_path(str(sweep["program"])).resolve()))
+            command.append(str(program_path()))
         elif chunk == "${args}":
             command += args
-        else:
-            command.append(
-                ENVVAR_MACRO.sub(lambda m: os.environ.get(m.group(1), m.group(1)), chunk)
-            )
     return command
 
 
@@ -335,22 +401,93 @@ class SweepState:
         from text_recognizer.fileio import write_json_atomic
 
         self.updated_at = _now()
-        write_json_atomic(path, asdict(self))
+        try:
+            write_json_atomic(path, asdict(self))
+        except OSError as e:
+            raise storage_error(e, path) from None
 
     @classmethod
     def load(cls, path: Path) -> SweepState:
-        """Read state.json (unknown keys from a newer version are ignored)."""
+        """Read and check state.json (unknown keys from a newer version are ignored).
+
+        A file that is not a sweep state (truncated, edited, a trial without parameters) is a
+        one-line error naming it and how to recover; it is never half-used.
+        """
+        recover = f"move {path} away to start the sweep over (the trial folders beside it are kept)"
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            names = {f.name for f in fields(Trial)}
-            trials = [Trial(**{k: v for k, v in t.items() if k in names}) for t in data["trials"]]
-            top = {f.name for f in fields(cls)} - {"trials"}
-            return cls(trials=trials, **{k: v for k, v in data.items() if k in top})
+            with open(path, "rb") as f:
+                raw = f.read(MAX_STATE_BYTES + 1)
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB")
+            data = json.loads(raw.decode("utf-8"))
+            return cls._from_dict(data)
+        except RecursionError:
+            raise SweepError(f"sweep state {path} is nested too deeply; {recover}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise SweepError(
-                f"sweep state {path} is unreadable ({type(e).__name__}: {e}); move it away to "
-                "start the sweep over"
-            ) from None
+            detail = one_line(f"{type(e).__name__}: {e}")[:200]
+            raise SweepError(f"sweep state {path} is unreadable ({detail}); {recover}") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any) -> SweepState:
+        """Build the state from parsed JSON, checking every field a resume relies on."""
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        for key, kind in _STATE_TYPES.items():
+            if key in data and not isinstance(data[key], kind):
+                raise TypeError(f"{key!r} is {data[key]!r}")
+        if not isinstance(data.get("trials"), list) or not isinstance(data.get("sweep"), dict):
+            raise KeyError("'trials' (a list) and 'sweep' (a mapping) are required")
+        names = {f.name for f in fields(Trial)}
+        trials, seen = [], set()
+        for i, t in enumerate(data["trials"]):
+            trial = _check_trial(t, i, names)
+            if trial.id in seen:
+                raise ValueError(f"trials[{i}]: {trial.id} appears twice")
+            seen.add(trial.id)
+            trials.append(trial)
+        top = {f.name for f in fields(cls)} - {"trials"}
+        return cls(trials=trials, **{k: v for k, v in data.items() if k in top})
+
+
+_STATE_TYPES: dict[str, Any] = {
+    "name": str,
+    "source": str,
+    "count": (int, type(None)),
+    "sessions": int,
+    "created_at": str,
+    "updated_at": str,
+    "version": int,
+}
+_TRIAL_TYPES: dict[str, Any] = {
+    "params": dict,
+    "status": str,
+    "attempts": int,
+    "pid": (int, type(None)),
+    "exit_code": (int, type(None)),
+    "metric": (int, float, type(None)),
+    "error": (str, type(None)),
+    "stop_requested": bool,
+    "started_at": (str, type(None)),
+    "ended_at": (str, type(None)),
+    "wall_time": (int, float, type(None)),
+}
+
+
+def _check_trial(t: Any, i: int, names: set[str]) -> Trial:
+    """One trial of state.json, type-checked; its id must be a plain trial-NNNN name (it becomes
+    a folder that a rerun replaces, so it must never point elsewhere)."""
+    if not isinstance(t, dict) or not isinstance(t.get("id"), str):
+        raise TypeError(f"trials[{i}] is not a trial with an id")
+    if not TRIAL_ID.fullmatch(t["id"]):
+        raise ValueError(f"trials[{i}]: id {t['id'][:40]!r} is not a name like trial-0001")
+    for key, kind in _TRIAL_TYPES.items():
+        value = t.get(key, ...)
+        if key == "params" and value is ...:
+            raise KeyError(f"trials[{i}] ({t['id']}) has no params")
+        plain = key == "stop_requested" or not isinstance(value, bool)
+        if value is not ... and not (isinstance(value, kind) and plain):
+            raise TypeError(f"trials[{i}] ({t['id']}): {key} is {value!r}")
+    return Trial(**{k: v for k, v in t.items() if k in names})
 
 
 def _normalized(obj: Any) -> Any:
@@ -397,6 +534,16 @@ def state_lock(state_dir: Path) -> Iterator[None]:
         f.write(str(os.getpid()))
         f.flush()
         yield
+
+
+def _open_log(path: Path) -> IO[str]:
+    """A trial's log, appended to; a symlink planted in logs/ is refused, not followed."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise storage_error(e, path) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -569,7 +716,9 @@ class LocalSweep:
 
     def _start(self, trial: Trial) -> None:
         run_dir = self.state_dir / trial.id
-        if run_dir.exists():  # the partial record of an interrupted attempt
+        if run_dir.is_symlink() or run_dir.is_file():  # never follow a link out of the folder
+            run_dir.unlink()
+        elif run_dir.exists():  # the partial record of an interrupted attempt
             shutil.rmtree(run_dir)
         self._histories.pop(trial.id, None)
         extra = [f"--experiment_group={self.group}", f"--run_name={trial.id}"]
@@ -580,11 +729,8 @@ class LocalSweep:
         env = {k: v for k, v in os.environ.items() if k not in AGENT_ENV}
         env["TEXT_RECOGNIZER_RUNS_DIR"] = str(self.state_dir.parent.resolve())
         env["PYTHONUNBUFFERED"] = "1"
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs_dir / f"{trial.id}.log", "a", encoding="utf-8")  # noqa: SIM115
         trial.attempts += 1
-        log.write(f"=== attempt {trial.attempts}, {_now()}: {' '.join(command)}\n")
-        log.flush()
+        log = self._trial_log(trial, f"=== attempt {trial.attempts}, {_now()}: {' '.join(command)}")
         proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -606,6 +752,22 @@ class LocalSweep:
             f"[{self._done()}/{self.total}] start {trial.id}{again}: "
             f"{describe_params(self._swept(trial.params))}"
         )
+
+    def _trial_log(self, trial: Trial, header: str) -> IO[str]:
+        """The trial's log, opened for appending with ``header`` written; StorageError if full."""
+        path = self.logs_dir / f"{trial.id}.log"
+        log = None
+        try:
+            self.logs_dir.mkdir(parents=True, exist_ok=True)
+            log = _open_log(path)
+            log.write(header + "\n")
+            log.flush()
+        except OSError as e:
+            if log is not None:
+                with contextlib.suppress(OSError):
+                    log.close()
+            raise storage_error(e, path) from None
+        return log
 
     def _trial_metric(self, trial: Trial, summary: dict[str, Any]) -> float | None:
         """The sweep metric's best value (W&B's extremum over history and summary)."""
@@ -730,6 +892,12 @@ class LocalSweep:
         """Trials that were running when the last session ended are rerun (after their process,
         if it somehow survived, is gone); a trial hyperband had asked to stop counts as stopped."""
         for trial in self.state.trials:
+            if trial.status not in STATUSES:
+                self.say(
+                    f"warning: {self.state_path}: {trial.id} has an unknown status "
+                    f"{trial.status[:40]!r}; it is rerun"
+                )
+                trial.status = "interrupted"
             if trial.status not in ("running", "interrupted", "pending"):
                 continue
             if trial.pid and _trial_process_alive(trial.pid, trial.id):
@@ -785,6 +953,22 @@ class LocalSweep:
                         active.proc.kill()
             time.sleep(0.05)
 
+    def _loop(self) -> None:
+        """Start trials while there is room, reap them, let hyperband stop laggards; until done."""
+        while self.stopping is None:
+            while len(self.active) < self.jobs and self.stopping is None and not self.abort:
+                trial = self._next_trial()
+                if trial is None:
+                    break
+                self._start(trial)
+            if not self.active:
+                break
+            time.sleep(self.poll_s)
+            self._reap()
+            self._early_terminate()
+        if self.stopping is not None:
+            self._stop_all()
+
     def run(self) -> int:
         """Run the sweep to its end (or until a signal); return the exit code."""
         self.state.sessions += 1
@@ -794,27 +978,22 @@ class LocalSweep:
         at_start = self._done()
         if at_start:
             self.say(f"resuming {self.state.name}: {at_start}/{self.total} trials done")
+        failure: StorageError | None = None
         try:
-            while self.stopping is None:
-                while len(self.active) < self.jobs and self.stopping is None and not self.abort:
-                    trial = self._next_trial()
-                    if trial is None:
-                        break
-                    self._start(trial)
-                if not self.active:
-                    break
-                time.sleep(self.poll_s)
-                self._reap()
-                self._early_terminate()
-            if self.stopping is not None:
-                self._stop_all()
+            self._loop()
+        except StorageError as e:  # the disk filled up (or went read-only) while trials ran
+            failure = e
         finally:
             for active in list(self.active.values()):  # an unexpected error: leave no trial behind
                 with contextlib.suppress(ProcessLookupError):
                     active.proc.kill()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            self.save()
+            with contextlib.suppress(StorageError):
+                self.save()
+        if failure is not None:
+            print_error(failure)
+            return 1
         elapsed = time.monotonic() - started
         if self.stopping is not None:
             self.say(
@@ -911,7 +1090,10 @@ class LocalSweep:
 
 def local_sweep_main(argv: list[str] | None = None) -> int:
     """Entry point of training/local_sweep.py."""
-    parser = argparse.ArgumentParser(
+    from text_recognizer.errors import one_line_parser
+
+    parser = one_line_parser(
+        prog="local_sweep.py",
         description="Run a W&B sweep YAML offline with W&B's sweeps engine; resumable.",
         epilog="State: runs/sweeps/<name>/ (state.json, one folder per trial, logs/). Run the same "
         "command again to resume an interrupted sweep.",
@@ -931,10 +1113,17 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
         "when there is none), N a GPU index, cpu the CPU",
     )
     parser.add_argument("--nowandb", action="store_true", help="trials do not log to W&B")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check the YAML (program, command, every grid point) and exit: 0 when valid "
+        "(tasks/sweep_wandb.sh runs this before `wandb sweep`)",
+    )
     args = parser.parse_args(argv)
+    state_dir: Path | None = None
     try:
-        if args.jobs < 1:
-            raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.jobs < 1 or args.jobs > MAX_JOBS:
+            raise SweepError(f"--jobs must be from 1 to {MAX_JOBS}, got {args.jobs}")
         if args.count is not None and args.count < 1:
             raise SweepError(f"--count must be at least 1, got {args.count}")
         from text_recognizer.experiment.sweep import _parse_gpu
@@ -943,6 +1132,9 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
         sweep = load_sweep(args.sweep)
         check_sweep(sweep, args.sweep)
         checked = check_parameter_space(sweep, args.sweep)
+        if args.check:
+            print(f"{args.sweep}: valid ({checked} configs validated)")
+            return 0
         state_dir = Path(args.state) if args.state else default_state_dir(sweep, args.sweep)
         check_state_dir(state_dir)
         with state_lock(state_dir):
@@ -963,3 +1155,5 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
             return runner.run()
     except UserError as e:
         return print_error(e)
+    except OSError as e:  # the state folder cannot be made or written (full, read-only, ...)
+        return print_error(storage_error(e, e.filename or state_dir or args.sweep))

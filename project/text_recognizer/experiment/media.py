@@ -14,14 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from text_recognizer.experiment.tracking import Tracker
+from text_recognizer.experiment.tracking import Tracker, brief
 
 EPOCH_IMAGES = 8
 VAL_KEY = "val_examples"
 
 
 def _warn(what: str, e: BaseException) -> None:
-    print(f"warning: {what} failed ({type(e).__name__}: {e}); the run goes on", file=sys.stderr)
+    print(
+        f"warning: {what} failed ({type(e).__name__}: {brief(str(e))}); the run goes on",
+        file=sys.stderr,
+    )
 
 
 class EpochImages:

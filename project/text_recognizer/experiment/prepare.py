@@ -10,17 +10,40 @@ going and a half-done group; the group travels into each config. Each line is qu
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import ConfigError, UserError
+from text_recognizer.errors import (
+    ConfigError,
+    UserError,
+    one_line,
+    one_line_parser,
+    storage_error,
+)
 
 FILE_KEYS = ("experiment_group", "experiments")
 RUN_SCRIPT = "training/run_experiment.py"
+MAX_FILE_BYTES = 16 << 20
+MAX_DEPTH = 32  # a config nests 3 levels; deeper is not a config (and would overflow the stack)
+
+
+def nesting_depth(data: Any, limit: int = MAX_DEPTH) -> int:
+    """How deeply lists and dicts nest in ``data`` (iterative, so any depth is safe to ask about);
+    stops counting past ``limit``."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def read_experiments_file(path: str | Path) -> tuple[str | None, list[Any]]:
@@ -29,13 +52,24 @@ def read_experiments_file(path: str | Path) -> tuple[str | None, list[Any]]:
     if not path.is_file():
         raise ConfigError(f"experiments file {str(path)!r} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: an experiments file is at most {MAX_FILE_BYTES >> 20} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a UTF-8 text file") from None
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"malformed JSON in {path}: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    if nesting_depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: nested too deeply (at most {MAX_DEPTH} levels)")
     shape = '{"experiment_group": "...", "experiments": [{...}, ...]}'
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object {shape}, got {type(data).__name__}")
@@ -76,7 +110,7 @@ def prepare_configs(path: str | Path) -> list[dict[str, Any]]:
         try:
             validate_config(config)
         except ConfigError as e:
-            errors.append(f"{where}: {e}")
+            errors.append(one_line(f"{where}: {e}"))
             continue
         configs.append(config)
     if errors:
@@ -102,7 +136,8 @@ def command_line(
 
 def prepare_experiments_main(argv: list[str] | None = None) -> int:
     """Print one command per experiment on stdout; errors go to stderr only (exit 2)."""
-    parser = argparse.ArgumentParser(
+    parser = one_line_parser(
+        prog="prepare_experiments.py",
         description="Print one shell command per experiment of an experiments file, for GNU "
         "parallel: prepare_experiments.py FILE | parallel -j2",
     )

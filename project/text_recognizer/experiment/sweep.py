@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import ConfigError, UserError, print_error
+from text_recognizer.errors import ConfigError, UserError, print_error, storage_error
 
 DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
 # run_sweep's own flags; every other --key=value is a config key.
@@ -57,7 +57,7 @@ def parse_value(text: str) -> Any:
     """``"256"`` -> 256, ``"0.2"`` -> 0.2, ``"True"``/``"true"`` -> True, ``"[1, 2]"`` -> [1, 2]."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
         return ast.literal_eval(text)
@@ -168,6 +168,7 @@ def resolve_path(path: str) -> Path:
 def load_base_config(path: str) -> dict[str, Any]:
     """The base experiment config a sweep varies (an experiments/*.json file)."""
     from text_recognizer.config import parse_config_text
+    from text_recognizer.experiment.prepare import MAX_DEPTH, nesting_depth
 
     resolved = resolve_path(path)
     if not resolved.is_file():
@@ -175,7 +176,16 @@ def load_base_config(path: str) -> dict[str, Any]:
             f"base config {path!r} does not exist (the sweep's `config` parameter names an "
             "experiment .json file, relative to the current folder or the project root)"
         )
-    base = parse_config_text(str(resolved))
+    try:
+        base = parse_config_text(str(resolved))
+    except RecursionError:
+        base = None
+    except UnicodeDecodeError:
+        raise ConfigError(f"base config {path!r} is not UTF-8 text") from None
+    except OSError as e:
+        raise storage_error(e, resolved, "read") from None
+    if base is None or nesting_depth(base) > MAX_DEPTH:
+        raise ConfigError(f"base config {path!r} is nested too deeply (at most {MAX_DEPTH} levels)")
     if "experiments" in base:
         raise ConfigError(
             f"base config {path!r} is an experiments file (with 'experiments'); a sweep needs "

@@ -8,9 +8,27 @@ from __future__ import annotations
 
 import netrc
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from text_recognizer.errors import one_line
+
+MAX_REPLY_CHARS = 300
+_HIDDEN_HTML = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(r"<[^>]{0,2000}>")
+
+
+def brief(text: str, limit: int = MAX_REPLY_CHARS) -> str:
+    """A server's reply as it may appear in one message line: an HTML error page (W&B behind a
+    proxy sends one) reduced to its text, whitespace folded, at most ``limit`` characters."""
+    import html
+
+    if "<" in text and ">" in text:
+        text = html.unescape(_HTML_TAG.sub(" ", _HIDDEN_HTML.sub(" ", text)))
+    text = one_line(text)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def has_api_key() -> bool:
@@ -83,7 +101,10 @@ class Tracker:
             self._warn(e)
 
     def _warn(self, e: Exception) -> None:
-        print(f"warning: W&B disabled for this run ({type(e).__name__}: {e})", file=sys.stderr)
+        print(
+            f"warning: W&B disabled for this run ({type(e).__name__}: {brief(str(e))})",
+            file=sys.stderr,
+        )
         self.run = None
 
     def log(self, metrics: dict[str, Any]) -> None:
