@@ -108,7 +108,10 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a saved run on a dataset split.")
+    from text_recognizer.errors import one_line_parser
+    from text_recognizer.predict import run_command
+
+    parser = one_line_parser(description="Evaluate a saved run on a dataset split.")
     parser.add_argument("run", help="run directory or weights.pt")
     parser.add_argument("--dataset-args", default="{}", help="JSON overriding the run's")
     parser.add_argument("--split", choices=("test", "validation"), default="test")
@@ -116,27 +119,54 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worst", type=int, default=10, help="how many worst examples to show")
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report")
     args = parser.parse_args(argv)
+    return run_command(lambda: _evaluate(args))
 
-    from text_recognizer.errors import UserError, print_error
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Check the arguments and the --json path before the work; a failed write after it is 1."""
+    from text_recognizer.errors import StorageError, UserError, print_error
 
     try:
-        try:
-            overrides = json.loads(args.dataset_args)
-        except json.JSONDecodeError as e:
-            raise UserError(f"--dataset-args is not valid JSON: {e.msg}") from None
-        if not isinstance(overrides, dict):
-            raise UserError("--dataset-args must be a JSON object")
-        if args.limit is not None and args.limit < 1:
-            raise UserError(f"--limit must be >= 1, got {args.limit}")
-        report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst)
-    except UserError as e:
-        return print_error(e)
+        overrides = json.loads(args.dataset_args)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"--dataset-args is not valid JSON: {getattr(e, 'msg', e)}") from None
+    if not isinstance(overrides, dict):
+        raise UserError("--dataset-args must be a JSON object")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    if args.worst < 0:
+        raise UserError(f"--worst must be >= 0, got {args.worst}")
+    if args.json_out:
+        check_report_path(args.json_out, args.run)
+    report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst)
     print(format_report(report))
     if args.json_out:
-        from text_recognizer.fileio import write_text_atomic
-
-        write_text_atomic(args.json_out, json.dumps(report, indent=1, ensure_ascii=False))
+        try:
+            write_report(args.json_out, report)
+        except StorageError as e:  # the disk filled while evaluating: the run failed
+            print_error(e)
+            return 1
     return 0
+
+
+def check_report_path(out: str, run: str) -> None:
+    """``--json`` must be a writable file, and not the weights being evaluated."""
+    from text_recognizer.errors import UserError, check_output_file
+
+    weights = Path(run) / "weights.pt" if Path(run).is_dir() else Path(run)
+    if Path(out).is_file() and weights.is_file() and Path(out).samefile(weights):
+        raise UserError(f"--json {out} is the weights file being evaluated; give another name")
+    check_output_file(out, "--json")
+
+
+def write_report(out: str, report: dict[str, Any]) -> None:
+    from text_recognizer.errors import storage_error
+    from text_recognizer.fileio import write_text_atomic
+
+    try:
+        write_text_atomic(out, json.dumps(report, indent=1, ensure_ascii=False))
+    except OSError as e:
+        raise storage_error(e, out) from None
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from text_recognizer.datasets.text import BLANK_INDEX, PADDING_INDEX, SPECIAL_TOKENS
 
 DECODERS = ("greedy", "beam")
+# Beam search costs time and memory in proportion to the width (width 1000 took 10 s on one
+# 256-step line, 10000 ran out of memory); widths past ~25 rarely change the text.
+MAX_BEAM_WIDTH = 100
 # fast-ctc-decode returns a string of its alphabet's labels; one private-use code point per class
 # (Unicode plane 15) maps it back to class indices whatever characters the mapping holds.
 _CODE_BASE = 0xF0000
@@ -66,6 +69,7 @@ def beam_ctc_decode(
     """CTC prefix beam search (fast-ctc-decode) over (B, T, C) probabilities, not log-probabilities."""
     from fast_ctc_decode import beam_search
 
+    check_beam_width(beam_width)
     p = probs.detach().float().cpu().numpy() if isinstance(probs, torch.Tensor) else probs
     p = np.asarray(p, dtype=np.float32)
     num_classes = p.shape[-1]
@@ -83,6 +87,13 @@ def beam_ctc_decode(
         indices = (ord(c) - _CODE_BASE for c in labels)
         out.append([i for i in indices if i not in skip])
     return out
+
+
+def check_beam_width(width: object, where: str = "beam width") -> int:
+    """The width as an int if 1 <= width <= MAX_BEAM_WIDTH, else a ValueError saying what is valid."""
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_BEAM_WIDTH:
+        raise ValueError(f"{where} must be an integer from 1 to {MAX_BEAM_WIDTH}, got {width!r}")
+    return width
 
 
 def fixed_length_decode(

@@ -58,12 +58,34 @@ def detokenize(tokens: str) -> str:
     return "".join(out)
 
 
+MAX_TRUTH_BYTES = 256 << 20  # IAM's lines.txt is 1.4 MB
+
+
 def read_ground_truth(path: str | Path) -> dict[str, str]:
     """Image id -> text (lines joined by newlines) from a JSON or IAM ``lines.txt`` file."""
+    from text_recognizer.errors import storage_error
+
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--ground-truth {path}: is a folder, not a file")
     if not path.is_file():
         raise UserError(f"--ground-truth {path}: no such file")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        if path.stat().st_size > MAX_TRUTH_BYTES:
+            raise UserError(
+                f"--ground-truth {path}: {path.stat().st_size:,} bytes is too large for a "
+                f"ground-truth file (at most {MAX_TRUTH_BYTES:,})"
+            )
+        data = path.read_bytes()
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"--ground-truth {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8"
+        ) from None
     if text.lstrip().startswith("{"):
         return _from_json(text, path)
     return _from_lines_txt(text, path)
@@ -74,13 +96,17 @@ def _from_json(text: str, path: Path) -> dict[str, str]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to be ground truth") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of id -> text")
     truth = {}
     for key, value in data.items():
         if isinstance(value, dict):
             value = value.get("ground_truth_text")
         if not isinstance(value, str):
             raise UserError(
-                f"{path}: entry {key!r} must be a string or an object with 'ground_truth_text'"
+                f"{path}: entry {key[:60]!r} must be a string or an object with 'ground_truth_text'"
             )
         truth[str(key)] = value
     return truth

@@ -19,8 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError, print_error
+from text_recognizer.errors import StorageError, UserError, print_error
 from text_recognizer.preprocessing import is_dark_on_light, load_image
+
+# A page of separated characters has hundreds to a few thousand; far more candidate shapes is
+# noise or a photo, and (with the overlap filter) work without end.
+MAX_BOXES = 50000
 
 
 @dataclass
@@ -61,11 +65,33 @@ def find_boxes(
         if max(w, h) < min_size or w > width * max_fraction or h > height * max_fraction:
             continue
         boxes.append(Box(x, y, w, h))
-    boxes.sort(key=lambda b: -b.area)
+    if len(boxes) > MAX_BOXES:
+        raise UserError(
+            f"the page has {len(boxes):,} character-sized shapes (at most {MAX_BOXES:,}): it is "
+            "not a page of separated characters; crop it or raise --min-size"
+        )
+    return _drop_covered(sorted(boxes, key=lambda b: -b.area), overlap)
+
+
+def _drop_covered(boxes: list[Box], overlap: float, cell: int = 64) -> list[Box]:
+    """Biggest first: a box mostly covered by a kept one is a fragment and is dropped.
+
+    Kept boxes are indexed by the ``cell``-pixel grid squares they touch, so each box is compared
+    with its neighbours only, not with every kept box (quadratic on a noisy page).
+    """
+    grid: dict[tuple[int, int], list[Box]] = {}
     kept: list[Box] = []
-    for box in boxes:  # biggest first: a smaller box mostly covered by a kept one is a fragment
-        if all(_intersection(box, k) < overlap * box.area for k in kept):
+    for box in boxes:
+        cells = [
+            (cx, cy)
+            for cx in range(box.x // cell, (box.x + box.w - 1) // cell + 1)
+            for cy in range(box.y // cell, (box.y + box.h - 1) // cell + 1)
+        ]
+        near = {id(k): k for c in cells for k in grid.get(c, ())}
+        if all(_intersection(box, k) < overlap * box.area for k in near.values()):
             kept.append(box)
+            for c in cells:
+                grid.setdefault(c, []).append(box)
     return kept
 
 
@@ -128,11 +154,14 @@ def read_page(
     if not boxes:
         return "", []
     height, width = predictor.input_shape
-    crops = np.stack([crop_character(gray, b, size=height, margin=margin) for b in boxes])
-    if width != height:
-        crops = np.stack([predictor.prepare(c) for c in crops])
-    for box, prediction in zip(boxes, predictor.predict_arrays(crops), strict=True):
-        box.text, box.confidence = prediction.text, prediction.confidence
+    step = predictor.batch_size(128)  # crops are made a batch at a time: bounded memory
+    for i in range(0, len(boxes), step):
+        chunk = boxes[i : i + step]
+        crops = np.stack([crop_character(gray, b, size=height, margin=margin) for b in chunk])
+        if width != height:
+            crops = np.stack([predictor.prepare(c) for c in crops])
+        for box, prediction in zip(chunk, predictor.predict_arrays(crops), strict=True):
+            box.text, box.confidence = prediction.text, prediction.confidence
     lines = group_lines(boxes)
     return "\n".join("".join(b.text for b in line) for line in lines), lines
 
@@ -156,13 +185,41 @@ def annotate(image: Any, lines: list[list[Box]], path: str | Path) -> Path:
                 cv2.LINE_AA,
             )
     path = Path(path)
-    if not cv2.imwrite(str(path), canvas):
-        raise UserError(f"cannot write {path}")
+    ok, data = cv2.imencode(path.suffix or ".png", canvas)
+    if not ok:
+        raise UserError(f"cannot encode the annotated page as {path.suffix or '.png'}")
+    from text_recognizer.errors import storage_error
+    from text_recognizer.fileio import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data.tobytes())
+    except OSError as e:
+        raise storage_error(e, path) from None
     return path
 
 
+def check_out_path(out: str | Path, page: str | Path) -> None:
+    """Before the work: ``--out`` must name a new image file that can be written, not the page."""
+    import cv2
+
+    from text_recognizer.errors import check_output_file
+
+    out = Path(out)
+    if not out.suffix or not cv2.haveImageWriter(str(out)):
+        raise UserError(
+            f"--out {out}: give an image file name ending in .png (or .jpg, .bmp, .tif, .webp)"
+        )
+    if out.exists() and Path(page).exists() and out.resolve() == Path(page).resolve():
+        raise UserError(f"--out {out} is the page image itself; give another file name")
+    check_output_file(out, "--out")
+
+
 def page_ocr_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from text_recognizer.errors import one_line_parser
+    from text_recognizer.predict import run_command
+
+    parser = one_line_parser(
         prog="python -m text_recognizer.page_ocr",
         description="Read a page of separated handwritten characters with a character model.",
     )
@@ -171,16 +228,30 @@ def page_ocr_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="annotated PNG to write")
     parser.add_argument("--min-size", type=int, default=8, help="smallest box side, in pixels")
     args = parser.parse_args(argv)
-    try:
-        from text_recognizer.predictors import CharacterPredictor
+    return run_command(lambda: _page_ocr(args))
 
-        predictor = CharacterPredictor.from_weights(args.model)
-        text, lines = read_page(args.page, predictor, min_size=args.min_size)
-        if args.out:
-            annotate(args.page, lines, args.out)
-    except UserError as e:
-        return print_error(e)
+
+def _page_ocr(args: argparse.Namespace) -> int:
+    """Check everything (page, --out, --min-size, model) before the work, then read and write."""
+    from text_recognizer.predictors import CharacterPredictor
+    from text_recognizer.preprocessing import MAX_IMAGE_SIDE, check_image_file
+
+    if not 1 <= args.min_size <= MAX_IMAGE_SIDE:
+        raise UserError(
+            f"--min-size must be from 1 to {MAX_IMAGE_SIDE} pixels, got {args.min_size}"
+        )
+    check_image_file(args.page)
+    if args.out:
+        check_out_path(args.out, args.page)
+    predictor = CharacterPredictor.from_weights(args.model)
+    text, lines = read_page(args.page, predictor, min_size=args.min_size)
     print(text)
+    if args.out:
+        try:
+            annotate(args.page, lines, args.out)
+        except StorageError as e:  # the disk filled while working: the run failed (exit 1)
+            print_error(e)
+            return 1
     return 0
 
 

@@ -21,12 +21,11 @@ import itertools
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError, print_error
+from text_recognizer.errors import UserError
 from text_recognizer.preprocessing import is_dark_on_light, load_image
 
 
@@ -224,7 +223,10 @@ def read_paragraph(image: Any, predictor: Any) -> tuple[str, list[tuple[int, int
 
 
 def paragraph_ocr_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from text_recognizer.errors import one_line_parser
+    from text_recognizer.predict import run_command
+
+    parser = one_line_parser(
         prog="python -m text_recognizer.paragraph_ocr",
         description="Read handwritten paragraphs: split into lines, read each with a line model.",
     )
@@ -240,45 +242,57 @@ def paragraph_ocr_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     args = parser.parse_args(argv)
-    try:
-        from text_recognizer.ground_truth import merge_ground_truth, truth_for
-        from text_recognizer.predictors import LinePredictor
+    return run_command(lambda: _paragraph_ocr(args))
 
-        for path in args.images:
-            if not Path(path).is_file():
-                raise UserError(f"{path}: no such file")
-        truth = merge_ground_truth(args.ground_truth) if args.ground_truth else None
-        targets = {}
-        if truth is not None:
-            for path in args.images:
-                target = truth_for(path, truth)
-                if target is None:
-                    raise UserError(
-                        f"{path}: no ground truth for it in {', '.join(args.ground_truth)} "
-                        "(ids are file stems, e.g. a01-077)"
-                    )
-                targets[path] = target
-        predictor = LinePredictor.from_weights(args.model, beam=args.beam)
-        report = ParagraphReport()
-        for path in args.images:
-            start = time.perf_counter()
-            text, bands = read_paragraph(path, predictor)
-            seconds = time.perf_counter() - start
-            row = report.add(path, text, len(bands), targets.get(path), seconds)
-            if args.json:
-                print(json.dumps(row, ensure_ascii=False))
-            elif truth is None:
-                print(text)
-            else:
-                print(
-                    f"== {path}: CER {row['cer']:.3f}, lines {row['lines']}/"
-                    f"{row['true_lines']}, {seconds:.2f} s"
-                )
-                print(text)
-        if truth is not None:
-            print(json.dumps(report.totals()) if args.json else report.summary())
-    except UserError as e:
-        return print_error(e)
+
+def _targets(args: argparse.Namespace) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """The merged ground truth (None without --ground-truth) and each image's text in it."""
+    from text_recognizer.ground_truth import merge_ground_truth, truth_for
+
+    if not args.ground_truth:
+        return None, {}
+    truth = merge_ground_truth(args.ground_truth)
+    targets = {}
+    for path in args.images:
+        target = truth_for(path, truth)
+        if target is None:
+            raise UserError(
+                f"{path}: no ground truth for it in {', '.join(args.ground_truth)} "
+                "(ids are file stems, e.g. a01-077)"
+            )
+        targets[path] = target
+    return truth, targets
+
+
+def _paragraph_ocr(args: argparse.Namespace) -> int:
+    """Check the images (headers), beam and ground truth before loading the model and reading."""
+    from text_recognizer.predictors import LinePredictor, check_beam
+    from text_recognizer.preprocessing import check_image_file
+
+    if args.beam is not None:
+        check_beam(args.beam)
+    for path in args.images:
+        check_image_file(path)
+    truth, targets = _targets(args)
+    predictor = LinePredictor.from_weights(args.model, beam=args.beam)
+    report = ParagraphReport()
+    for path in args.images:
+        start = time.perf_counter()
+        text, bands = read_paragraph(path, predictor)
+        seconds = time.perf_counter() - start
+        row = report.add(path, text, len(bands), targets.get(path), seconds)
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        elif truth is None:
+            print(text)
+        else:
+            print(
+                f"== {path}: CER {row['cer']:.3f}, lines {row['lines']}/"
+                f"{row['true_lines']}, {seconds:.2f} s"
+            )
+            print(text)
+    if truth is not None:
+        print(json.dumps(report.totals()) if args.json else report.summary())
     return 0
 
 

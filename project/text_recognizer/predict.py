@@ -2,20 +2,23 @@
 
 Prints one line of text per image, or with ``--json`` one JSON object per image (text,
 confidence, milliseconds). Exit codes: 0 success, 2 bad input (one ``error: ...`` line): an
-unreadable or empty image, a run directory without weights, weights of a newer format, a model
-of the wrong kind.
+unreadable, empty or oversized image, a folder given as an image, a run directory without
+weights, weights that are corrupt, of a newer format or out of bounds, a model of the wrong kind,
+a beam width outside 1..100; 1 out of memory; 130 interrupted.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
+from typing import Any
 
 
 def predict_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from text_recognizer.errors import one_line_parser
+
+    parser = one_line_parser(
         prog="python -m text_recognizer.predict",
         description="Read the text in images with a saved model (characters or lines).",
     )
@@ -27,30 +30,56 @@ def predict_main(argv: list[str] | None = None) -> int:
         "--kind", choices=("character", "line"), default=None, help="require this model kind"
     )
     args = parser.parse_args(argv)
+    return run_command(lambda: _predict(args))
 
+
+def run_command(work: Any) -> int:
+    """Run a command's work: a UserError is its one line (exit 2), running out of memory one
+    line (exit 1), Ctrl-C exit 130; never a traceback for these."""
     from text_recognizer.errors import UserError, print_error
 
     try:
-        from text_recognizer import predictors
-
-        if args.kind == "character":
-            predictor = predictors.CharacterPredictor.from_weights(args.model)
-        elif args.kind == "line":
-            predictor = predictors.LinePredictor.from_weights(args.model, beam=args.beam)
-        else:
-            predictor = predictors.load_predictor(args.model, beam=args.beam)
-        prepared = [predictor.prepare(path) for path in args.images]  # all checked before output
-        for path, x in zip(args.images, prepared, strict=True):
-            start = time.perf_counter()
-            result = predictor.predict_arrays(x[None])[0]
-            ms = (time.perf_counter() - start) * 1000
-            if args.json:
-                row = {"image": path, "text": result.text, "confidence": result.confidence}
-                print(json.dumps({**row, "ms": round(ms, 3)}, ensure_ascii=False))
-            else:
-                print(result.text)
+        return work()
     except UserError as e:
         return print_error(e)
+    except MemoryError:
+        print(
+            "error: out of memory; use smaller images or a machine with more memory",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _predict(args: Any) -> int:
+    from text_recognizer import predictors
+    from text_recognizer.errors import UserError
+    from text_recognizer.preprocessing import load_image
+
+    if args.beam is not None:
+        predictors.check_beam(args.beam)
+    if args.kind == "character":
+        if args.beam is not None and args.beam > 1:
+            raise UserError("--beam applies to CTC line models, not to --kind character")
+        predictor = predictors.CharacterPredictor.from_weights(args.model)
+    elif args.kind == "line":
+        predictor = predictors.LinePredictor.from_weights(args.model, beam=args.beam)
+    else:
+        predictor = predictors.load_predictor(args.model, beam=args.beam)
+    for path in args.images:  # all checked before any output; read again one at a time below
+        load_image(path)
+    for path in args.images:
+        x = predictor.prepare(path)
+        start = time.perf_counter()
+        result = predictor.predict_arrays(x[None])[0]
+        ms = (time.perf_counter() - start) * 1000
+        if args.json:
+            row = {"image": path, "text": result.text, "confidence": result.confidence}
+            print(json.dumps({**row, "ms": round(ms, 3)}, ensure_ascii=False))
+        else:
+            print(result.text)
     return 0
 
 

@@ -22,6 +22,9 @@ from text_recognizer.errors import UserError
 from text_recognizer.preprocessing import preprocess_image, preprocessing_for
 
 WEIGHTS_NAME = "weights.pt"
+# Pixels per batch: 128 EMNIST characters are 0.1 M; wider inputs get smaller batches, so memory
+# stays bounded whatever input shape the weights declare.
+BATCH_PIXELS = 1 << 22
 
 
 @dataclass
@@ -36,11 +39,16 @@ def weights_path(path: str | Path) -> Path:
     """A run directory or a weights file -> the weights file; a one-line error if there is none."""
     p = Path(path).expanduser()
     if p.is_dir():
-        if not (p / WEIGHTS_NAME).is_file():
+        p = p / WEIGHTS_NAME
+        if p.is_dir():
+            raise UserError(f"{p} is a folder, not a weights file")
+        if not p.is_file():
             raise UserError(
-                f"run directory {p} has no {WEIGHTS_NAME} (train with --save to keep weights)"
+                f"run directory {p.parent} has no {WEIGHTS_NAME} (train with --save to keep weights)"
             )
-        return p / WEIGHTS_NAME
+        return p
+    if p.exists() and not p.is_file():
+        raise UserError(f"{p} is not a regular file (a device or pipe); give a weights.pt file")
     if not p.is_file():
         raise UserError(f"no run directory or weights file at {p}")
     return p
@@ -87,11 +95,18 @@ class Predictor:
         return self.predict_batch([image])[0]
 
     def predict_batch(self, images: Sequence[Any], batch_size: int = 128) -> list[Prediction]:
-        """Texts and confidences for many images, preprocessed one by one, run in batches."""
-        if len(images) == 0:
-            return []
-        x = np.stack([self.prepare(image) for image in images])
-        return self.predict_arrays(x, batch_size)
+        """Texts and confidences for many images, preprocessed a batch at a time (bounded memory)."""
+        size = self.batch_size(batch_size)
+        out: list[Prediction] = []
+        for i in range(0, len(images), size):
+            x = np.stack([self.prepare(image) for image in images[i : i + size]])
+            out += self.predict_arrays(x, size)
+        return out
+
+    def batch_size(self, requested: int) -> int:
+        """``requested``, lowered so that a batch holds at most BATCH_PIXELS input pixels."""
+        height, width = self.input_shape
+        return max(1, min(int(requested), BATCH_PIXELS // max(1, height * width)))
 
     def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
         """Predictions for already prepared (N, H, W) uint8 arrays (what evaluate.py runs)."""
@@ -115,6 +130,7 @@ class CharacterPredictor(Predictor):
     def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
         model = self.model
         out: list[Prediction] = []
+        batch_size = self.batch_size(batch_size)
         for i in range(0, len(x), batch_size):
             xb = model.preprocess(model.to_tensor(np.ascontiguousarray(x[i : i + batch_size])))
             conf, idx = model.network(xb).float().softmax(-1).max(-1)
@@ -133,15 +149,16 @@ class LinePredictor(Predictor):
 
     def __init__(self, model: Any, beam: int | None = None) -> None:
         super().__init__(model)
-        if beam is not None and beam > 1:
+        if beam is not None:
             self.set_beam(beam)
 
     def set_beam(self, beam: int) -> None:
         """Decode with CTC beam search of this width (1 = greedy); CTC models only."""
+        beam = check_beam(beam)
         if not hasattr(self.model, "beam_width"):
+            if beam == 1:
+                return  # greedy is what a fixed-length LineModel does anyway
             raise UserError(f"--beam needs a CTC line model; this is a {type(self.model).__name__}")
-        if beam < 1:
-            raise UserError(f"--beam must be >= 1, got {beam}")
         self.model.decode = "beam" if beam > 1 else "greedy"
         self.model.beam_width = beam
 
@@ -155,8 +172,10 @@ class LinePredictor(Predictor):
     def from_run(cls, run_dir: str | Path, beam: int | None = None) -> LinePredictor:
         return cls.from_weights(run_dir, beam=beam)
 
+    @torch.no_grad()  # no autograd graph: memory is the batch's activations only
     def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
-        texts, confidences = self.model.predict(np.ascontiguousarray(x), batch_size=batch_size)
+        x, size = np.ascontiguousarray(x), self.batch_size(batch_size)
+        texts, confidences = self.model.predict(x, batch_size=size)
         return [Prediction(t, float(c)) for t, c in zip(texts, confidences, strict=True)]
 
 
@@ -165,9 +184,22 @@ def load_predictor(path: str | Path, beam: int | None = None) -> Predictor:
     from text_recognizer.models.base import Model
     from text_recognizer.models.character_model import CharacterModel
 
+    if beam is not None:
+        check_beam(beam)
     model = Model.load(weights_path(path))
     if isinstance(model, CharacterModel):
         if beam is not None and beam > 1:
             raise UserError("--beam applies to CTC line models; this is a CharacterModel")
         return CharacterPredictor(model)
     return LinePredictor(model, beam=beam)
+
+
+def check_beam(beam: object) -> int:
+    """A beam width from the command line or a caller: 1 (greedy) to MAX_BEAM_WIDTH, else a
+    one-line UserError saying what is valid."""
+    from text_recognizer.decoding import check_beam_width
+
+    try:
+        return check_beam_width(beam, "--beam")
+    except ValueError as e:
+        raise UserError(f"{e} (1 = greedy decoding)") from None

@@ -8,7 +8,7 @@ dict existed get one rebuilt from the dataset name and its ``dataset_args``
 
 A ``preprocessing`` dict has ``resize`` and the target ``height`` / ``width``:
 
-- ``square`` (characters): pad to a centred square with background, resize to height x width;
+- ``square`` (characters): scale the longer side to the target, centre on a black background;
 - ``crop`` (Kaggle default): place top-left on the canvas, crop what sticks out right/bottom;
 - ``keep_aspect`` (Kaggle option): scale to fit the canvas whole, then place top-left;
 - ``fit_height`` (IAM and generated lines): scale to the height keeping aspect, left-align, pad
@@ -21,15 +21,22 @@ median of the image border decides, as paper is the background.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, one_line, storage_error
 
 RESIZE_MODES = ("square", "crop", "keep_aspect", "fit_height")
 POLARITIES = ("auto", "dark", "light")
+# Raster formats PIL decodes itself; EPS/PDF and the like would run external programs.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")
+# Bounds on what is read: a 600 dpi A4 scan is 4960x7016 (35 M pixels). A PNG of a few hundred
+# bytes can claim any size, so these are checked on the header, before decoding.
+MAX_IMAGE_SIDE = 32768
+MAX_IMAGE_PIXELS = 1 << 26
 
 
 class ImageError(UserError):
@@ -40,36 +47,114 @@ def load_image(image: Any) -> Any:
     """A path, numpy array or PIL image -> a PIL image in mode ``L`` (8-bit grayscale).
 
     16-bit and float images are scaled to 0..255 (PIL's own ``convert("L")`` clips them);
-    transparency is composited over white, as a page shows it.
+    transparency is composited over white, as a page shows it. Images larger than
+    :data:`MAX_IMAGE_PIXELS` or :data:`MAX_IMAGE_SIDE` are refused before they are decoded, so a
+    few bytes of PNG cannot claim gigabytes.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"{path}: no such file")
+        img = _open_file(Path(image), decode=True)
         try:
-            img = Image.open(path)
-            img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{path}: not a readable image ({type(e).__name__})") from None
-    elif isinstance(image, np.ndarray):
-        img = _array_to_pil(image)
-    elif isinstance(image, Image.Image):
-        img = image
-    else:
-        raise ImageError(f"expected a path, numpy array or PIL image, got {type(image).__name__}")
-    if img.width == 0 or img.height == 0:
-        raise ImageError(f"empty image ({img.width}x{img.height} pixels)")
+            return _to_gray(img)  # always a new image: the file (a GIF's frames) can be closed
+        except ImageError as e:
+            raise ImageError(f"{image}: {e}") from None
+        finally:
+            img.close()
+    if isinstance(image, np.ndarray):
+        return _to_gray(_array_to_pil(image))
+    if isinstance(image, Image.Image):
+        return _to_gray(image)
+    raise ImageError(f"expected a path, numpy array or PIL image, got {type(image).__name__}")
+
+
+def _to_gray(img: Any) -> Any:
+    from PIL import Image
+
+    check_image_size(img.width, img.height)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return _array_to_pil(np.asarray(img))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if img.mode == "LAB":  # PIL converts LAB to nothing but RGBA; its L channel is the lightness
+        img = img.getchannel("L")
+    if img.mode in ("P", "La", "RGBa"):  # palette and premultiplied alpha: straight alpha first
+        img = img.convert("LA" if img.mode == "La" else "RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
-    return img.convert("L")
+    try:
+        return img.convert("L")
+    except (ValueError, OSError) as e:
+        raise ImageError(f"cannot convert a {img.mode} image to grayscale ({e})") from None
+
+
+def check_image_file(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header only: a cheap check before the work."""
+    img = _open_file(Path(path), decode=False)
+    try:
+        check_image_size(img.width, img.height, path)
+        return img.width, img.height
+    finally:
+        img.close()
+
+
+def check_image_size(width: int, height: int, where: object = None) -> None:
+    """Refuse an empty image, or one too large to read in bounded memory and time."""
+    prefix = f"{where}: " if where is not None else ""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{prefix}empty image ({width}x{height} pixels)")
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{prefix}image is {width}x{height} pixels; images up to {MAX_IMAGE_SIDE} pixels a "
+            f"side and {MAX_IMAGE_PIXELS:,} pixels in all are read (scale or crop it)"
+        )
+
+
+def _open_file(path: Path, decode: bool) -> Any:
+    """Open (and with ``decode``, decode) an image file; every failure is one ImageError line."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=IMAGE_FORMATS)
+            check_image_size(img.width, img.height, path)
+            if decode:
+                img.load()
+    except Image.DecompressionBombError as e:
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(pixels[1]):,} pixels" if pixels else "too many pixels"
+        raise ImageError(
+            f"{path}: image has {size}; images up to {MAX_IMAGE_PIXELS:,} pixels are read "
+            "(scale or crop it)"
+        ) from None
+    except PermissionError as e:
+        raise storage_error(e, path, "read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # PIL's own texts vary and can be long: say which kind of failure it was
+        if _is_empty(path):
+            what = "the file is empty"
+        elif isinstance(e, UnidentifiedImageError):
+            what = "not a known image format"
+        else:
+            what = f"corrupt or truncated image data: {one_line(e)[:80]}"
+        raise ImageError(
+            f"{path}: not a readable image ({what}); expected {', '.join(IMAGE_FORMATS)}"
+        ) from None
+    return img
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _array_to_pil(array: np.ndarray) -> Any:
@@ -149,13 +234,19 @@ def preprocess_image(
         out = np.zeros((height, width), dtype=np.uint8)
         out[:, :new_w] = np.asarray(img, dtype=np.uint8)
         return out
-    if mode == "square":  # characters: centre on a black square, then resize
+    if mode == "square":  # characters: scale the longer side to fit, centre on black
         if img.size == (width, height):
             return np.asarray(img, dtype=np.uint8).copy()
+        # Resizing before padding keeps the work at the image's own size: padding first made a
+        # 100000x1 image a 100000x100000 canvas (10 GB).
         side = max(img.width, img.height)
-        canvas = Image.new("L", (side, side), 0)
-        canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
-        return np.asarray(canvas.resize((width, height), bilinear), dtype=np.uint8)
+        new_w = max(1, min(width, round(img.width * width / side)))
+        new_h = max(1, min(height, round(img.height * height / side)))
+        small = np.asarray(img.resize((new_w, new_h), bilinear), dtype=np.uint8)
+        out = np.zeros((height, width), dtype=np.uint8)
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = small
+        return out
     raise ValueError(f"unknown resize mode {mode!r}; expected one of {RESIZE_MODES}")
 
 
