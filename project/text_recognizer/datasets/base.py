@@ -4,26 +4,49 @@ A subclass says where its raw files come from (``metadata.toml``) and how to tur
 (``process``); the base class downloads, caches the arrays in HDF5 under a name made of the arguments
 that shaped them, carves a seeded validation split out of train, and subsamples on request. The test
 split is kept apart for the final evaluation only.
+
+The cache is trusted only when it proves itself: a crc32 of the whole file (checked before HDF5
+parses it), consistent arrays with labels inside the mapping, and a fingerprint of the raw files it
+was built from. Anything else is rebuilt with a one-line warning. Writing it is atomic, and a full
+disk or read-only folder is one ``StorageError`` line (exit 2), never a half-written file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
+import os
+import struct
 import sys
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
 from text_recognizer import paths
-from text_recognizer.errors import DataError
-from text_recognizer.fileio import atomic_path
+from text_recognizer.errors import (
+    DataError,
+    StorageError,
+    check_output_file,
+    one_line,
+    storage_error,
+)
+from text_recognizer.fileio import atomic_path, clean_stale_temps
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2  # 2: synthetic line glyphs never clipped (fonts with overhangs)
+# 2: synthetic line glyphs never clipped (fonts with overhangs); 3: checksummed file, raw-file
+# fingerprint
+CACHE_FORMAT = 3
 SPLIT_KEYS = ("x_trainval", "y_trainval", "x_test", "y_test")
+# The cache file: a 512-byte HDF5 user block (MAGIC, crc32 and length of the rest), then HDF5.
+USERBLOCK = 512
+MAGIC = b"TRCACHE1"
+_HEADER = struct.Struct(">8sIQ")
 
 
 class Dataset:
@@ -128,44 +151,112 @@ class Dataset:
     def cache_path(self) -> Path:
         return paths.processed_dir(self.name) / f"{self.name}_{self.cache_key()}.h5"
 
+    def raw_files(self) -> list[Path]:
+        """The raw files (or folders of them) the arrays are made from; see `raw_fingerprint`."""
+        return [self.data_dir / f for f in self.required_files]
+
+    def raw_fingerprint(self) -> str:
+        """A digest of the raw files' names, sizes and modification times, stored in the cache:
+        a cache built from other raw files (rewritten, replaced) is rebuilt. '' if none exist."""
+        return files_fingerprint(self.raw_files())
+
     def _read_cache(self, path: Path) -> tuple[dict[str, np.ndarray], list[str]] | None:
-        import h5py
+        """The cached arrays, or None (with a one-line warning) when the cache must be rebuilt.
 
-        if not path.exists():
-            return None
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("format") != CACHE_FORMAT:
-                    raise ValueError(f"format {f.attrs.get('format')} != {CACHE_FORMAT}")
-                arrays = {k: f[k][()] for k in (*SPLIT_KEYS, *self.extra_keys)}
-                mapping = json.loads(f.attrs["mapping"])
-                self.skipped = json.loads(f.attrs.get("skipped", "{}"))
-                self.skipped_examples = json.loads(f.attrs.get("skipped_examples", "{}"))
-            for split in ("trainval", "test"):
-                if len(arrays[f"x_{split}"]) != len(arrays[f"y_{split}"]):
-                    raise ValueError(f"{split} images and labels differ in length")
-            return arrays, mapping
-        except Exception as e:  # a corrupt or truncated cache is rebuilt, never a crash
-            print(
-                f"cache {path} is unreadable ({type(e).__name__}: {e}); rebuilding", file=sys.stderr
+        The file's checksum is verified before HDF5 parses a byte of it: HDF5 serves flipped
+        bits as wrong pixels, and some damaged metadata makes it hang.
+        """
+        if path.exists() and not path.is_file():  # a folder, or a FIFO that would block open()
+            what = "a folder" if path.is_dir() else "not a regular file"
+            raise StorageError(
+                f"cache {path} is {what}; move it out of the way (it is left as it is) and run "
+                "again"
             )
-            path.unlink(missing_ok=True)
+        try:
+            with open(path, "rb") as raw:
+                problem = verify_checksum(raw)
+                cached = None if problem else self._load_cache_file(raw)
+        except FileNotFoundError:
             return None
+        except PermissionError as e:
+            raise storage_error(e, path, "read") from None
+        except Exception as e:  # an unreadable cache is rebuilt, never a crash
+            problem, cached = f"is unreadable ({type(e).__name__}: {one_line(e)[:200]})", None
+        if cached is not None:
+            problem = self._cache_problem(*cached)
+        if problem or cached is None:
+            print(f"warning: cache {path} {problem}; rebuilding", file=sys.stderr)
+            return None
+        arrays, mapping, attrs = cached
+        self.skipped = attrs["skipped"]
+        self.skipped_examples = attrs["skipped_examples"]
+        return arrays, mapping
 
-    def _write_cache(self, path: Path, arrays: dict[str, np.ndarray], mapping: list[str]) -> None:
+    def _load_cache_file(
+        self, raw: BinaryIO
+    ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
         import h5py
 
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            for key in (*SPLIT_KEYS, *self.extra_keys):
-                a = np.asarray(arrays[key])
-                # Chunks of whole images, so a per-image reader does not decode 4x4 tiles.
-                chunks = (max(1, min(64, len(a))), *a.shape[1:]) if a.ndim > 1 and len(a) else None
-                f.create_dataset(key, data=a, chunks=chunks, compression="lzf" if chunks else None)
-            f.attrs["format"] = CACHE_FORMAT
-            f.attrs["mapping"] = json.dumps(mapping)
-            f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
-            f.attrs["skipped"] = json.dumps(self.skipped)
-            f.attrs["skipped_examples"] = json.dumps(self.skipped_examples)
+        with h5py.File(raw, "r") as f:
+            if f.attrs.get("format") != CACHE_FORMAT:
+                raise ValueError(f"format {f.attrs.get('format')} != {CACHE_FORMAT}")
+            arrays = {k: f[k][()] for k in (*SPLIT_KEYS, *self.extra_keys)}
+            attrs = {
+                "mapping": json.loads(f.attrs["mapping"]),
+                "skipped": json.loads(f.attrs.get("skipped", "{}")),
+                "skipped_examples": json.loads(f.attrs.get("skipped_examples", "{}")),
+                "raw_fingerprint": str(f.attrs.get("raw_fingerprint", "")),
+            }
+        return arrays, attrs["mapping"], attrs
+
+    def _cache_problem(
+        self, arrays: dict[str, np.ndarray], mapping: list[str], attrs: dict[str, Any]
+    ) -> str | None:
+        """Why cached arrays cannot be served (raw files changed, inconsistent arrays), or None."""
+        current = self.raw_fingerprint()
+        if current and current != attrs["raw_fingerprint"]:
+            return "was built from other raw files (they changed since)"
+        if not isinstance(mapping, list) or not mapping:
+            return "has no class mapping"
+        return check_arrays(arrays, len(mapping), self.extra_keys)
+
+    def _write_cache(
+        self, path: Path, arrays: dict[str, np.ndarray], mapping: list[str], fingerprint: str = ""
+    ) -> None:
+        """Write the cache atomically; a full disk or read-only folder is one StorageError line.
+
+        HDF5 writes through `_LatchedFile`, which never lets it see a failed write (HDF5 then
+        crashed while closing), and the file is sealed with a checksum of everything HDF5 wrote.
+        """
+        import h5py
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale_temps(path.parent)  # leftovers of writers killed mid-write
+            with atomic_path(path) as tmp, open(tmp, "w+b", buffering=0) as raw:
+                sink = _LatchedFile(raw)
+                with h5py.File(sink, "w", userblock_size=USERBLOCK) as f:
+                    self._fill_cache(f, arrays, mapping, fingerprint)
+                if sink.error is not None:
+                    raise sink.error
+                seal_checksum(raw)
+        except OSError as e:
+            raise _cache_error(storage_error(e, path)) from None
+
+    def _fill_cache(
+        self, f: Any, arrays: dict[str, np.ndarray], mapping: list[str], fingerprint: str
+    ) -> None:
+        for key in (*SPLIT_KEYS, *self.extra_keys):
+            a = np.asarray(arrays[key])
+            # Chunks of whole images, so a per-image reader does not decode 4x4 tiles.
+            chunks = (max(1, min(64, len(a))), *a.shape[1:]) if a.ndim > 1 and len(a) else None
+            f.create_dataset(key, data=a, chunks=chunks, compression="lzf" if chunks else None)
+        f.attrs["format"] = CACHE_FORMAT
+        f.attrs["mapping"] = json.dumps(mapping)
+        f.attrs["args"] = json.dumps({k: self.args.get(k) for k in self.shaping_args})
+        f.attrs["skipped"] = json.dumps(self.skipped)
+        f.attrs["skipped_examples"] = json.dumps(self.skipped_examples)
+        f.attrs["raw_fingerprint"] = fingerprint
 
     # ----- loading -------------------------------------------------------------------------------
     def load_or_generate_data(self) -> Dataset:
@@ -176,11 +267,17 @@ class Dataset:
 
             from text_recognizer import progress
 
+            clean_stale_temps(self.cache_path.parent)  # leftovers of killed writers, first
+            try:  # refuse a read-only or full processed folder now, not after processing
+                check_output_file(self.cache_path, "cache")
+            except StorageError as e:
+                raise _cache_error(e) from None
             self.prepare_raw_data()
             start = time.perf_counter()
             progress.line(f"processing {type(self).__name__} into {self.cache_path} ...")
+            fingerprint = self.raw_fingerprint()  # before reading: a later change is seen
             arrays, mapping = self.process()
-            self._write_cache(self.cache_path, arrays, mapping)
+            self._write_cache(self.cache_path, arrays, mapping, fingerprint)
             progress.line(f"processed in {time.perf_counter() - start:.1f}s")
         else:
             arrays, mapping = cached
@@ -271,6 +368,134 @@ class Dataset:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+def _cache_error(error: StorageError) -> StorageError:
+    return StorageError(
+        f"{error} (the processed-data cache; TEXT_RECOGNIZER_DATA_DIR moves the data folder)"
+    )
+
+
+def files_fingerprint(files: Iterable[Path]) -> str:
+    """sha1 of (path, size, mtime_ns) of the existing files, every file under a folder included;
+    '' when none exists (a cache whose raw files were removed is still served)."""
+    rows = []
+    for top in files:
+        found = sorted(p for p in Path(top).rglob("*") if p.is_file()) if top.is_dir() else [top]
+        for path in found:
+            try:
+                info = path.stat()
+            except OSError:
+                continue
+            rows.append(f"{path}|{info.st_size}|{info.st_mtime_ns}")
+    return hashlib.sha1("\n".join(rows).encode()).hexdigest() if rows else ""
+
+
+def check_arrays(
+    arrays: dict[str, np.ndarray], num_classes: int, extra_keys: Iterable[str] = ()
+) -> str | None:
+    """Why cached split arrays are inconsistent (lengths, shapes, labels out of range), or None."""
+    for split in ("trainval", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim < 2 or x.shape[1:] != arrays["x_trainval"].shape[1:]:
+            return f"has {split} images of shape {x.shape}"
+        if len(x) != len(y):
+            return f"has {len(x)} {split} images but {len(y)} labels"
+        if y.dtype.kind not in "iu":
+            return f"has {split} labels of type {y.dtype}"
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            return f"has {split} labels outside 0..{num_classes - 1}"
+    for key in extra_keys:
+        if len(arrays[key]) != len(arrays["x_trainval"]):
+            return f"has {len(arrays[key])} {key} values for {len(arrays['x_trainval'])} images"
+    return None
+
+
+def verify_checksum(raw: BinaryIO) -> str | None:
+    """Why the cache file open in ``raw`` fails its checksum, or None; leaves it at offset 0."""
+    header = raw.read(USERBLOCK)
+    if len(header) < USERBLOCK:
+        return "is truncated"
+    magic, crc, length = _HEADER.unpack_from(header)
+    if magic != MAGIC:
+        return "has no checksum (an older cache format, or not a cache)"
+    if os.fstat(raw.fileno()).st_size != USERBLOCK + length:
+        return "has the wrong length (truncated or appended to)"
+    found = 0
+    while block := raw.read(1 << 22):
+        found = zlib.crc32(block, found)
+    raw.seek(0)
+    return None if found == crc else "fails its checksum (damaged on disk)"
+
+
+def seal_checksum(raw: BinaryIO) -> None:
+    """Write the user block header (MAGIC, crc32, length) of the cache HDF5 just wrote in ``raw``."""
+    raw.flush()
+    raw.seek(USERBLOCK)
+    crc = length = 0
+    while block := raw.read(1 << 22):
+        crc, length = zlib.crc32(block, crc), length + len(block)
+    raw.seek(0)
+    raw.write(_HEADER.pack(MAGIC, crc, length))
+    raw.flush()
+
+
+class _LatchedFile(io.RawIOBase):
+    """A file HDF5 writes through: the first failed write is kept in ``error`` and the rest of
+    the writes are dropped, so HDF5 closes cleanly and the caller raises the real OSError."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)  # unbuffered: a seek never writes
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        return self.raw.readinto(buffer)  # type: ignore[attr-defined]
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        if self.error is None:
+            try:
+                while done < len(view):  # an unbuffered write may be short near a full disk
+                    written = self.raw.write(view[done:])
+                    if not written:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    done += written
+            except OSError as e:
+                self.error = e
+        self.raw.seek(len(view) - done, os.SEEK_CUR)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        if self.error is None:
+            try:
+                return self.raw.truncate(size)
+            except OSError as e:
+                self.error = e
+        return self.raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self.raw.flush()
+            except OSError as e:
+                self.error = e
 
 
 def _subsample(idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:

@@ -18,19 +18,22 @@ Where several codes share one label (bymerge/balanced merge e.g. C/c), the first
 
 from __future__ import annotations
 
-import shutil
+import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
 from text_recognizer import paths
 from text_recognizer.datasets import EMNIST_SPLITS
 from text_recognizer.datasets.base import Dataset, summary_main
-from text_recognizer.errors import ConfigError, DataError
+from text_recognizer.errors import ConfigError, DataError, storage_error
+from text_recognizer.fileio import _host_tag, clean_stale_temps
 
 ARCHIVE = "matlab.zip"
 IMAGE_SIZE = 28
@@ -73,6 +76,9 @@ class EmnistDataset(Dataset):
     def mat_path(self) -> Path:
         return self.data_dir / mat_member(self.split)
 
+    def raw_files(self) -> list[Path]:
+        return [self.mat_path if self.mat_path.is_file() else self.data_dir / ARCHIVE]
+
     def missing_files(self) -> list[str]:
         """Either the archive or the extracted split file will do."""
         if self.mat_path.is_file() or (self.data_dir / ARCHIVE).is_file():
@@ -105,7 +111,6 @@ class EmnistDataset(Dataset):
         member = mat_member(self.split)
         where = f"{archive}!{member}"
         tmp_root = paths.processed_dir(self.name)
-        tmp_root.mkdir(parents=True, exist_ok=True)
         try:
             with zipfile.ZipFile(archive) as zf:
                 names = zf.namelist()
@@ -117,17 +122,44 @@ class EmnistDataset(Dataset):
                             f"{', '.join(names[:3]) or 'none'}); is it NIST's EMNIST {ARCHIVE}?"
                         )
                     member, where = alike[0], f"{archive}!{alike[0]}"
-                with tempfile.TemporaryDirectory(dir=tmp_root, prefix=".extract-") as tmp:
-                    target = Path(tmp) / Path(member).name  # our own name: no path from the zip
-                    with zf.open(member) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-                    return read_emnist_mat(target, where)
+                # our own name: no path from the zip
+                with zf.open(member) as src, scratch_copy(src, tmp_root, Path(member).name) as tmp:
+                    return read_emnist_mat(tmp, where)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError) as e:
             raise DataError(
                 f"{archive} is not a readable zip archive ({e}); delete it and retry"
             ) from None
         except OSError as e:
             raise DataError(f"cannot read {where}: {e}") from None
+
+
+@contextmanager
+def scratch_copy(src: BinaryIO, folder: Path, name: str) -> Iterator[Path]:
+    """A temporary copy of ``src`` in ``folder``, removed after use.
+
+    Named like fileio's temp files, so a copy left by a killed process is removed by the next
+    ``clean_stale_temps``; a failed write (full disk, read-only folder) is one StorageError line.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(folder)
+        prefix = f".{name}.{_host_tag()}-{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise storage_error(e, folder) from None
+    path = Path(tmp)
+    try:
+        with open(fd, "wb", buffering=0) as dst:  # unbuffered: a write error shows at write
+            while block := src.read(1 << 20):  # a read error is the archive's: not caught here
+                view = memoryview(block)
+                try:
+                    while view:
+                        view = view[dst.write(view) :]
+                except OSError as e:
+                    raise storage_error(e, f"a temporary copy of {name} in {folder}") from None
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def read_emnist_mat(path: Path, source: str) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -57,6 +57,7 @@ from text_recognizer.datasets.line_composer import (
 from text_recognizer.datasets.line_texts import (
     CORPUS_NAME,
     PhraseSampler,
+    corpus_path,
     digit_strings,
     ensure_corpus,
     read_brown_sentences,
@@ -157,8 +158,13 @@ class EmnistLinesDataset(Dataset):
         if not self.digits_only:
             ensure_corpus(self.corpus_dir)
 
-    def load_characters(self) -> Dataset:
-        """The character dataset, with all of its train split as train (no validation carve)."""
+    def raw_files(self) -> list[Path]:
+        """The character dataset's raw files and the corpus: they key the cache."""
+        corpus = [] if self.digits_only else [corpus_path(self.corpus_dir)]
+        return [*self.characters().raw_files(), *corpus]
+
+    def characters(self) -> Dataset:
+        """The character dataset, not loaded, with all of its train split as train."""
         from text_recognizer.datasets import DATASETS
 
         source = self.args["char_source"]
@@ -167,7 +173,11 @@ class EmnistLinesDataset(Dataset):
             kwargs["split"] = self.args["emnist_split"]
         else:
             kwargs["test_set_only"] = self.args["mnist_test_set_only"]
-        return DATASETS[source].load()(**kwargs).load_or_generate_data()
+        return DATASETS[source].load()(**kwargs)
+
+    def load_characters(self) -> Dataset:
+        """The character dataset, loaded (no validation carve)."""
+        return self.characters().load_or_generate_data()
 
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
         chars = self.load_characters()

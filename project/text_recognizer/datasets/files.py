@@ -90,7 +90,16 @@ class FileTree:
         folder, _, base = rel.rpartition("/")
         return base in self.list_dir(folder)
 
-    def read_bytes(self, rel: str) -> bytes:
+    def read_bytes(self, rel: str, max_size: int | None = None) -> bytes:
+        """The file's bytes; OSError if it is larger than ``max_size`` (a zip bomb member)."""
+        if max_size is not None:
+            size = (
+                (self.path / rel).stat().st_size
+                if self._zip is None
+                else self._zip.getinfo(self.prefix + rel).file_size
+            )
+            if size > max_size:
+                raise OSError(f"{self.where(rel)} is {size:,} bytes, over {max_size:,}")
         if self._zip is None:
             return (self.path / rel).read_bytes()
         try:
@@ -126,8 +135,15 @@ def open_zip(path: Path, what: str) -> zipfile.ZipFile:
 
 def read_image_bytes(data: bytes) -> Any:
     """A PIL image from bytes, fully decoded now (so a truncated file fails here, not later)."""
+    import warnings
+
     from PIL import Image
 
-    img = Image.open(io.BytesIO(data))
+    from text_recognizer.preprocessing import check_image_size
+
+    with warnings.catch_warnings():  # PIL's bomb warning: refused below in any case
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data))
+    check_image_size(img.width, img.height)  # a few bytes can claim gigapixels: before decoding
     img.load()
     return img

@@ -53,6 +53,9 @@ LINES_TXT = "ascii/lines.txt"
 SPLIT_FILES = {"train": "train.uttlist", "validation": "validation.uttlist", "test": "test.uttlist"}
 LINE_PADDING = 16  # full-resolution pixels around a line's component boxes (8 on FSDL's forms)
 FSDL_FORM_SCALE = 0.5
+# Read limits (a zip member can inflate to anything): IAM's forms are 1-4 MB, their XML 30 KB.
+MAX_IMAGE_BYTES = 64 << 20
+MAX_XML_BYTES = 16 << 20
 # Every character of the 13,353 official transcriptions, so the mapping never depends on which
 # lines a copy happens to hold.
 IAM_CHARACTERS = " !\"#&'()*+,-./0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -130,29 +133,39 @@ def parse_form_xml(data: bytes, where: str) -> tuple[int | None, list[IamLine]]:
         raise DataError(f"{where} is not well-formed XML ({e})") from None
     width = root.attrib.get("width")
     lines = []
-    for el in root.iterfind("handwritten-part/line"):
-        boxes = [
-            (
-                int(c.get("x", 0)),
-                int(c.get("y", 0)),
-                int(c.get("width", 0)),
-                int(c.get("height", 0)),
-            )
-            for c in el.iterfind("word/cmp")
-        ]
-        words = [w.get("text", "") for w in el.iterfind("word")]
-        text = " ".join(words).replace("&quot;", '"').replace("&amp;", "&")
-        if boxes:
-            x0 = min(b[0] for b in boxes)
-            y0 = min(b[1] for b in boxes)
-            x1 = max(b[0] + b[2] for b in boxes)
-            y1 = max(b[1] + b[3] for b in boxes)
-            box = (x0, y0, x1 - x0, y1 - y0)
-        else:
-            box = (0, 0, 0, 0)
-        ok = el.get("segmentation", "ok") == "ok"
-        lines.append(IamLine(el.get("id", ""), ok, int(el.get("threshold", 0) or 0), 0, box, text))
-    return (int(width) if width and width.isdigit() else None), lines
+    try:
+        for el in root.iterfind("handwritten-part/line"):
+            lines.append(_xml_line(el))
+    except ValueError as e:
+        raise DataError(
+            f"{where}: a line has a non-integer coordinate or threshold ({e})"
+        ) from None
+    return (int(width) if width and width.isdecimal() and len(width) < 10 else None), lines
+
+
+def _xml_line(el: ElementTree.Element) -> IamLine:
+    """One ``handwritten-part/line`` element: its words' text and the union of its boxes."""
+    boxes = [
+        (
+            int(c.get("x", 0)),
+            int(c.get("y", 0)),
+            int(c.get("width", 0)),
+            int(c.get("height", 0)),
+        )
+        for c in el.iterfind("word/cmp")
+    ]
+    words = [w.get("text", "") for w in el.iterfind("word")]
+    text = " ".join(words).replace("&quot;", '"').replace("&amp;", "&")
+    if boxes:
+        x0 = min(b[0] for b in boxes)
+        y0 = min(b[1] for b in boxes)
+        x1 = max(b[0] + b[2] for b in boxes)
+        y1 = max(b[1] + b[3] for b in boxes)
+        box = (x0, y0, x1 - x0, y1 - y0)
+    else:
+        box = (0, 0, 0, 0)
+    ok = el.get("segmentation", "ok") == "ok"
+    return IamLine(el.get("id", ""), ok, int(el.get("threshold", 0) or 0), 0, box, text)
 
 
 def fit_line(image: Any, height: int, width: int) -> tuple[np.ndarray, bool]:
@@ -229,6 +242,19 @@ class IamLinesDataset(Dataset):
             if all((folder / f).is_file() for f in SPLIT_FILES.values()):
                 return folder
         return None
+
+    def raw_files(self) -> list[Path]:
+        """The split lists and the layout's transcriptions and images: they key the cache."""
+        lists = self.split_lists_dir()
+        files = [lists / f for f in SPLIT_FILES.values()] if lists else []
+        fsdl = self._fsdl_folder()
+        if self.layout() == "official":
+            files += [self.data_dir / LINES_TXT, self.data_dir / "lines"]
+        elif fsdl is not None:
+            files += [fsdl / "xml", fsdl / "forms"]
+        else:
+            files.append(self.data_dir / ARCHIVE)
+        return files
 
     def missing_files(self) -> list[str]:
         missing = []
@@ -327,6 +353,8 @@ class IamLinesDataset(Dataset):
                     self.note_skip("missing_image", line.image_path)
                     continue
                 try:
+                    if path.stat().st_size > MAX_IMAGE_BYTES:
+                        raise OSError(f"over {MAX_IMAGE_BYTES:,} bytes")
                     image = read_image_bytes(path.read_bytes())
                 except Exception as e:  # any undecodable file is a counted skip, never a crash
                     self.note_skip("undecodable_image", f"{line.image_path} ({type(e).__name__})")
@@ -355,9 +383,11 @@ class IamLinesDataset(Dataset):
 
     def _crop_form(self, tree: FileTree, name: str, forms: set[str], keep: Any, add: Any) -> None:
         form_id = name[: -len(".xml")]
-        form_width, lines = parse_form_xml(
-            tree.read_bytes(f"xml/{name}"), tree.where(f"xml/{name}")
-        )
+        try:
+            data = tree.read_bytes(f"xml/{name}", MAX_XML_BYTES)
+        except OSError as e:
+            raise DataError(f"cannot read {tree.where(f'xml/{name}')}: {e}") from None
+        form_width, lines = parse_form_xml(data, tree.where(f"xml/{name}"))
         wanted = [(line, keep(line)) for line in lines]
         wanted = [(line, split) for line, split in wanted if split is not None]
         if not wanted:
@@ -369,7 +399,8 @@ class IamLinesDataset(Dataset):
             self.note_skip("missing_image", f"forms/{form_id}.jpg", len(wanted))
             return
         try:
-            form = read_image_bytes(tree.read_bytes(f"forms/{image_name}")).convert("L")
+            form = read_image_bytes(tree.read_bytes(f"forms/{image_name}", MAX_IMAGE_BYTES))
+            form = form.convert("L")
         except Exception as e:
             self.note_skip(
                 "undecodable_image", f"forms/{image_name} ({type(e).__name__})", len(wanted)

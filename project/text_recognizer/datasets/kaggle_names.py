@@ -17,7 +17,12 @@ Cleaning, as users of this set expect, each reason counted in ``skipped`` with e
   (checked on the 82,740 rows of the shared validation and test CSVs). Labels with any other
   character are reported and skipped, never silently altered;
 - labels longer than ``max_length`` are skipped;
-- rows whose image is missing or cannot be decoded are skipped and named in one warning line.
+- rows whose image is missing or cannot be decoded are skipped and named in one warning line;
+- rows with an empty FILENAME are skipped (``empty_filename``); a row repeated is used once
+  (``duplicate_row``); an image given different labels is dropped (``conflicting_labels``), as
+  which label is right is unknown and its copies could land in both train and test;
+- a damaged CSV (an unterminated quote running over lines, a field over 128 KB) is a one-line
+  ``DataError`` naming the line.
 
 All decoding happens while building the cache, so nothing can fail later inside a DataLoader.
 
@@ -64,6 +69,9 @@ DROPPED_LABELS = {
     "UNREADABLE": "unreadable_label",
     "EMPTY": "empty_marker_label",
 }
+# Read limits (a zip member can inflate to anything): the official train CSV is 10 MB, images 30 KB.
+MAX_CSV_BYTES = 256 << 20
+MAX_IMAGE_BYTES = 16 << 20
 SPLIT_SEED = 2020  # fixed: split_from_available holds out the same images in every run
 KAGGLE_DATASET = "landlord/handwriting-recognition"
 KAGGLE_DOWNLOAD_URL = f"https://www.kaggle.com/api/v1/datasets/download/{KAGGLE_DATASET}"
@@ -86,17 +94,41 @@ def clean_label(raw: str | None) -> tuple[str, str | None]:
 
 
 def read_csv_rows(data: bytes, where: str) -> list[tuple[str, str]]:
-    """(FILENAME, IDENTITY) rows of a Kaggle names CSV (CRLF or LF, optional BOM)."""
+    """(FILENAME, IDENTITY) rows of a Kaggle names CSV (CRLF or LF, optional BOM).
+
+    Rows with an empty FILENAME are kept (as "") for the caller to count. A quoted field running
+    over several lines (an unterminated quote swallowing the rows after it) or a field over the
+    csv module's limit is a DataError naming the line: the file is damaged, not a name.
+    """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header or "FILENAME" not in header or "IDENTITY" not in header:
-        raise DataError(f"{where} lacks the FILENAME,IDENTITY header (got {header!r:.60})")
-    fi, li = header.index("FILENAME"), header.index("IDENTITY")
-    return [(r[fi], r[li] if li < len(r) else "") for r in reader if len(r) > fi and r[fi]]
+    rows: list[tuple[str, str]] = []
+    line = 1
+    try:
+        header = next(reader, None)
+        if not header or "FILENAME" not in header or "IDENTITY" not in header:
+            raise DataError(f"{where} lacks the FILENAME,IDENTITY header (got {header!r:.60})")
+        fi, li = header.index("FILENAME"), header.index("IDENTITY")
+        line = reader.line_num
+        for row in reader:
+            if any("\n" in field or "\r" in field for field in row):
+                raise DataError(
+                    f"{where}: line {line + 1}: a quoted field runs over lines {line + 1}-"
+                    f"{reader.line_num} (an unterminated quote?); each row is FILENAME,IDENTITY "
+                    "on one line"
+                )
+            line = reader.line_num
+            if row:  # a blank line is no row
+                rows.append((row[fi] if fi < len(row) else "", row[li] if li < len(row) else ""))
+    except csv.Error as e:
+        raise DataError(
+            f"{where}: line {line + 1}: not a readable CSV row ({e}); each row is "
+            "FILENAME,IDENTITY with a short name"
+        ) from None
+    return rows
 
 
 def fit_name(image: Any, height: int, width: int, keep_aspect: bool) -> np.ndarray:
@@ -247,6 +279,13 @@ class KaggleNamesDataset(Dataset):
     def missing_files(self) -> list[str]:
         return [] if find_source(self.data_dir) else [CSV_NAME.format(split="<split>")]
 
+    def raw_files(self) -> list[Path]:
+        """The CSVs and image folders, or the zip(s) holding them: they key the cache."""
+        d = self.data_dir
+        if any((d / CSV_NAME.format(split=s)).is_file() for s in SPLITS):
+            return [d / CSV_NAME.format(split=s) for s in SPLITS] + [d / f"{s}_v2" for s in SPLITS]
+        return sorted(d.glob("*.zip")) if d.is_dir() else []
+
     def prepare_raw_data(self) -> None:
         """A user's folder must hold the set; the default folder is filled from Kaggle."""
         if find_source(self.data_dir) is not None:
@@ -265,7 +304,7 @@ class KaggleNamesDataset(Dataset):
         if tree is None:
             raise DataError(f"no Kaggle names CSV in {self.data_dir}")
         try:
-            rows = {s: self._rows(tree, s) for s in SPLITS}
+            rows = self._unique({s: self._rows(tree, s) for s in SPLITS})
             mapping = make_mapping(ALPHABET)
             decoded = {s: self._decode(tree, s, r) for s, r in rows.items() if r is not None}
         finally:
@@ -281,7 +320,7 @@ class KaggleNamesDataset(Dataset):
         if not tree.exists(name):
             return None
         try:
-            data = tree.read_bytes(name)
+            data = tree.read_bytes(name, MAX_CSV_BYTES)
         except OSError as e:
             raise DataError(f"cannot read {tree.where(name)}: {e}") from None
         folder = next(
@@ -290,6 +329,9 @@ class KaggleNamesDataset(Dataset):
         present = tree.list_dir(folder)
         usable = []
         for filename, identity in read_csv_rows(data, tree.where(name)):
+            if not filename.strip():
+                self.note_skip("empty_filename", f"{name}: {identity[:40]!r}")
+                continue
             if filename not in present:
                 self.note_skip("missing_image", f"{folder}/{filename}")
                 continue
@@ -302,6 +344,34 @@ class KaggleNamesDataset(Dataset):
             usable.append((folder, filename, label))
         return usable
 
+    def _unique(
+        self, rows: dict[str, list[tuple[str, str, str]] | None]
+    ) -> dict[str, list[tuple[str, str, str]] | None]:
+        """Each image once: a repeated row is dropped; an image given different labels is dropped
+        everywhere (which label is right is unknown, and its copies could land in train and test).
+        """
+        labels: dict[tuple[str, str], set[str]] = {}
+        for usable in rows.values():
+            for folder, filename, label in usable or []:
+                labels.setdefault((folder, filename), set()).add(label)
+        seen: set[tuple[str, str]] = set()
+        out: dict[str, list[tuple[str, str, str]] | None] = {}
+        for split, usable in rows.items():
+            if usable is None:
+                out[split] = None
+                continue
+            out[split] = []
+            for folder, filename, label in usable:
+                key = (folder, filename)
+                if len(labels[key]) > 1:
+                    self.note_skip("conflicting_labels", f"{filename}: {sorted(labels[key])}")
+                elif key in seen:
+                    self.note_skip("duplicate_row", filename)
+                else:
+                    seen.add(key)
+                    out[split].append((folder, filename, label))
+        return out
+
     def _decode(
         self, tree: FileTree, split: str, rows: list[tuple[str, str, str]]
     ) -> tuple[np.ndarray, list[str]]:
@@ -312,7 +382,9 @@ class KaggleNamesDataset(Dataset):
             for folder, filename, label in rows:
                 bar.update(1)
                 try:
-                    image = read_image_bytes(tree.read_bytes(f"{folder}/{filename}"))
+                    image = read_image_bytes(
+                        tree.read_bytes(f"{folder}/{filename}", MAX_IMAGE_BYTES)
+                    )
                     images[len(labels)] = fit_name(image, h, w, keep)
                 except Exception as e:  # undecodable, truncated or unreadable: a counted skip
                     self.note_skip("undecodable_image", f"{folder}/{filename} ({type(e).__name__})")
@@ -321,7 +393,12 @@ class KaggleNamesDataset(Dataset):
         return images[: len(labels)], labels
 
     def _warn_skips(self, tree: FileTree) -> None:
-        for reason in ("missing_image", "undecodable_image"):
+        for reason in (
+            "missing_image",
+            "undecodable_image",
+            "conflicting_labels",
+            "empty_filename",
+        ):
             count = self.skipped.get(reason, 0)
             if count:
                 examples = ", ".join(self.skipped_examples.get(reason, [])[:3])

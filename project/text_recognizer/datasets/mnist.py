@@ -16,6 +16,8 @@ exactly ``round(N * test_fraction)``), which keeps the class balance equal on bo
 from __future__ import annotations
 
 import gzip
+import os
+import struct
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from text_recognizer.datasets.base import Dataset, summary_main
-from text_recognizer.errors import ConfigError, DataError
+from text_recognizer.errors import ConfigError, DataError, storage_error
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -33,6 +35,8 @@ IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049  # 0x0803: uint8 x 3 dims; 0x0801: uint8
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 SPLIT_SEED = 1998  # fixed: the test_set_only test images never depend on the run's `seed`
+MAX_ITEMS = 1_000_000  # an idx header declaring more is refused (MNIST train has 60,000)
+MAX_GZIP_RATIO = 1100  # deflate cannot inflate more than ~1032x: a larger claim is a damaged file
 
 
 class MnistDataset(Dataset):
@@ -67,6 +71,9 @@ class MnistDataset(Dataset):
     def missing_files(self) -> list[str]:
         return [f for f in self.needed_files() if not (self.data_dir / f).is_file()]
 
+    def raw_files(self) -> list[Path]:
+        return [self.data_dir / f for f in self.needed_files()]
+
     def prepare_raw_data(self) -> None:
         missing = self.missing_files()
         if self.user_data_dir and missing:
@@ -100,35 +107,60 @@ class MnistDataset(Dataset):
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one gzip'd idx file, checking gzip, magic number, dimensions and length."""
+    """Parse one gzip'd idx file, checking gzip, magic number, dimensions and length.
+
+    Reads no more than the header declares (plus one byte to see there is no more), and refuses a
+    header that declares more than ``MAX_ITEMS`` or more than the compressed size can hold, so a
+    gzip bomb costs neither memory nor time.
+    """
     name = path.name
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head != b"\x1f\x8b":
-        raise DataError(f"{name} ({path}) is not gzip; expected the official .gz idx file")
     try:
-        with gzip.open(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError, zlib.error) as e:
+        with open(path, "rb") as raw:
+            if raw.read(2) != b"\x1f\x8b":
+                raise DataError(f"{name} ({path}) is not gzip; expected the official .gz idx file")
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw) as f:
+                return _read_idx_stream(f, name, magic, os.fstat(raw.fileno()).st_size)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{name} ({path}) is a damaged gzip file ({e})") from None
-    if len(data) < 4:
-        raise DataError(f"{name}: {len(data)} bytes is too short for an idx header")
-    found = int.from_bytes(data[:4], "big")
+    except OSError as e:  # not the gzip's fault: unreadable, a folder, an I/O error
+        raise storage_error(e, path, "read") from None
+
+
+def _read_idx_stream(f: gzip.GzipFile, name: str, magic: int, gz_size: int) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4:
+        raise DataError(f"{name}: {len(head)} bytes is too short for an idx header")
+    found = int.from_bytes(head, "big")
     if found != magic:
         raise DataError(f"{name}: idx magic number is {found}, expected {magic}")
     ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{name}: truncated idx header ({len(data)} bytes)")
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(f"{name}: truncated idx header ({4 + len(raw_dims)} bytes)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
     if ndim == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{name}: images are {dims[1]}x{dims[2]}, expected 28x28")
-    expected = header + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected:
+    if dims[0] > MAX_ITEMS:
         raise DataError(
-            f"{name}: {len(data)} bytes after gunzip, expected {expected} for dims {dims}"
+            f"{name}: the header declares {dims[0]:,} items; at most {MAX_ITEMS:,} are read "
+            "(the official MNIST files hold 60,000 and 10,000)"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+    size = int(np.prod(dims, dtype=np.int64))
+    if size > gz_size * MAX_GZIP_RATIO:
+        raise DataError(
+            f"{name}: the header declares {size:,} bytes of data, more than a {gz_size:,}-byte "
+            "gzip file can hold; the file is damaged"
+        )
+    out = np.empty(dims, dtype=np.uint8)
+    view, got = memoryview(out).cast("B"), 0
+    while got < size and (n := f.readinto(view[got:])):
+        got += n
+    header = 4 + 4 * ndim
+    if got < size or f.read(1):
+        what = f"{header + got} bytes" if got < size else "more bytes"
+        raise DataError(f"{name}: {what} after gunzip, expected {header + size} for dims {dims}")
+    return out
 
 
 def read_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:

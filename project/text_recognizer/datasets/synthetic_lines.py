@@ -44,6 +44,7 @@ from text_recognizer.datasets.files import resolve_dir
 from text_recognizer.datasets.line_composer import compose_lines
 from text_recognizer.datasets.line_texts import (
     PhraseSampler,
+    corpus_path,
     digit_strings,
     ensure_corpus,
     read_brown_sentences,
@@ -142,6 +143,11 @@ class SyntheticLinesDataset(Dataset):
         if self.font_files:
             sources.append(f"fonts={fonts_digest(self.font_files)}")
         return sources
+
+    def raw_files(self) -> list[Path]:
+        """The corpus (``text_source: brown``) and the font files: they key the cache."""
+        uses_corpus = self.args["text_source"] == "brown" and self.args["charset"] != "digits"
+        return [*([corpus_path(self.corpus_dir)] if uses_corpus else []), *(self.font_files or [])]
 
     def prepare_raw_data(self) -> None:
         """Only ``text_source: brown`` reads a file (and downloads it without ``corpus_dir``)."""
