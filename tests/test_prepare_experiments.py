@@ -51,7 +51,8 @@ DIVERGES = {
         "batch_size": 16,
         "epochs": 1,
         "optimizer": "sgd",
-        "weight_decay": 1e30,
+        "learning_rate": 10.0,
+        "weight_decay": 10.0,
         "max_nonfinite_batches": 2,
     },
 }

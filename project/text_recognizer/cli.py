@@ -5,7 +5,8 @@
     python training/run_experiment.py --resume runs/<group>/<run>     # continue in place
     torchrun --nproc_per_node=2 training/run_experiment.py CONFIG      # DDP, batch_size per rank
 
-Exit codes: 0 success, 1 the run failed (recorded in runs/), 2 bad input (one-line message).
+Exit codes: 0 success, 1 the run failed (recorded in runs/), 2 bad input (one-line message),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 
 
 def run_experiment_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from text_recognizer.errors import one_line_parser
+
+    parser = one_line_parser(
         description="Train and test one model from a JSON experiment config.",
         epilog="Config keys: experiment_group, run_name, dataset, dataset_args, model, network, "
         "network_args, train_args (see README.md).",
@@ -48,70 +51,87 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.config is None and args.resume is None:
         parser.error("give a CONFIG, or --resume RUN_DIR")
-    if int(os.environ.get("RANK", "0")) > 0:  # torchrun: only rank 0 speaks
-        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
 
-    from text_recognizer.config import load_config
     from text_recognizer.errors import UserError, print_error
+    from text_recognizer.experiment.records import release_locks
 
     try:
-        resume_dir, resume_state = None, None
-        if args.resume is not None:
-            resume_dir, config, resume_state = _resume_target(args.resume, args.config)
-        else:
-            config = load_config(args.config)
-        if args.gpu is not None and args.gpu < -1:
-            raise UserError(f"--gpu must be -1 (any free GPU) or a GPU index >= 0, got {args.gpu}")
-        if args.gpu is not None and args.gpu >= 0:
-            from text_recognizer.experiment.devices import check_gpu_index
-
-            check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
-        from text_recognizer import checkpoint
-        from text_recognizer.experiment.runner import Interrupted, run_experiment
-
-        def on_signal(signum: int, frame: Any) -> None:
-            if checkpoint.deferring():  # a checkpoint is being written: interrupt right after
-                checkpoint.defer(signum)
-                return
-            raise Interrupted()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            code, _ = run_experiment(
-                config,
-                gpu=args.gpu,
-                save=args.save,
-                use_wandb=not args.nowandb,
-                resume_dir=resume_dir,
-                resume_state=resume_state,
-            )
-        except (KeyboardInterrupt, Interrupted):  # e.g. while waiting for a GPU lease
-            print("interrupted before the run started", file=sys.stderr)
-            return 130
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-        return code
+        if _torchrun_rank() > 0:  # torchrun: only rank 0 speaks
+            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
+        return _run(args)
     except UserError as e:
         return print_error(e)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler is in place
+        print("interrupted before the run started", file=sys.stderr)
+        return 130
+    finally:
+        release_locks()  # a resume refused after taking its run's lock
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Validate, then run with SIGTERM/SIGINT turned into an orderly ``interrupted`` (exit 130)."""
+    from text_recognizer.config import load_config
+    from text_recognizer.errors import UserError
+
+    resume_dir, resume_state = None, None
+    if args.resume is not None:
+        resume_dir, config, resume_state = _resume_target(args.resume, args.config)
+    else:
+        config = load_config(args.config)
+    if args.gpu is not None and args.gpu < -1:
+        raise UserError(f"--gpu must be -1 (any free GPU) or a GPU index >= 0, got {args.gpu}")
+    if args.gpu is not None and args.gpu >= 0:
+        from text_recognizer.experiment.devices import check_gpu_index
+
+        check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
+    from text_recognizer import checkpoint
+    from text_recognizer.experiment.runner import Interrupted, run_experiment
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if checkpoint.deferring():  # a checkpoint is being written: interrupt right after
+            checkpoint.defer(signum)
+            return
+        raise Interrupted()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code, _ = run_experiment(
+            config,
+            gpu=args.gpu,
+            save=args.save,
+            use_wandb=not args.nowandb,
+            resume_dir=resume_dir,
+            resume_state=resume_state,
+        )
+    except (KeyboardInterrupt, Interrupted):  # e.g. while waiting for a GPU lease
+        print("interrupted before the run started", file=sys.stderr)
+        return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code
 
 
 def _resume_target(
     run_dir_arg: str, config_arg: str | None
 ) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
-    """The run folder, its recorded config and its newest readable checkpoint (None: none yet)."""
-    from text_recognizer.checkpoint import Checkpointer
-    from text_recognizer.config import load_config
+    """The run folder (locked), its recorded config and newest readable checkpoint (None: none)."""
+    from text_recognizer.config import load_config, validate_config
     from text_recognizer.errors import ConfigError
+    from text_recognizer.experiment.records import lock_run, read_record_json
 
     run_dir = Path(run_dir_arg).expanduser()
     config_path, summary_path = run_dir / "config.json", run_dir / "summary.json"
-    if not run_dir.is_dir() or not config_path.is_file() or not summary_path.is_file():
+    if not all(_is_file(p) for p in (config_path, summary_path)):
         raise ConfigError(f"{run_dir} is not a run folder (no config.json and summary.json)")
+    if _torchrun_rank() == 0:  # only rank 0 writes the record, so only it holds the lock
+        lock_run(run_dir)  # refused (exit 2) while another process still runs it
+    recorded = read_record_json(config_path)
+    read_record_json(summary_path)  # corrupt: refused now, not after the data has loaded
     try:
-        recorded = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{config_path} is not valid JSON ({e})") from None
+        config = validate_config(recorded)
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
     if config_arg is not None:
         given = load_config(config_arg)
         key = first_difference(recorded, given)
@@ -120,7 +140,74 @@ def _resume_target(
                 f"the config given differs from the one recorded in {config_path} at {key!r}; "
                 "drop the config to resume, or start a new run"
             )
-    return run_dir, load_config(json.dumps(recorded)), Checkpointer(run_dir).load()
+    from text_recognizer.checkpoint import Checkpointer  # torch: only once the input is sound
+
+    state = Checkpointer(run_dir).load()
+    if state is not None:
+        _check_edits(recorded, state, config_path)
+    return run_dir, config, state
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, a NUL byte
+        return False
+
+
+def _check_edits(recorded: dict[str, Any], state: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config.json edited since the checkpoint, except a new ``train_args.epochs``.
+
+    A higher epoch count continues the run to it (a finished run included); a lower one than the
+    epochs done, or any change under a cosine schedule (planned over the old count), is refused.
+    """
+    from text_recognizer.errors import ConfigError
+
+    try:
+        trained = json.loads(state["config"])
+        old, new = trained["train_args"]["epochs"], recorded["train_args"]["epochs"]
+    except (KeyError, TypeError, ValueError, RecursionError):
+        return  # a checkpoint from before configs were kept in it: nothing to compare with
+    same_epochs = {**trained, "train_args": {**trained["train_args"], "epochs": new}}
+    key = first_difference(same_epochs, recorded)
+    if key is not None:
+        raise ConfigError(
+            f"{config_path} was edited at {key!r} after the run started; a resume may change only "
+            "train_args.epochs (undo the edit, or start a new run with the new config)"
+        )
+    if new == old:
+        return
+    done, schedule = state["epoch"], trained["train_args"].get("lr_schedule")
+    if new < done:
+        raise ConfigError(
+            f"{config_path} sets train_args.epochs to {new}, but the run has trained {done} "
+            f"epochs already; give at least {done}, or start a new run"
+        )
+    if schedule != "constant":
+        raise ConfigError(
+            f"{config_path} changes train_args.epochs from {old} to {new}, but the {schedule} "
+            f"learning-rate schedule was planned over {old} epochs; undo the edit, or start a "
+            "new run"
+        )
+    if state["done"] and done == old:  # it finished (not an early stop): train on
+        state["done"] = False
+    print(
+        f"train_args.epochs changed from {old} to {new}: training to epoch {new}", file=sys.stderr
+    )
+
+
+def _torchrun_rank() -> int:
+    """This process's torchrun RANK (0 outside torchrun); a malformed one is bad input."""
+    from text_recognizer.errors import UserError
+
+    values = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    for key, value in values.items():
+        if value is not None and not (value.isascii() and value.isdigit() and len(value) < 7):
+            raise UserError(f"{key}={value[:20]!r} must be a small integer >= 0 (torchrun sets it)")
+    rank, world = int(values["RANK"] or 0), int(values["WORLD_SIZE"] or 1)
+    if values["RANK"] is not None and values["WORLD_SIZE"] is not None and rank >= world:
+        raise UserError(f"RANK={rank} must be less than WORLD_SIZE={world} (torchrun sets them)")
+    return rank
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:

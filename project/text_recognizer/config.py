@@ -9,32 +9,50 @@ from __future__ import annotations
 import copy
 import json
 import re
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import ConfigError
-from text_recognizer.spec import Param, unknown_key_error, validate_args
+from text_recognizer.errors import ConfigError, one_line, storage_error
+from text_recognizer.spec import (
+    SEED_MAX,
+    Param,
+    short_repr,
+    unknown_key_error,
+    validate_args,
+)
 
 TRAIN_ARGS: dict[str, Param] = {
-    "batch_size": Param(int, 128, min=1, max=1 << 20),
-    "eval_batch_size": Param(int, None, min=1, nullable=True, help="default: 4x batch_size"),
+    "batch_size": Param(int, 128, min=1, max=65536),
+    "eval_batch_size": Param(
+        int, None, min=1, max=262144, nullable=True, help="default: 4x batch_size"
+    ),
     "epochs": Param(int, 10, min=1, max=100000),
     "optimizer": Param(str, "adam", choices=("adam", "adamw", "sgd")),
     "learning_rate": Param(float, 1e-3, gt=0.0, max=10.0),
     "momentum": Param(float, 0.9, min=0.0, lt=1.0, help="sgd only"),
-    "weight_decay": Param(float, 0.0, min=0.0),
+    "weight_decay": Param(float, 0.0, min=0.0, max=10.0),
     "lr_schedule": Param(str, "constant", choices=("constant", "cosine")),
-    "warmup_epochs": Param(int, 0, min=0),
-    "grad_clip": Param(float, None, gt=0.0, nullable=True, help="max gradient norm"),
+    "warmup_epochs": Param(int, 0, min=0, max=100000),
+    "grad_clip": Param(float, None, gt=0.0, max=1e6, nullable=True, help="max gradient norm"),
     "early_stopping_patience": Param(
-        int, None, min=1, nullable=True, help="epochs without val-loss improvement before stopping"
+        int,
+        None,
+        min=1,
+        max=100000,
+        nullable=True,
+        help="epochs without val-loss improvement before stopping",
     ),
-    "early_stopping_min_delta": Param(float, 0.0, min=0.0),
-    "seed": Param(int, 0, min=0),
+    "early_stopping_min_delta": Param(float, 0.0, min=0.0, max=1e6),
+    "seed": Param(int, 0, min=0, max=SEED_MAX),
     "num_threads": Param(int, None, min=1, max=1024, nullable=True, help="torch CPU threads"),
     "mixed_precision": Param(str, "auto", choices=("auto", "off", "bf16", "fp16")),
     "max_nonfinite_batches": Param(
-        int, 20, min=1, help="batches in a row with a NaN/inf loss or gradient before the run stops"
+        int,
+        20,
+        min=1,
+        max=1_000_000,
+        help="batches in a row with a NaN/inf loss or gradient before the run stops",
     ),
     "augment": Param(
         float,
@@ -58,29 +76,61 @@ TOP_LEVEL: dict[str, Param] = {
     "train_args": Param(dict, None, nullable=True),
 }
 REQUIRED = ("dataset", "model", "network")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,99}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,99}")  # used with fullmatch
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a bigger file is not one
 
 
 def parse_config_text(text: str, source: str = "config") -> dict[str, Any]:
     """Parse JSON text or, when it names an existing .json file, that file's content."""
     stripped = text.strip()
     if not stripped.startswith("{"):
-        path = Path(stripped).expanduser()
-        if not path.is_file():
-            hint = " (a JSON object or a path to a .json file)"
-            if stripped.endswith(".json"):
-                raise ConfigError(f"config file {stripped!r} does not exist{hint}")
-            raise ConfigError(
-                f"config is neither JSON nor an existing file: {stripped[:60]!r}{hint}"
-            )
-        source = str(path)
-        stripped = path.read_text(encoding="utf-8")
+        source = str(Path(stripped).expanduser())
+        stripped = read_config_file(stripped)
+    return parse_config_json(stripped, source)
+
+
+def read_config_file(name: str) -> str:
+    """The text of a config file; one clear line for a missing, unreadable or non-UTF-8 file."""
+    path = Path(name).expanduser()
+    hint = " (a JSON object or a path to a .json file)"
     try:
-        config = json.loads(stripped)
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name too long for a path, or with a NUL byte
+        is_file = False
+    if not is_file:
+        if name.endswith(".json"):
+            raise ConfigError(f"config file {short_repr(name)} does not exist{hint}")
+        raise ConfigError(f"config is neither JSON nor an existing file: {name[:60]!r}{hint}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise storage_error(e, path, "read the config file") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; not a config")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8 JSON"
+        ) from None
+
+
+def parse_config_json(text: str, source: str = "config") -> dict[str, Any]:
+    """A JSON object from text, or a one-line ConfigError saying what is wrong and where."""
+    try:
+        config = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"malformed JSON in {source}: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos})"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a config") from None
+    except ValueError as e:  # an integer of more than 4300 digits
+        raise ConfigError(f"malformed JSON in {source}: {one_line(e)[:120]}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{source} must hold a JSON object, got {type(config).__name__}")
     return config
@@ -109,9 +159,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             resolved[key] = param.default
     for key in ("experiment_group", "run_name"):
         value = resolved.get(key)
-        if value is not None and not _SAFE_NAME.match(value):
+        if value is not None and not _SAFE_NAME.fullmatch(value):
             raise ConfigError(
-                f"{key} {value!r} must be 1-100 letters, digits, spaces or ._+=- "
+                f"{key} {short_repr(value)} must be 1-100 letters, digits, spaces or ._+=- "
                 "(it becomes a folder name)"
             )
 
@@ -166,10 +216,11 @@ def resolve_data_dir(data_dir: str) -> Path:
 
     path = Path(data_dir).expanduser()
     for candidate in (path, PROJECT_ROOT / path) if not path.is_absolute() else (path,):
-        if candidate.is_dir():
-            return candidate.resolve()
+        with suppress(OSError, ValueError):  # a name too long for a path, or with a NUL byte
+            if candidate.is_dir():
+                return candidate.resolve()
     raise ConfigError(
-        f"dataset_args.data_dir {data_dir!r} is not a folder (relative paths are looked up from "
+        f"dataset_args.data_dir {short_repr(data_dir)} is not a folder (relative paths are looked up from "
         f"the current folder, then from {PROJECT_ROOT})"
     )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from text_recognizer.errors import ConfigError
-from text_recognizer.spec import Param
+from text_recognizer.spec import Param, short_repr
 
 
 @dataclass(frozen=True)
@@ -33,5 +33,5 @@ def lookup(registry: dict[str, Entry], name: Any, what: str) -> Entry:
     """Return the entry for ``name`` or raise a ConfigError that lists the valid names."""
     if not isinstance(name, str) or name not in registry:
         valid = ", ".join(sorted(registry))
-        raise ConfigError(f"unknown {what} {name!r}; valid {what}s: {valid}")
+        raise ConfigError(f"unknown {what} {short_repr(name)}; valid {what}s: {valid}")
     return registry[name]

@@ -1,19 +1,20 @@
 """Datasets by name. Light on purpose: the arguments are declared here, the code loads lazily.
 
 Every dataset accepts the common arguments (``data_dir``, ``subsample_fraction``,
-``validation_fraction``, ``seed``) plus its own.
+``validation_fraction``, ``seed``) plus its own. Every number has an upper bound (``spec.Param``
+insists): the sample counts are capped so a generated dataset fits in a few GB of memory.
 """
 
 from __future__ import annotations
 
 from text_recognizer.registry import Entry
-from text_recognizer.spec import Param
+from text_recognizer.spec import SEED_MAX, Param
 
 COMMON_ARGS: dict[str, Param] = {
     "data_dir": Param(str, None, nullable=True, help="folder holding the raw files already"),
     "subsample_fraction": Param(float, None, gt=0.0, max=1.0, nullable=True),
     "validation_fraction": Param(float, 0.1, min=0.0, lt=1.0),
-    "seed": Param(int, 0, min=0),
+    "seed": Param(int, 0, min=0, max=SEED_MAX),
 }
 
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
@@ -49,8 +50,8 @@ DATASETS: dict[str, Entry] = {
         "text_recognizer.datasets.synthetic_characters:SyntheticCharactersDataset",
         {
             **COMMON_ARGS,
-            "num_train": Param(int, 20000, min=1),
-            "num_test": Param(int, 4000, min=1),
+            "num_train": Param(int, 20000, min=1, max=1_000_000),
+            "num_test": Param(int, 4000, min=1, max=200_000),
             "charset": Param(str, "digits_upper", choices=SYNTHETIC_CHARSETS),
             "image_size": Param(int, 28, min=16, max=128),
             "distortion": Param(float, 1.0, min=0.0, max=3.0, help="scales every distortion"),
@@ -65,8 +66,8 @@ DATASETS: dict[str, Entry] = {
             "max_length": Param(int, 32, min=1, max=256, help="characters per line; width 28x"),
             "min_overlap": Param(float, 0.0, min=0.0, lt=1.0),
             "max_overlap": Param(float, 0.33, min=0.0, lt=1.0),
-            "num_train": Param(int, 10000, min=1),
-            "num_test": Param(int, 2000, min=1),
+            "num_train": Param(int, 10000, min=1, max=200_000),
+            "num_test": Param(int, 2000, min=1, max=50_000),
             "char_source": Param(str, "EmnistDataset", choices=LINE_CHAR_SOURCES),
             "char_data_dir": Param(
                 str, None, nullable=True, help="data_dir of the character dataset"
@@ -121,8 +122,8 @@ DATASETS: dict[str, Entry] = {
         "text_recognizer.datasets.synthetic_lines:SyntheticLinesDataset",
         {
             **COMMON_ARGS,
-            "num_train": Param(int, 10000, min=1),
-            "num_test": Param(int, 2000, min=1),
+            "num_train": Param(int, 10000, min=1, max=200_000),
+            "num_test": Param(int, 2000, min=1, max=50_000),
             "max_length": Param(int, 32, min=1, max=256),
             "charset": Param(str, "alphanumeric", choices=SYNTHETIC_LINE_CHARSETS),
             "image_height": Param(int, 28, min=16, max=128),
@@ -137,6 +138,7 @@ DATASETS: dict[str, Entry] = {
                 None,
                 nullable=True,
                 item_type=str,
+                max_items=256,
                 help="font files, folders or globs (.ttf/.otf); default: Pillow's bundled font",
             ),
         },

@@ -1,19 +1,40 @@
 """Run records (DESIGN.md §5): runs/<group>/<run_name>/ with config, per-epoch metrics and a summary.
 
 Every file is written atomically, so a crash or kill never leaves half a JSON document behind.
+A run holds an ``flock`` on ``.lock`` in its folder for as long as it writes there (the kernel drops
+it however the process ends, as with the GPU leases), so a second writer (``--resume`` of a run
+still running) is refused. While it runs it also keeps ``.space-reserve``, a little disk space given
+back on a full disk so that the record can still say ``failed``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import platform
 import re
+import stat
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from text_recognizer import paths
-from text_recognizer.fileio import append_jsonl, write_json_atomic
+from text_recognizer.errors import ConfigError, UserError, one_line, storage_error
+from text_recognizer.fileio import (
+    append_jsonl,
+    clean_stale_temps,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+LOCK_NAME, RESERVE_NAME = ".lock", ".space-reserve"
+RESERVE_BYTES = 64 << 10  # room for summary.json and error.log once the disk is full
+MAX_RECORD_BYTES = 16 << 20
+_LOCKS: dict[Path, int] = {}  # run folder -> the open, locked .lock file of this process
 
 
 def slug(text: str) -> str:
@@ -23,6 +44,89 @@ def slug(text: str) -> str:
 
 def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:6]
+
+
+def lock_run(run_dir: Path) -> None:
+    """Hold ``run_dir``'s lock for this process, or raise UserError naming the run that holds it.
+
+    Taking a lock this process holds already is a no-op. A filesystem without locks (some NFS)
+    gets a warning and no lock rather than no runs at all.
+    """
+    key = Path(run_dir).resolve()
+    if key in _LOCKS:
+        return
+    path = key / LOCK_NAME
+    try:  # never through a symlink: a planted .lock must not truncate someone's file
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise storage_error(e, path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(f"{path} is not a regular file; remove it, then run again")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise UserError(
+            f"{run_dir} is in use by a run still running ({holder}); wait for it to end or stop "
+            "it, then resume"
+        ) from None
+    except OSError as e:
+        os.close(fd)
+        print(
+            f"warning: cannot lock {path} ({e.strerror}); two writers are not kept apart",
+            file=sys.stderr,
+        )
+        return
+    _LOCKS[key] = fd
+    with contextlib.suppress(OSError):  # who holds it, for the message above; a full disk is fine
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.ctime()}\n".encode(), 0)
+
+
+def _lock_holder(fd: int) -> str:
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        return one_line(os.pread(fd, 200, 0).decode()) or "pid unknown"
+    return "pid unknown"
+
+
+def unlock_run(run_dir: Path) -> None:
+    """Let go of ``run_dir``'s lock (the end of the process does it too)."""
+    fd = _LOCKS.pop(Path(run_dir).resolve(), None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+
+def release_locks() -> None:
+    """Let go of every run lock this process holds."""
+    for key in list(_LOCKS):
+        unlock_run(key)
+
+
+def read_record_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run record file, or a one-line error saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    why = f"is over {MAX_RECORD_BYTES >> 20} MiB" if len(data) > MAX_RECORD_BYTES else ""
+    try:
+        obj = None if why else json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        why = f"is not UTF-8 text (offset {e.start})"
+    except json.JSONDecodeError as e:
+        why = f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    except (RecursionError, ValueError) as e:
+        why = f"is not a run record ({one_line(e)[:80] or 'nested too deeply'})"
+    if not why and not isinstance(obj, dict):
+        why = f"holds a JSON {type(obj).__name__}, not an object"
+    if why:
+        raise ConfigError(f"{path} {why}; restore it, or start a new run")
+    return obj
 
 
 class RunRecord:
@@ -38,7 +142,7 @@ class RunRecord:
 
     @classmethod
     def create(cls, config: dict[str, Any], root: Path | None = None) -> RunRecord:
-        """Make a fresh, uniquely named run folder under runs/<group>/."""
+        """Make a fresh, uniquely named run folder under runs/<group>/ and lock it."""
         root = root or paths.runs_dir()
         group_dir = root / slug(config.get("experiment_group") or "default")
         base = config.get("run_name") or (
@@ -50,13 +154,53 @@ class RunRecord:
             run_dir = group_dir / (base if i == 1 else f"{base}-{i}")
             try:
                 run_dir.mkdir(parents=True, exist_ok=False)
-                return cls(run_dir)
             except FileExistsError:
                 continue
-        raise RuntimeError(f"could not create a run folder under {group_dir}")
+            except OSError as e:
+                raise storage_error(e, e.filename or run_dir, "create the run folder") from None
+            lock_run(run_dir)
+            return cls(run_dir)
+        raise UserError(f"could not create a run folder under {group_dir}: 9999 runs named {base}")
+
+    @classmethod
+    def reopen(cls, run_dir: Path) -> RunRecord:
+        """An existing run folder, locked, cleared of dead writers' temp files, summary loaded."""
+        record = cls(Path(run_dir))
+        lock_run(record.dir)
+        clean_stale_temps(record.dir)
+        record.summary = read_record_json(record.summary_path)
+        return record
+
+    def discard(self) -> None:
+        """Remove a run folder this process created that never started (only our own files)."""
+        unlock_run(self.dir)
+        for name in (self.config_path.name, self.summary_path.name, LOCK_NAME, RESERVE_NAME):
+            with contextlib.suppress(OSError):
+                (self.dir / name).unlink()
+        clean_stale_temps(self.dir)
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
+    def reserve_space(self) -> None:
+        """Set aside a little space, handed back by `release_space` when the disk fills up."""
+        self.release_space()  # a killed run's reserve: its space serves this one
+        write_text_atomic(self.dir / RESERVE_NAME, "\0" * RESERVE_BYTES)
+
+    def release_space(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / RESERVE_NAME).unlink()
+
+    def close(self) -> None:
+        """The run is over: give back the reserve and the lock."""
+        self.release_space()
+        unlock_run(self.dir)
 
     def write_config(self, config: dict[str, Any]) -> None:
         write_json_atomic(self.config_path, config)
+
+    def rewind_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Keep only the epochs a resumed run continues from, so none is logged twice."""
+        write_text_atomic(self.metrics_path, "".join(json.dumps(m) + "\n" for m in history))
 
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, metrics)
@@ -65,6 +209,14 @@ class RunRecord:
         self.summary.update(fields)
         write_json_atomic(self.summary_path, self.summary)
         return self.summary
+
+    def try_update_summary(self, **fields: Any) -> bool:
+        """Update summary.json where the disk still allows; False (and quiet) where it does not."""
+        try:
+            self.update_summary(**fields)
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def read(run_dir: Path) -> dict[str, Any]:

@@ -11,13 +11,17 @@ from text_recognizer.registry import Entry, lookup
 from text_recognizer.spec import Param
 
 DROPOUT = Param(float, 0.2, min=0.0, lt=1.0)
+# Upper bounds (spec.Param insists on one): far above any useful size, below an out-of-memory crash.
+CHANNELS = {"min": 1, "max": 2048, "max_items": 8}
+BLOCKS = {"min": 1, "max": 64, "min_items": 1, "max_items": 8}
+LSTM_MAX = 8192
 
 NETWORKS: dict[str, Entry] = {
     "mlp": Entry(
         "text_recognizer.networks.mlp:build",
         {
             "num_layers": Param(int, 3, min=1, max=64),
-            "layer_size": Param(int, 128, min=1, max=65536),
+            "layer_size": Param(int, 128, min=1, max=16384),
             "dropout_amount": DROPOUT,
         },
         kind="characters",
@@ -26,8 +30,8 @@ NETWORKS: dict[str, Entry] = {
     "lenet": Entry(
         "text_recognizer.networks.lenet:build",
         {
-            "conv_channels": Param(list, [32, 64], item_type=int, min=1, min_items=1),
-            "fc_size": Param(int, 128, min=1),
+            "conv_channels": Param(list, [32, 64], item_type=int, **CHANNELS, min_items=1),
+            "fc_size": Param(int, 128, min=1, max=16384),
             "dropout_amount": DROPOUT,
         },
         kind="characters",
@@ -36,7 +40,7 @@ NETWORKS: dict[str, Entry] = {
     "resnet": Entry(
         "text_recognizer.networks.resnet:build",
         {
-            "layers": Param(list, [2, 2, 2, 2], item_type=int, min=1, min_items=1),
+            "layers": Param(list, [2, 2, 2, 2], item_type=int, **BLOCKS),
             "base_channels": Param(int, 32, min=1, max=1024),
             "dropout_amount": Param(float, 0.0, min=0.0, lt=1.0),
         },
@@ -46,10 +50,10 @@ NETWORKS: dict[str, Entry] = {
     "line_cnn": Entry(
         "text_recognizer.networks.line_cnn:build",
         {
-            "window_width": Param(int, 28, min=2),
-            "window_stride": Param(int, 14, min=2),
-            "conv_channels": Param(list, [32, 64], item_type=int, min=1, min_items=2),
-            "window_features": Param(int, 128, min=1),
+            "window_width": Param(int, 28, min=2, max=1024),
+            "window_stride": Param(int, 14, min=2, max=1024),
+            "conv_channels": Param(list, [32, 64], item_type=int, **CHANNELS, min_items=2),
+            "window_features": Param(int, 128, min=1, max=16384),
             "dropout_amount": DROPOUT,
         },
         kind="lines",
@@ -59,11 +63,11 @@ NETWORKS: dict[str, Entry] = {
     "line_lstm_ctc": Entry(
         "text_recognizer.networks.line_lstm_ctc:build",
         {
-            "window_width": Param(int, 28, min=2),
-            "window_stride": Param(int, 14, min=2),
-            "conv_channels": Param(list, [32, 64], item_type=int, min=1, min_items=2),
-            "window_features": Param(int, 128, min=1),
-            "lstm_hidden": Param(int, 128, min=1),
+            "window_width": Param(int, 28, min=2, max=1024),
+            "window_stride": Param(int, 14, min=2, max=1024),
+            "conv_channels": Param(list, [32, 64], item_type=int, **CHANNELS, min_items=2),
+            "window_features": Param(int, 128, min=1, max=16384),
+            "lstm_hidden": Param(int, 128, min=1, max=LSTM_MAX),
             "lstm_layers": Param(int, 1, min=1, max=8),
             "dropout_amount": DROPOUT,
         },
@@ -74,10 +78,10 @@ NETWORKS: dict[str, Entry] = {
     "crnn": Entry(
         "text_recognizer.networks.crnn:build",
         {
-            "conv_channels": Param(list, [32, 64, 128], item_type=int, min=1, min_items=1),
+            "conv_channels": Param(list, [32, 64, 128], item_type=int, **CHANNELS, min_items=1),
             "activation": Param(str, "relu", choices=("relu", "mish", "gelu")),
-            "linear_size": Param(int, 64, min=1),
-            "lstm_hidden": Param(int, 512, min=1),
+            "linear_size": Param(int, 64, min=1, max=16384),
+            "lstm_hidden": Param(int, 512, min=1, max=LSTM_MAX),
             "lstm_layers": Param(int, 1, min=1, max=8),
             "dropout_amount": Param(float, 0.3, min=0.0, lt=1.0),
         },
@@ -88,9 +92,9 @@ NETWORKS: dict[str, Entry] = {
     "resnet_crnn": Entry(
         "text_recognizer.networks.resnet_crnn:build",
         {
-            "layers": Param(list, [1, 1, 1, 1], item_type=int, min=1, min_items=1),
+            "layers": Param(list, [1, 1, 1, 1], item_type=int, **BLOCKS),
             "base_channels": Param(int, 32, min=1, max=1024),
-            "lstm_hidden": Param(int, 256, min=1),
+            "lstm_hidden": Param(int, 256, min=1, max=LSTM_MAX),
             "lstm_layers": Param(int, 1, min=1, max=8),
             "dropout_amount": DROPOUT,
         },
