@@ -360,9 +360,9 @@ def test_defect15_weights_files_that_are_not_weights(
     for path, fragment in cases.items():
         err = _one_line_error(capsys, predict_main([good, "--model", str(path)]))
         assert fragment in err, err
-    from text_recognizer.models import base
+    from text_recognizer.models import weights_file
 
-    monkeypatch.setattr(base, "MAX_PICKLE_BYTES", 100)
+    monkeypatch.setattr(weights_file, "MAX_PICKLE_BYTES", 100)
     err = _one_line_error(capsys, predict_main([good, "--model", str(weights["char"])]))
     assert "its metadata is" in err
 

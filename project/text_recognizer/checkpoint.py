@@ -2,7 +2,8 @@
 
 ``checkpoint.pt`` in the run folder holds everything the next epoch depends on: weights, optimizer,
 scheduler and GradScaler states, every RNG (torch CPU/CUDA, numpy, python, the shuffling generator),
-the epoch, the best loss and weights, the bad-epoch counter and the history. RNG states are stored
+the epoch, the best loss and weights, the bad-epoch counter, the history and the config trained
+under (a resume compares it with `config.json`). RNG states are stored
 as tensors and lists, never pickled objects, so ``torch.load(weights_only=True)`` reads it: loading
 a checkpoint runs no code. The previous one is kept as ``checkpoint.prev.pt``; a truncated or
 corrupt latest file falls back to it.
@@ -13,6 +14,7 @@ mid-write is raised right after the file is complete, so an interrupt never leav
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -24,10 +26,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import UserError, storage_cause, storage_error
 from text_recognizer.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
+_FIELDS = {
+    "epoch": int,
+    "done": bool,
+    "model": dict,
+    "optimizer": dict,
+    "rng": dict,
+    "history": list,
+}
 LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 
 _deferring = 0
@@ -105,35 +115,96 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def check_fits(state: dict[str, Any], network: torch.nn.Module, run_dir: object) -> None:
+    """Refuse (exit 2) a checkpoint whose weights are not the network's: names, shapes, dtypes.
+
+    ``Checkpointer.read`` checks the checkpoint's structure; only the built network can tell
+    whether its tensors fit, and a mismatch found in the middle of ``fit`` would be a failed run.
+    """
+    expected = network.state_dict()
+    for key in ("model", "best_state"):
+        weights = state.get(key)
+        if weights is None and key == "best_state":
+            continue
+        problem = _weights_mismatch(weights, expected)
+        if problem:
+            raise CheckpointError(
+                f"the checkpoint in {run_dir} does not fit the network of its config.json "
+                f"({key}: {problem}); resume with the config it was trained under"
+            )
+
+
+def _weights_mismatch(weights: Any, expected: dict[str, torch.Tensor]) -> str | None:
+    if not isinstance(weights, dict) or not all(
+        isinstance(v, torch.Tensor) for v in weights.values()
+    ):
+        return "not a mapping of names to tensors"
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        return f"{len(missing)} tensors missing, {len(extra)} unexpected"
+    for name, want in expected.items():
+        got = weights[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return f"{name} is {list(got.shape)} {got.dtype}, the network has {list(want.shape)} {want.dtype}"
+    return None
+
+
 # ----- files -----------------------------------------------------------------------------------------
 class Checkpointer:
     """Writes (``write=True``: rank 0 only under torchrun) and reads a run folder's checkpoints."""
 
-    def __init__(self, run_dir: Path | str, write: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path | str, write: bool = True, config: dict[str, Any] | None = None
+    ) -> None:
         self.dir = Path(run_dir)
         self.latest, self.previous = self.dir / LATEST, self.dir / PREVIOUS
         self.write = write
+        # The config trained under, kept in each checkpoint: a resume tells an edited config.json.
+        self.config = json.dumps(config) if config is not None else None
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write atomically; the old latest becomes ``checkpoint.prev.pt`` only once the new is whole."""
+        """Write atomically; the old latest becomes ``checkpoint.prev.pt`` only once the new is whole.
+
+        A full disk or a read-only folder is a one-line StorageError naming the checkpoint."""
         if not self.write:
             return
         with signals_deferred():
             payload = {"format_version": CHECKPOINT_FORMAT, **state}
-            with atomic_path(self.latest) as tmp:
-                torch.save(payload, tmp)
-                if self.latest.exists():
-                    os.replace(self.latest, self.previous)
+            if self.config is not None:
+                payload["config"] = self.config
+            try:
+                with atomic_path(self.latest) as tmp:
+                    with open(tmp, "wb") as f:  # a file object: ENOSPC reaches us as an OSError
+                        torch.save(payload, f)
+                    if self.latest.exists():
+                        os.replace(self.latest, self.previous)
+            except Exception as e:  # torch wraps ENOSPC in a RuntimeError
+                cause = storage_cause(e)
+                if cause is None:
+                    raise
+                raise storage_error(cause, self.latest) from None
 
     @staticmethod
     def read(path: Path) -> dict[str, Any]:
-        """One checkpoint file, or an exception saying why it cannot be used."""
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        """One checkpoint file, or an exception saying why it cannot be used.
+
+        Read like a weights file (``models.weights_file``): the archive's metadata record is
+        bounded before it is read and the tensors are memory-mapped, so a hostile checkpoint
+        cannot make the reader allocate more than the file holds."""
+        from text_recognizer.models.weights_file import check_archive
+
+        check_archive(path, "checkpoint")
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a checkpoint of format {CHECKPOINT_FORMAT}")
-        for key in ("epoch", "model", "optimizer", "rng", "history"):
-            if key not in payload:
-                raise ValueError(f"missing {key!r}")
+        for key, kind in _FIELDS.items():
+            value = payload.get(key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"missing or malformed {key!r}")
+        if not all(isinstance(m, dict) for m in payload["history"]):
+            raise ValueError("malformed 'history'")
+        if payload["epoch"] < 1 or len(payload["history"]) != payload["epoch"]:
+            raise ValueError(f"epoch {payload['epoch']} does not match its history")
         return payload
 
     def load(self) -> dict[str, Any] | None:
@@ -148,7 +219,8 @@ class Checkpointer:
             try:
                 state = self.read(path)
             except Exception as e:
-                why = (str(e).splitlines() or ["empty or truncated"])[0][:120]
+                why = (str(e).splitlines() or ["empty or truncated"])[0]
+                why = why.removeprefix(f"cannot read checkpoint {path}: ")[:120]
                 problems.append(f"{path.name} unreadable ({type(e).__name__}: {why})")
                 continue
             if problems:

@@ -6,7 +6,7 @@ data_dir or a network that cannot take the data fails with exit 2 and leaves not
 
 from __future__ import annotations
 
-import json
+import contextlib
 import platform
 import sys
 import time
@@ -14,7 +14,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import UserError
+from text_recognizer.errors import (
+    StorageError,
+    UserError,
+    one_line,
+    print_error,
+    storage_cause,
+    storage_error,
+)
+from text_recognizer.experiment.records import RunRecord
 from text_recognizer.fileio import write_text_atomic
 
 
@@ -39,17 +47,8 @@ def run_experiment(
     import torch
 
     from text_recognizer import distributed
-    from text_recognizer.checkpoint import Checkpointer
     from text_recognizer.datasets import DATASETS
-    from text_recognizer.experiment.devices import (
-        label_leases,
-        lease_fields,
-        release_leases,
-        select_device,
-        select_num_threads,
-    )
-    from text_recognizer.experiment.records import RunRecord
-    from text_recognizer.experiment.tracking import Tracker
+    from text_recognizer.experiment.devices import select_device, select_num_threads
     from text_recognizer.models import MODELS
 
     started = time.time()
@@ -77,105 +76,212 @@ def run_experiment(
     model_cls = MODELS[config["model"]].load()
     torch.manual_seed(train_args["seed"])  # the initial weights depend on the seed alone
     model = model_cls(dataset.config(), config["network"], config["network_args"], device, config)
+    if resume_state is not None:
+        from text_recognizer.checkpoint import check_fits
+
+        check_fits(resume_state, model.network, resume_dir)  # before the record is touched
     if not is_main:
         return _run_worker(model, dataset, train_args, resume_state)
+    record = _open_record(config, resume_dir, resume_state)
+    _mark_running(record, model, device, started, dist_info, created=resume_dir is None)
+    return _run_recorded(model, dataset, config, record, started, save, use_wandb, resume_state)
 
-    if resume_dir is not None:
-        record = RunRecord(Path(resume_dir))
-        record.summary = json.loads(record.summary_path.read_text())
-        history = resume_state["history"] if resume_state else []
-        # Epochs after the checkpoint are redone: drop their lines so none is logged twice.
-        write_text_atomic(record.metrics_path, "".join(json.dumps(m) + "\n" for m in history))
+
+def _mark_running(
+    record: RunRecord, model: Any, device: str, started: float, dist_info: Any, created: bool
+) -> None:
+    """summary.json says ``running``, or (disk full, read-only) the run never starts: exit 2."""
+    import torch
+
+    from text_recognizer.experiment.devices import lease_fields
+
+    try:
         record.update_summary(
-            resumed_from_epoch=resume_state["epoch"] if resume_state else 0,
-            resumes=record.summary.get("resumes", 0) + 1,
-            error=None,
+            status="running",
+            run_dir=str(record.dir),
+            device=device,
+            host=platform.node(),
+            torch=torch.__version__,
+            num_params=sum(p.numel() for p in model.network.parameters()),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            num_threads=torch.get_num_threads(),
+            world_size=dist_info.world_size if dist_info is not None else 1,
+            **lease_fields(),
         )
-    else:
-        record = RunRecord.create(config)
-        record.write_config(config)
-    record.update_summary(
-        status="running",
-        run_dir=str(record.dir),
-        device=device,
-        host=platform.node(),
-        torch=torch.__version__,
-        num_params=sum(p.numel() for p in model.network.parameters()),
-        started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        num_threads=torch.get_num_threads(),
-        world_size=dist_info.world_size if dist_info is not None else 1,
-        **lease_fields(),
-    )
+    except OSError as e:
+        _abandon(record, created)
+        raise storage_error(e, record.summary_path) from None
+
+
+def _run_recorded(
+    model: Any,
+    dataset: Any,
+    config: dict[str, Any],
+    record: RunRecord,
+    started: float,
+    save: bool,
+    use_wandb: bool,
+    resume_state: dict[str, Any] | None,
+) -> tuple[int, dict[str, Any]]:
+    """Train and test inside the record: every way the run ends is written to summary.json."""
+    from text_recognizer import distributed
+    from text_recognizer.experiment.devices import label_leases, release_leases
+    from text_recognizer.experiment.tracking import Tracker
+
     print(f"run folder: {record.dir}", file=sys.stderr)
     label_leases(run=f"{record.dir.parent.name}/{record.dir.name}", run_dir=str(record.dir))
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
-    from text_recognizer.experiment.media import EpochImages, report_run
+    exit_code = 0
+    try:
+        _train_and_test(model, dataset, config, record, tracker, save, resume_state)
+    except (KeyboardInterrupt, Interrupted):
+        exit_code = 130
+        record.try_update_summary(status="interrupted")
+        print(
+            f"interrupted; partial record in {record.dir}; continue with: "
+            f"python training/run_experiment.py --resume {record.dir}",
+            file=sys.stderr,
+        )
+    except StorageError as e:
+        exit_code = _storage_failure(record, e)
+    except UserError as e:
+        record.try_update_summary(status="failed", error=one_line(e))
+        raise
+    except Exception as e:
+        cause = storage_cause(e)  # a write that met a full disk, however a library wrapped it
+        if cause is not None:
+            exit_code = _storage_failure(record, storage_error(cause, cause.filename or record.dir))
+        else:
+            exit_code = _failure(record, e)
+    finally:
+        record.try_update_summary(wall_time=time.time() - started)
+        record.close()
+        tracker.finish(exit_code)
+        release_leases()
+        distributed.teardown()
+    return exit_code, record.summary
 
+
+def _open_record(
+    config: dict[str, Any], resume_dir: Path | None, resume_state: dict[str, Any] | None
+) -> RunRecord:
+    """Create (or, to resume, reopen) and lock the run folder; write the small records first.
+
+    A full disk or read-only runs folder here is a StorageError (exit 2) and a folder this call
+    created is removed again, so a run that never started leaves nothing behind.
+    """
+    record = None
+    try:
+        if resume_dir is not None:
+            record = RunRecord.reopen(Path(resume_dir))
+            record.reserve_space()
+            history = resume_state["history"] if resume_state else []
+            record.rewind_metrics(history)  # epochs after the checkpoint are redone
+            record.update_summary(
+                resumed_from_epoch=resume_state["epoch"] if resume_state else 0,
+                resumes=_count(record.summary.get("resumes")) + 1,
+                error=None,
+            )
+        else:
+            record = RunRecord.create(config)
+            record.reserve_space()
+            record.write_config(config)
+    except OSError as e:
+        if record is not None:
+            _abandon(record, resume_dir is None)
+        raise storage_error(e, e.filename or (record.dir if record else "the run folder")) from None
+    return record
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _abandon(record: RunRecord, created: bool) -> None:
+    """A run that could not start: remove the folder it created, or just let go of the old one."""
+    if created:
+        record.discard()
+    else:
+        record.close()
+
+
+def _train_and_test(
+    model: Any,
+    dataset: Any,
+    config: dict[str, Any],
+    record: RunRecord,
+    tracker: Any,
+    save: bool,
+    resume_state: dict[str, Any] | None,
+) -> None:
+    """Fit with per-epoch records and checkpoints, test once, write the results."""
+    from text_recognizer.checkpoint import Checkpointer
+    from text_recognizer.experiment.media import EpochImages, report_run
+    from text_recognizer.fileio import write_json_atomic
+
+    train_args = config["train_args"]
     epoch_images = EpochImages(model, dataset, tracker)  # W&B only: a fixed validation sample
 
     def on_epoch_end(metrics: dict[str, Any]) -> None:
         record.log_epoch(metrics)
         tracker.log({**metrics, **epoch_images.media()})
 
-    exit_code = 0
-    try:
-        history = model.fit(
-            dataset,
-            train_args,
-            on_epoch_end=on_epoch_end,
-            checkpoint=Checkpointer(record.dir),
-            resume=resume_state,
-        )
-        test = model.evaluate(dataset.x_test, dataset.y_test, train_args)
-        best = min(history, key=lambda m: m.get("val_loss", m["train_loss"]))
-        fields: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
-        fields.update({k: v for k, v in best.items() if k.startswith("val_")})
-        fields.update(epochs_run=len(history), best_epoch=best["epoch"], **model.notes)
-        examples = model.examples(dataset.x_test, dataset.y_test, k=10)  # worst and best
-        if examples:
-            from text_recognizer.fileio import write_json_atomic
+    history = model.fit(
+        dataset,
+        train_args,
+        on_epoch_end=on_epoch_end,
+        checkpoint=Checkpointer(record.dir, config=config),
+        resume=resume_state,
+    )
+    test = model.evaluate(dataset.x_test, dataset.y_test, train_args)
+    best = min(history, key=lambda m: m.get("val_loss", m["train_loss"]))
+    fields: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
+    fields.update({k: v for k, v in best.items() if k.startswith("val_")})
+    fields.update(epochs_run=len(history), best_epoch=best["epoch"], **model.notes)
+    examples = model.examples(dataset.x_test, dataset.y_test, k=10)  # worst and best
+    if examples:
+        write_json_atomic(record.dir / "predictions.json", examples)
+        print("test predictions, worst and best (predictions.json):", file=sys.stderr)
+        for e in examples:
+            print("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()), file=sys.stderr)
+    if save:
+        fields["weights"] = str(model.save_weights(record.weights_path))
+    # PNG plots in the run folder; W&B media and weights artifact. Never raises.
+    plots = report_run(model, dataset, record.dir, tracker, examples, fields.get("weights"))
+    if plots:
+        fields["plots"] = plots
+    record.update_summary(status="finished", **fields)
+    tracker.summary(fields)
+    print(
+        "test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({record.dir})",
+        file=sys.stderr,
+    )
 
-            write_json_atomic(record.dir / "predictions.json", examples)
-            print("test predictions, worst and best (predictions.json):", file=sys.stderr)
-            for e in examples:
-                print("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()), file=sys.stderr)
-        if save:
-            fields["weights"] = str(model.save_weights(record.weights_path))
-        # PNG plots in the run folder; W&B media and weights artifact. Never raises.
-        plots = report_run(model, dataset, record.dir, tracker, examples, fields.get("weights"))
-        if plots:
-            fields["plots"] = plots
-        record.update_summary(status="finished", **fields)
-        tracker.summary(fields)
-        print(
-            "test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({record.dir})",
-            file=sys.stderr,
-        )
-    except (KeyboardInterrupt, Interrupted):
-        exit_code = 130
-        record.update_summary(status="interrupted")
-        print(
-            f"interrupted; partial record in {record.dir}; continue with: "
-            f"python training/run_experiment.py --resume {record.dir}",
-            file=sys.stderr,
-        )
-    except UserError as e:
-        record.update_summary(status="failed", error=str(e))
-        raise
-    except Exception as e:
-        exit_code = 1
+
+def _storage_failure(record: RunRecord, error: StorageError) -> int:
+    """The disk filled up (or went read-only) mid-run: one line, a ``failed`` record, exit 1.
+
+    The space reserve is handed back first, so summary.json and error.log still fit."""
+    record.release_space()
+    message = f"{one_line(error)} (then continue this run with --resume {record.dir})"
+    record.try_update_summary(status="failed", error=message)
+    with contextlib.suppress(OSError):
         write_text_atomic(record.dir / "error.log", traceback.format_exc())
-        record.update_summary(status="failed", error=f"{type(e).__name__}: {e}")
-        print(
-            f"run failed: {type(e).__name__}: {e} (traceback in {record.dir / 'error.log'})",
-            file=sys.stderr,
-        )
-    finally:
-        record.update_summary(wall_time=time.time() - started)
-        tracker.finish(exit_code)
-        release_leases()
-        distributed.teardown()
-    return exit_code, record.summary
+    print_error(StorageError(message))
+    return 1
+
+
+def _failure(record: RunRecord, e: Exception) -> int:
+    """Any other failure while running: traceback in error.log, one line on stderr, exit 1."""
+    with contextlib.suppress(OSError):
+        write_text_atomic(record.dir / "error.log", traceback.format_exc())
+    record.try_update_summary(status="failed", error=one_line(f"{type(e).__name__}: {e}"))
+    print(
+        f"run failed: {type(e).__name__}: {one_line(e)[:500]} "
+        f"(traceback in {record.dir / 'error.log'})",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _run_worker(
