@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -101,11 +102,10 @@ def fill_disk(folder: Path, leave: int = 0) -> None:
     free = stat.f_bavail * stat.f_frsize - leave
     if free <= 0:
         return
-    with open(folder / ".filler", "wb") as f:
-        try:
-            f.write(b"\0" * free)
-        except OSError:
-            pass
+    chunk = b"\0" * min(free, 1 << 20)
+    with open(folder / ".filler", "wb") as f, contextlib.suppress(OSError):
+        while free > 0:
+            free -= f.write(chunk[:free])
 
 
 def memory_capped(limit_bytes: int) -> list[str]:

@@ -627,7 +627,7 @@ def test_bad_deadline_variable_is_one_line(
         (b"url = '\xff\xfe'\n", "is not UTF-8 text (byte 0xff at offset 7); save it as UTF-8"),
         (b"a = " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
         (b"x = {" * 3000, "nested too deeply"),
-        (b"# " + b"x" * (2 << 20), "larger than 1,048,576 bytes"),
+        (b"# " + b"x" * (2 << 20), "over the size limit of 1 MiB"),
         (b"url = 'https://x/a'\nfilename = 'a\\nb'\nsha256 = ''\n", "no control characters"),
         (b"url = 'https://x/a'\nfilename = '" + b"a" * 300 + b"'\nsha256 = ''\n", "<= 200 bytes"),
         (

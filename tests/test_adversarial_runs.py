@@ -170,7 +170,7 @@ def bad_inputs(tmp_path: Path) -> list[tuple[str, str]]:
     return [
         (str(latin1), "is not UTF-8 text (byte 0xe9"),
         (str(deep), "nested too deeply"),
-        (str(huge), "is over 1 MiB"),
+        (str(huge), "is over the size limit of 1 MiB"),
         (str(folder), "does not exist"),
         ('{"seed": 1' + "0" * 5000 + "}", "malformed JSON in config"),
         ("x" * 5000, "neither JSON nor an existing file"),
@@ -190,16 +190,19 @@ def test_hostile_config_inputs_exit_2_in_one_line_and_write_nothing(runs_dir, tm
 def test_unreadable_config_file_is_one_line(tmp_path, monkeypatch, capsys):
     path = tmp_path / "secret.json"
     path.write_text(json.dumps(CONFIG))
+    from text_recognizer import fileio
 
-    def denied(*args, **kwargs):
-        raise PermissionError(13, "Permission denied", str(path))
+    real_open = os.open
 
-    from text_recognizer import config as config_module
+    def denied(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(name, *args, **kwargs)
 
-    monkeypatch.setattr(config_module, "open", denied, raising=False)
+    monkeypatch.setattr(fileio.os, "open", denied)
     code, err = cli(capsys, str(path))
     assert code == 2
-    assert f"cannot read the config file {path}: permission denied" in one_error_line(err)
+    assert f"cannot read config file {path}: permission denied" in one_error_line(err)
 
 
 def test_hostile_torchrun_environment_is_bad_input(runs_dir, monkeypatch, capsys):

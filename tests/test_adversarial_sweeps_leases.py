@@ -171,7 +171,7 @@ def laughs(levels: int = 9) -> str:
         (laughs(), "expands to more than"),
         (b"name: caf\xe9\nmethod: grid\n", "is not UTF-8 text"),
         ("parameters:\n  1: {value: 2}\n", "is not text"),
-        ("method: grid\n" + "#" * (ls.MAX_YAML_BYTES + 10), "at most"),
+        ("method: grid\n" + "#" * (ls.MAX_YAML_BYTES + 10), "over the size limit"),
         ("parameters: [unclosed\n  - x: {", "malformed YAML"),
         ("- just\n- a list\n", "must hold a YAML mapping"),
     ],

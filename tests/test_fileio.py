@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,3 +83,27 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_read_small_text_refuses_what_a_user_file_must_not_be(tmp_path: Path) -> None:
+    from text_recognizer.errors import StorageError, UserError
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # opening it for reading would block for ever without O_NONBLOCK
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2049)
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"a": "é"}'.encode("latin-1"))
+    cases = {
+        fifo: "is not a regular file",
+        tmp_path: "is not a regular file",
+        big: "is over the size limit of 2 KiB",
+        latin1: "is not UTF-8 text (byte 0xe9 at offset 7)",
+        tmp_path / "missing.json": "does not exist",
+    }
+    for path, fragment in cases.items():
+        with pytest.raises(UserError, match=f"^config file {path} {re.escape(fragment)}"):
+            fileio.read_small_text(path, 2048, "config file")
+    (tmp_path / "ok.json").write_text('{"a": "é"}', encoding="utf-8")
+    assert fileio.read_small_text(tmp_path / "ok.json", 2048, "config file") == '{"a": "é"}'
+    assert issubclass(StorageError, UserError)

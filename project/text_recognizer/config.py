@@ -13,7 +13,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import ConfigError, one_line, storage_error
+from text_recognizer.errors import ConfigError, one_line
+from text_recognizer.fileio import read_small_text
 from text_recognizer.spec import (
     SEED_MAX,
     Param,
@@ -103,20 +104,7 @@ def read_config_file(name: str) -> str:
         if name.endswith(".json"):
             raise ConfigError(f"config file {short_repr(name)} does not exist{hint}")
         raise ConfigError(f"config is neither JSON nor an existing file: {name[:60]!r}{hint}")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise storage_error(e, path, "read the config file") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; not a config")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
-            f"{e.start}); save it as UTF-8 JSON"
-        ) from None
+    return read_small_text(path, MAX_CONFIG_BYTES, "config file", ConfigError)
 
 
 def parse_config_json(text: str, source: str = "config") -> dict[str, Any]:

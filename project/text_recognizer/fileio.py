@@ -12,12 +12,15 @@ import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from text_recognizer.errors import UserError, storage_error
 
 _TEMP_RE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 # A temp file from another host (a shared filesystem) cannot be checked for a live writer; one this
@@ -112,3 +115,49 @@ def append_jsonl(path: Path | str, obj: Any) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, default=str) + "\n")
         f.flush()
+
+
+def read_small_text(
+    path: Path | str,
+    max_bytes: int,
+    what: str,
+    error: type[Exception] = UserError,
+    encoding: str = "utf-8",
+) -> str:
+    """The text of a small file a user gave (a config, sweep YAML, record, metadata.toml).
+
+    Such a file is untrusted input, so it is read without blocking (a FIFO would hang the
+    reader), only if it is a regular file, no further than ``max_bytes``, and as UTF-8. Each
+    refusal is one ``error`` line naming ``what`` and the path; an OSError is a StorageError.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise storage_error(e, path, f"read {what}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what} {path} is not a regular file (a folder, device or pipe)")
+    with open(fd, "rb") as f:
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise storage_error(e, path, f"read {what}") from None
+    if len(data) > max_bytes:
+        raise error(f"{what} {path} is over the size limit of {_size(max_bytes)}")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n:,} bytes"

@@ -63,29 +63,15 @@ MAX_TRUTH_BYTES = 256 << 20  # IAM's lines.txt is 1.4 MB
 
 def read_ground_truth(path: str | Path) -> dict[str, str]:
     """Image id -> text (lines joined by newlines) from a JSON or IAM ``lines.txt`` file."""
-    from text_recognizer.errors import storage_error
 
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--ground-truth {path}: is a folder, not a file")
     if not path.is_file():
         raise UserError(f"--ground-truth {path}: no such file")
-    try:
-        if path.stat().st_size > MAX_TRUTH_BYTES:
-            raise UserError(
-                f"--ground-truth {path}: {path.stat().st_size:,} bytes is too large for a "
-                f"ground-truth file (at most {MAX_TRUTH_BYTES:,})"
-            )
-        data = path.read_bytes()
-    except OSError as e:
-        raise storage_error(e, path, "read") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"--ground-truth {path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
-            f"{e.start}); save it as UTF-8"
-        ) from None
+    from text_recognizer.fileio import read_small_text
+
+    text = read_small_text(path, MAX_TRUTH_BYTES, "--ground-truth", UserError, "utf-8-sig")
     if text.lstrip().startswith("{"):
         return _from_json(text, path)
     return _from_lines_txt(text, path)

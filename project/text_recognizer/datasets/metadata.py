@@ -9,9 +9,7 @@ one edit away from a known one (``sha265``, ``extrct``) is an error. Every probl
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,33 +79,13 @@ def _plain_name(name: object) -> bool:
 
 def _read_text(path: Path) -> str:
     """The file's text, refusing what is not a small regular UTF-8 file (a fifo would hang)."""
-    try:
-        with open(path, "rb", opener=_open_nonblocking) as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise MetadataError(f"{path} is not a regular file; it must be a TOML text file")
-            data = f.read(MAX_METADATA_BYTES + 1)
-    except FileNotFoundError:
+    from text_recognizer.fileio import read_small_text
+
+    if not path.exists():
         raise MetadataError(
             f"metadata file not found: {path}; it is tracked in the repository, restore it"
-        ) from None
-    except OSError as exc:
-        raise MetadataError(f"cannot read metadata file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_METADATA_BYTES:
-        raise MetadataError(
-            f"{path} is larger than {MAX_METADATA_BYTES:,} bytes; a metadata.toml is a few KB of "
-            "TOML text"
         )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MetadataError(
-            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "save it as UTF-8"
-        ) from None
-
-
-def _open_nonblocking(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    return read_small_text(path, MAX_METADATA_BYTES, "metadata file", MetadataError)
 
 
 def load_metadata(path: Path) -> list[RemoteFile]:

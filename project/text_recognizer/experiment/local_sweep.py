@@ -40,6 +40,7 @@ from typing import IO, Any
 
 from text_recognizer.errors import StorageError, UserError, one_line, print_error, storage_error
 from text_recognizer.experiment.sweep import format_arg, resolve_path
+from text_recognizer.fileio import read_small_text
 
 SUPPORTED_METHODS = ("grid", "random", "bayes")
 PROGRAM = "run_sweep.py"
@@ -104,17 +105,7 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise SweepError(f"sweep file {str(path)!r} does not exist")
-    try:
-        with open(p, "rb") as f:
-            raw = f.read(MAX_YAML_BYTES + 1)
-    except OSError as e:
-        raise storage_error(e, path, "read") from None
-    if len(raw) > MAX_YAML_BYTES:
-        raise SweepError(f"{path}: a sweep YAML is at most {MAX_YAML_BYTES // 1024} KiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SweepError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    text = read_small_text(p, MAX_YAML_BYTES, "sweep file", SweepError)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_yaml_node(node, path)

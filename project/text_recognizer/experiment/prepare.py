@@ -21,8 +21,8 @@ from text_recognizer.errors import (
     UserError,
     one_line,
     one_line_parser,
-    storage_error,
 )
+from text_recognizer.fileio import read_small_text
 
 FILE_KEYS = ("experiment_group", "experiments")
 RUN_SCRIPT = "training/run_experiment.py"
@@ -51,17 +51,9 @@ def read_experiments_file(path: str | Path) -> tuple[str | None, list[Any]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiments file {str(path)!r} does not exist")
+    text = read_small_text(path, MAX_FILE_BYTES, "experiments file", ConfigError)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise storage_error(e, path, "read") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"{path}: an experiments file is at most {MAX_FILE_BYTES >> 20} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a UTF-8 text file") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"malformed JSON in {path}: {e.msg} at line {e.lineno} column {e.colno}"

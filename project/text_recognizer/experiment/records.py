@@ -27,6 +27,7 @@ from text_recognizer.errors import ConfigError, UserError, one_line, storage_err
 from text_recognizer.fileio import (
     append_jsonl,
     clean_stale_temps,
+    read_small_text,
     write_json_atomic,
     write_text_atomic,
 )
@@ -108,16 +109,14 @@ def release_locks() -> None:
 
 def read_record_json(path: Path) -> dict[str, Any]:
     """A JSON object from a run record file, or a one-line error saying what is wrong with it."""
+    restore = "; restore it, or start a new run"
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_RECORD_BYTES + 1)
-    except OSError as e:
-        raise storage_error(e, path, "read") from None
-    why = f"is over {MAX_RECORD_BYTES >> 20} MiB" if len(data) > MAX_RECORD_BYTES else ""
+        text = read_small_text(path, MAX_RECORD_BYTES, "run record", ConfigError)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{restore}") from None
+    why = ""
     try:
-        obj = None if why else json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        why = f"is not UTF-8 text (offset {e.start})"
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         why = f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
     except (RecursionError, ValueError) as e:
@@ -125,7 +124,7 @@ def read_record_json(path: Path) -> dict[str, Any]:
     if not why and not isinstance(obj, dict):
         why = f"holds a JSON {type(obj).__name__}, not an object"
     if why:
-        raise ConfigError(f"{path} {why}; restore it, or start a new run")
+        raise ConfigError(f"{path} {why}{restore}")
     return obj
 
 
