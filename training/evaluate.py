@@ -151,7 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def check_report_path(out: str, run: str) -> None:
     """``--json`` must be a writable file, and not the weights being evaluated."""
-    from text_recognizer.errors import UserError, check_output_file
+    from text_recognizer.errors import UserError
+    from text_recognizer.fileio import check_output_file
 
     weights = Path(run) / "weights.pt" if Path(run).is_dir() else Path(run)
     if Path(out).is_file() and weights.is_file() and Path(out).samefile(weights):

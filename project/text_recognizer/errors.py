@@ -92,36 +92,3 @@ def one_line_parser(**kwargs: object) -> argparse.ArgumentParser:
             raise SystemExit(2)
 
     return _Parser(**kwargs)  # type: ignore[arg-type]
-
-
-def check_output_file(path: object, option: str) -> None:
-    """Refuse now (StorageError, exit 2) an output file that could not be written at the end.
-
-    Catches a folder given as the file, a missing or unwritable parent, a read-only filesystem
-    and a full disk before the work, rather than as a traceback after it.
-    """
-    import os
-    from pathlib import Path
-
-    target = Path(str(path)).expanduser()
-    if target.is_dir():
-        raise StorageError(f"cannot write {option} {target}: it is a folder; give a file name")
-    parent = target.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the writer creates the missing folders below this one
-    if not parent.is_dir():
-        raise StorageError(f"cannot write {option} {target}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        reason = "the filesystem is read-only" if _read_only(parent) else "permission denied"
-        raise StorageError(f"cannot write {option} {target}: {reason}")
-    stat = os.statvfs(parent)
-    if stat.f_bavail * stat.f_frsize < 4096:
-        raise StorageError(
-            f"cannot write {option} {target}: the disk is full; free some space and run again"
-        )
-
-
-def _read_only(folder: object) -> bool:
-    import os
-
-    return bool(os.statvfs(str(folder)).f_flag & os.ST_RDONLY)

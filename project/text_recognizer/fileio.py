@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.errors import UserError, storage_error
+from text_recognizer.errors import StorageError, UserError, storage_error
 
 _TEMP_RE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 # A temp file from another host (a shared filesystem) cannot be checked for a live writer; one this
@@ -115,6 +115,34 @@ def append_jsonl(path: Path | str, obj: Any) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj, default=str) + "\n")
         f.flush()
+
+
+def check_output_file(path: object, option: str) -> None:
+    """Refuse now (StorageError, exit 2) an output file that could not be written at the end.
+
+    Catches a folder given as the file, a missing or unwritable parent, a read-only filesystem
+    and a full disk before the work, rather than as a traceback after it.
+    """
+    target = Path(str(path)).expanduser()
+    if target.is_dir():
+        raise StorageError(f"cannot write {option} {target}: it is a folder; give a file name")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the writer creates the missing folders below this one
+    if not parent.is_dir():
+        raise StorageError(f"cannot write {option} {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        reason = "the filesystem is read-only" if _read_only(parent) else "permission denied"
+        raise StorageError(f"cannot write {option} {target}: {reason}")
+    stat = os.statvfs(parent)
+    if stat.f_bavail * stat.f_frsize < 4096:
+        raise StorageError(
+            f"cannot write {option} {target}: the disk is full; free some space and run again"
+        )
+
+
+def _read_only(folder: object) -> bool:
+    return bool(os.statvfs(str(folder)).f_flag & os.ST_RDONLY)
 
 
 def read_small_text(

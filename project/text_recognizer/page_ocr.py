@@ -203,7 +203,7 @@ def check_out_path(out: str | Path, page: str | Path) -> None:
     """Before the work: ``--out`` must name a new image file that can be written, not the page."""
     import cv2
 
-    from text_recognizer.errors import check_output_file
+    from text_recognizer.fileio import check_output_file
 
     out = Path(out)
     if not out.suffix or not cv2.haveImageWriter(str(out)):

@@ -32,11 +32,10 @@ from text_recognizer import paths
 from text_recognizer.errors import (
     DataError,
     StorageError,
-    check_output_file,
     one_line,
     storage_error,
 )
-from text_recognizer.fileio import atomic_path, clean_stale_temps
+from text_recognizer.fileio import atomic_path, check_output_file, clean_stale_temps
 
 log = logging.getLogger(__name__)
 # 2: synthetic line glyphs never clipped (fonts with overhangs); 3: checksummed file, raw-file
