@@ -1,4 +1,7 @@
-"""Errors a user can fix. The command-line scripts turn them into one line and exit code 2."""
+"""Errors a user can fix. The command-line scripts turn them into one line and exit code 2.
+
+The rules for untrusted input, full disks and killed processes: docs/untrusted-input.md.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 Temporary files are named ``.<name>.<host>-<pid>.<random>.tmp`` so that a later writer can tell a
 leftover of a killed process (same host, pid gone) from one still being written, and remove it
 (`clean_stale_temps`). They get the mode an ordinary ``open()`` would (0666 less the umask), not
-mkstemp's 0600, so a shared runs folder stays readable by the group that shares it.
+mkstemp's 0600, so a shared runs folder stays readable by the group that shares it. Small files a
+user gives are read through `read_small_text` (bounded, regular files only, UTF-8). The rules and
+every limit: docs/untrusted-input.md.
 """
 
 from __future__ import annotations
