@@ -322,15 +322,18 @@ def test_unwritable_lease_folder_is_one_line_exit_2(tmp_path):
     assert out.stderr.startswith("error: cannot create the lease folder")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
-def test_read_only_lease_folder(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir(mode=0o500)
-    try:
-        with pytest.raises(LeaseFolderError, match="not writable"):
-            LeaseFolder(folder).ensure()
-    finally:
-        folder.chmod(0o700)
+def test_read_only_lease_folder(tmp_path, small_disk):
+    import subprocess
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o500)
+    else:  # root writes into a mode-0500 folder anyway: a read-only filesystem stops it
+        folder = small_disk("64k")
+        remount = ["mount", "-o", "remount,ro", str(folder)]
+        subprocess.run(remount, check=True, capture_output=True)
+    with pytest.raises(LeaseFolderError, match="not writable"):
+        LeaseFolder(folder).ensure()
 
 
 def test_filesystem_without_locks_is_detected(tmp_path, monkeypatch):
