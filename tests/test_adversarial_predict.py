@@ -9,6 +9,7 @@ RLIMIT_AS.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import sys
@@ -616,3 +617,55 @@ def test_hostile_ground_truth(weights, images, tmp_path, capsys) -> None:
     bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"a01-000": "AB"}).encode())
     assert paragraph_ocr_main([str(image), "--model", line, "--ground-truth", str(bom)]) == 0
     assert "overall: CER" in capsys.readouterr().out
+
+
+def _views_payload(payload: dict[str, Any], how: str) -> dict[str, Any]:
+    """An mlp whose tensors are views: more elements than the file really holds."""
+    from text_recognizer.networks import build_network
+
+    if how == "expanded":  # a huge first layer, within every bound
+        side, args = 2048, {"num_layers": 1, "layer_size": 128}
+    else:  # many tensors, each a view of the largest
+        side, args = 28, {"num_layers": 4, "layer_size": 512}
+    p = {**payload, "network_args": args}
+    p["data_config"] = {
+        **payload["data_config"],
+        "input_shape": [side, side],
+        "preprocessing": {"resize": "square", "height": side, "width": side},
+    }
+    with torch.device("meta"):
+        net = build_network("mlp", (side, side), (10,), **args)
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    if how == "expanded":  # stride 0: one float claims 2048*2048*128 of them
+        p["state_dict"] = {k: torch.zeros(1).expand(s) for k, s in shapes.items()}
+    else:  # every tensor a view into one shared storage
+        shared = torch.zeros(max(math.prod(s) for s in shapes.values()))
+        p["state_dict"] = {k: shared[: math.prod(s)].view(s) for k, s in shapes.items()}
+    return p
+
+
+@pytest.mark.parametrize("how", ["expanded", "shared"])
+def test_defect3_views_cannot_claim_more_than_the_file_holds(weights, images, tmp_path, how):
+    # A 4 KB file of expanded (stride-0) tensors passed the element-count bound and then made the
+    # network build allocate 2 GB; with layer_size 16384, 275 GB.
+    bad = tmp_path / "weights.pt"
+    torch.save(_views_payload(_payload(weights["char"]), how), bad)
+    if how == "expanded":
+        assert bad.stat().st_size < 64 << 10
+    good = str(images["good"])
+    result = run_script(
+        *memory_capped(2 * GiB), "text_recognizer.predict", good, "--model", str(bad)
+    )
+    assert "is a view (expanded, strided or sharing storage" in _subprocess_error(result)
+
+
+def test_mapping_with_control_characters_is_refused(weights, images, tmp_path, capsys):
+    # A mapping entry is printed as the prediction: escape sequences would reach the terminal and a
+    # newline would break the one-line-per-image output.
+    payload = _payload(weights["char"])
+    for entry in ("\x1b]0;owned\x07\x1b[2J2", "\n"):
+        mapping = [entry, *payload["data_config"]["mapping"][1:]]
+        bad = tmp_path / "weights.pt"
+        torch.save({**payload, "data_config": {**payload["data_config"], "mapping": mapping}}, bad)
+        err = _one_line_error(capsys, predict_main([str(images["good"]), "--model", str(bad)]))
+        assert "control characters" in err

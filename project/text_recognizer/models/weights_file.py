@@ -154,6 +154,9 @@ def _data_config_problem(dc: Any, kind: str) -> str | None:
         return f"data_config.mapping must be a list of 1 to {MAX_CLASSES} strings"
     if not all(isinstance(c, str) and len(c) <= 64 and _utf8(c) for c in mapping):
         return "data_config.mapping must hold only short text strings"
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for c in mapping for ch in c):
+        # a mapping entry is printed as the prediction: no escape sequences, no newlines
+        return "data_config.mapping must not hold control characters"
     if not isinstance(shape, (list, tuple)) or len(shape) not in (2, 3):
         return f"data_config.input_shape must be [height, width], got {_short(repr(shape), 40)}"
     if not all(_int_in(d, 1, MAX_INPUT_SIDE) for d in shape) or math.prod(shape) > MAX_INPUT_PIXELS:
@@ -242,6 +245,12 @@ def _state_dict_problem(payload: dict[str, Any]) -> str | None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         return "state_dict must map parameter names to tensors"
+    fake = _not_backed_by_the_file(state)
+    if fake:
+        return (
+            f"tensor {fake!r} is a view (expanded, strided or sharing storage with another), not "
+            "the plain tensor torch.save writes: its size would not be bounded by the file's"
+        )
     args = payload["network_args"]
     validate_args(args, NETWORKS[payload["network"]].args, "network_args")
     expected = _meta_state(payload, len(state), sum(v.numel() for v in state.values()))
@@ -264,6 +273,29 @@ def _state_dict_problem(payload: dict[str, Any]) -> str | None:
             return f"tensor {key!r} is {tensor.dtype}; its network needs {dtype}"
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             return f"tensor {key!r} holds NaN or infinite values"
+    return None
+
+
+def _not_backed_by_the_file(state: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor whose elements are not each stored in the file, or None.
+
+    The meta-device build below is bounded by the elements the file holds; an expanded tensor
+    (stride 0) or many views of one storage claim far more elements than the file stores, and
+    loading them into a network would allocate that much.
+    """
+    storages: set[int] = set()
+    for name, tensor in state.items():
+        if tensor.numel() == 0:
+            continue
+        storage = tensor.untyped_storage()
+        if (
+            not tensor.is_contiguous()
+            or tensor.storage_offset() != 0
+            or storage.nbytes() != tensor.numel() * tensor.element_size()
+            or storage.data_ptr() in storages
+        ):
+            return name
+        storages.add(storage.data_ptr())
     return None
 
 
