@@ -395,6 +395,13 @@ def test_resume_of_a_running_run_is_refused_until_its_writer_dies(runs_dir, tmp_
         line = one_error_line(out.stderr)
         assert "is in use by a run still running" in line and f"pid {writer.pid}" in line
         assert (run_dir / "summary.json").read_bytes() == before
+        (run_dir / LOCK_NAME).unlink()  # the lock is on the folder: removing the note opens nothing
+        out = run_script(
+            "training/run_experiment.py", "--resume", str(run_dir), "--nowandb", env=env, timeout=60
+        )
+        assert out.returncode == 2
+        assert "is in use by a run still running" in one_error_line(out.stderr)
+        assert (run_dir / "summary.json").read_bytes() == before
 
         writer.send_signal(signal.SIGKILL)  # the kernel drops the lock with the process
         writer.wait(timeout=30)

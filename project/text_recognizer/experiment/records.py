@@ -1,7 +1,7 @@
 """Run records (DESIGN.md §5): runs/<group>/<run_name>/ with config, per-epoch metrics and a summary.
 
 Every file is written atomically, so a crash or kill never leaves half a JSON document behind.
-A run holds an ``flock`` on ``.lock`` in its folder for as long as it writes there (the kernel drops
+A run holds an ``flock`` on its folder (``.lock`` says who) for as long as it writes there (the kernel drops
 it however the process ends, as with the GPU leases), so a second writer (``--resume`` of a run
 still running) is refused. While it runs it also keeps ``.space-reserve``, a little disk space given
 back on a full disk so that the record can still say ``failed``.
@@ -35,7 +35,7 @@ from text_recognizer.fileio import (
 LOCK_NAME, RESERVE_NAME = ".lock", ".space-reserve"
 RESERVE_BYTES = 64 << 10  # room for summary.json and error.log once the disk is full
 MAX_RECORD_BYTES = 16 << 20
-_LOCKS: dict[Path, int] = {}  # run folder -> the open, locked .lock file of this process
+_LOCKS: dict[Path, int] = {}  # run folder -> this process's open, locked descriptor of it
 
 
 def slug(text: str) -> str:
@@ -50,40 +50,58 @@ def config_digest(config: dict[str, Any]) -> str:
 def lock_run(run_dir: Path) -> None:
     """Hold ``run_dir``'s lock for this process, or raise UserError naming the run that holds it.
 
-    Taking a lock this process holds already is a no-op. A filesystem without locks (some NFS)
-    gets a warning and no lock rather than no runs at all.
+    The lock is an ``flock`` on the run folder itself, so deleting or replacing ``.lock`` (which
+    only says who holds it) cannot let a second writer in. Taking a lock this process holds
+    already is a no-op. A filesystem without locks (some NFS) gets a warning and no lock rather
+    than no runs at all.
     """
     key = Path(run_dir).resolve()
     if key in _LOCKS:
         return
-    path = key / LOCK_NAME
-    try:  # never through a symlink: a planted .lock must not truncate someone's file
+    holder = _open_holder_file(key / LOCK_NAME)
+    try:
+        fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(holder)
+        raise storage_error(e, key, "open") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        who = _lock_holder(holder)
+        os.close(fd)
+        os.close(holder)
+        raise UserError(
+            f"{run_dir} is in use by a run still running ({who}); wait for it to end or stop "
+            "it, then resume"
+        ) from None
+    except OSError as e:
+        os.close(fd)
+        os.close(holder)
+        print(
+            f"warning: cannot lock {key} ({e.strerror}); two writers are not kept apart",
+            file=sys.stderr,
+        )
+        return
+    _LOCKS[key] = fd
+    with contextlib.suppress(OSError):  # who holds it, for the message above; a full disk is fine
+        os.ftruncate(holder, 0)
+        os.pwrite(
+            holder, f"pid {os.getpid()} on {platform.node()} since {time.ctime()}\n".encode(), 0
+        )
+    os.close(holder)
+
+
+def _open_holder_file(path: Path) -> int:
+    """``.lock``, which names the holder; never through a symlink (a planted one must not
+    truncate someone's file), and only a regular file."""
+    try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
     except OSError as e:
         raise storage_error(e, path) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UserError(f"{path} is not a regular file; remove it, then run again")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _lock_holder(fd)
-        os.close(fd)
-        raise UserError(
-            f"{run_dir} is in use by a run still running ({holder}); wait for it to end or stop "
-            "it, then resume"
-        ) from None
-    except OSError as e:
-        os.close(fd)
-        print(
-            f"warning: cannot lock {path} ({e.strerror}); two writers are not kept apart",
-            file=sys.stderr,
-        )
-        return
-    _LOCKS[key] = fd
-    with contextlib.suppress(OSError):  # who holds it, for the message above; a full disk is fine
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.ctime()}\n".encode(), 0)
+    return fd
 
 
 def _lock_holder(fd: int) -> str:
@@ -94,10 +112,9 @@ def _lock_holder(fd: int) -> str:
 
 def unlock_run(run_dir: Path) -> None:
     """Let go of ``run_dir``'s lock (the end of the process does it too)."""
-    fd = _LOCKS.pop(Path(run_dir).resolve(), None)
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+    key = Path(run_dir).resolve()
+    fd = _LOCKS.pop(key, None)
+    if fd is not None:  # .lock keeps the last holder's name: it is read only while locked
         os.close(fd)
 
 
