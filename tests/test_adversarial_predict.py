@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import sys
 import time
@@ -669,3 +670,36 @@ def test_mapping_with_control_characters_is_refused(weights, images, tmp_path, c
         torch.save({**payload, "data_config": {**payload["data_config"], "mapping": mapping}}, bad)
         err = _one_line_error(capsys, predict_main([str(images["good"]), "--model", str(bad)]))
         assert "control characters" in err
+
+
+def _special_files(folder: Path, suffix: str) -> list[Path]:
+    """A FIFO and (as root) a character device like /dev/null, each named ``*suffix``."""
+    fifo = folder / f"fifo{suffix}"
+    os.mkfifo(fifo)
+    made = [fifo]
+    if os.geteuid() == 0:
+        device = folder / f"null{suffix}"
+        os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        made.append(device)
+    return made
+
+
+def test_outputs_never_replace_devices_pipes_or_the_runs_own_records(
+    mnist_weights, weights, images, tmp_path, capsys
+) -> None:
+    # The atomic rename would replace the special file itself: as root, --json /dev/null made
+    # /dev/null a regular file. A run's own record given as --json was overwritten.
+    run = mnist_weights.parent
+    specials = _special_files(tmp_path, ".json")
+    record = run / "config.json"
+    record.write_text('{"kept": true}')
+    for out in [*specials, record, run / "summary.json", run / "confusion_matrix.png"]:
+        err = _one_line_error(capsys, evaluate_main([str(run), "--limit", "5", "--json", str(out)]))
+        assert "device, pipe or socket" in err or "the run's own records" in err, err
+    assert record.read_text() == '{"kept": true}'
+    pngs = _special_files(tmp_path, ".png")
+    for out in pngs:
+        page = [str(images["good"]), "--model", str(weights["char"]), "--out", str(out)]
+        assert "device, pipe or socket" in _one_line_error(capsys, page_ocr_main(page))
+    for path in [*specials, *pngs]:
+        assert not path.is_file() and (stat.S_ISFIFO(path.stat().st_mode) or path.is_char_device())

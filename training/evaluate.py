@@ -150,13 +150,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def check_report_path(out: str, run: str) -> None:
-    """``--json`` must be a writable file, and not the weights being evaluated."""
+    """``--json`` must be a writable file, and neither the weights being evaluated nor one of
+    the run's own records (config.json, summary.json, checkpoints, ...) or plots."""
     from text_recognizer.errors import UserError
+    from text_recognizer.experiment.records import RECORD_NAMES
     from text_recognizer.fileio import check_output_file
 
     weights = Path(run) / "weights.pt" if Path(run).is_dir() else Path(run)
     if Path(out).is_file() and weights.is_file() and Path(out).samefile(weights):
         raise UserError(f"--json {out} is the weights file being evaluated; give another name")
+    target = Path(out).expanduser().resolve()
+    if target.parent == weights.resolve().parent and (
+        target.name in RECORD_NAMES or target.suffix == ".png"
+    ):
+        raise UserError(
+            f"--json {out} is one of the run's own records; give another name (e.g. eval.json)"
+        )
     check_output_file(out, "--json")
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from text_recognizer.errors import UserError, storage_cause, storage_error
+from text_recognizer.experiment.records import CHECKPOINT_NAMES
 from text_recognizer.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
@@ -38,7 +39,7 @@ _FIELDS = {
     "rng": dict,
     "history": list,
 }
-LATEST, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+LATEST, PREVIOUS = CHECKPOINT_NAMES
 
 _deferring = 0
 _pending: list[int] = []

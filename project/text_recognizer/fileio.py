@@ -128,6 +128,11 @@ def check_output_file(path: object, option: str) -> None:
     target = Path(str(path)).expanduser()
     if target.is_dir():
         raise StorageError(f"cannot write {option} {target}: it is a folder; give a file name")
+    if target.exists() and not target.is_file():  # the rename would replace the device itself
+        raise StorageError(
+            f"cannot write {option} {target}: it is a device, pipe or socket, not a file; give a "
+            "file name"
+        )
     parent = target.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent  # the writer creates the missing folders below this one

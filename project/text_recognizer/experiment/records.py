@@ -33,6 +33,21 @@ from text_recognizer.fileio import (
 )
 
 LOCK_NAME, RESERVE_NAME = ".lock", ".space-reserve"
+CHECKPOINT_NAMES = ("checkpoint.pt", "checkpoint.prev.pt")
+# Every file a run writes into its folder (besides plots, *.png): what no other command may overwrite.
+RECORD_NAMES = frozenset(
+    {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "weights.pt",
+        "predictions.json",
+        "error.log",
+        *CHECKPOINT_NAMES,
+        LOCK_NAME,
+        RESERVE_NAME,
+    }
+)
 RESERVE_BYTES = 64 << 10  # room for summary.json and error.log once the disk is full
 MAX_RECORD_BYTES = 16 << 20
 _LOCKS: dict[Path, int] = {}  # run folder -> this process's open, locked descriptor of it
