@@ -288,6 +288,30 @@ def test_resume_refuses_other_edits(finished, tmp_path, capsys, edit, fragment):
     assert (run_dir / "summary.json").read_bytes() == summary
 
 
+@pytest.mark.parametrize(
+    "delete, fragment",
+    [
+        (["epochs", "batch_size"], "was edited at 'train_args.batch_size'"),
+        (["epochs"], None),  # the default (10 epochs) is a raised count: training goes on
+    ],
+)
+def test_deleting_a_key_is_an_edit_to_its_default(finished, tmp_path, capsys, delete, fragment):
+    # Deleting train_args.epochs skipped the whole edit check: a resume then trained nothing (or
+    # trained on at another learning rate than config.json said) and recorded "finished".
+    run_dir = copy_run(finished, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in delete:
+        del config["train_args"][key]
+    (run_dir / "config.json").write_text(json.dumps(config))
+    if fragment is not None:
+        code, err = cli(capsys, "--resume", str(run_dir))
+        assert code == 2 and fragment in one_error_line(err)
+        return
+    code, err = cli(capsys, "--resume", str(run_dir))
+    assert code == 0 and "train_args.epochs changed from 2 to 10" in err
+    assert [m["epoch"] for m in RunRecord.read(run_dir)["metrics"]] == list(range(1, 11))
+
+
 def test_resume_refuses_more_epochs_under_a_cosine_schedule(runs_dir, capsys):
     config = with_(train_args={"lr_schedule": "cosine"})
     assert cli(capsys, json.dumps(config))[0] == 0

@@ -144,7 +144,7 @@ def _resume_target(
 
     state = Checkpointer(run_dir).load()
     if state is not None:
-        _check_edits(recorded, state, config_path)
+        _check_edits(config, state, config_path)
     return run_dir, config, state
 
 
@@ -158,16 +158,24 @@ def _is_file(path: Path) -> bool:
 def _check_edits(recorded: dict[str, Any], state: dict[str, Any], config_path: Path) -> None:
     """Refuse a config.json edited since the checkpoint, except a new ``train_args.epochs``.
 
-    A higher epoch count continues the run to it (a finished run included); a lower one than the
-    epochs done, or any change under a cosine schedule (planned over the old count), is refused.
+    Both configs are compared resolved (defaults filled in), so deleting a key is an edit to its
+    default, not a way around the check. A higher epoch count continues the run to it (a finished
+    run included); a lower one than the epochs done, or any change under a cosine schedule
+    (planned over the old count), is refused.
     """
+    from text_recognizer.config import validate_config
     from text_recognizer.errors import ConfigError
 
-    try:
-        trained = json.loads(state["config"])
-        old, new = trained["train_args"]["epochs"], recorded["train_args"]["epochs"]
-    except (KeyError, TypeError, ValueError, RecursionError):
+    if "config" not in state:
         return  # a checkpoint from before configs were kept in it: nothing to compare with
+    try:
+        trained = validate_config(json.loads(state["config"]))
+    except (TypeError, ValueError, RecursionError, ConfigError):
+        raise ConfigError(
+            f"the checkpoint in {config_path.parent} holds a config this version cannot read; "
+            "start a new run"
+        ) from None
+    old, new = trained["train_args"]["epochs"], recorded["train_args"]["epochs"]
     same_epochs = {**trained, "train_args": {**trained["train_args"], "epochs": new}}
     key = first_difference(same_epochs, recorded)
     if key is not None:

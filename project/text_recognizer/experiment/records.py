@@ -50,7 +50,8 @@ RECORD_NAMES = frozenset(
 )
 RESERVE_BYTES = 64 << 10  # room for summary.json and error.log once the disk is full
 MAX_RECORD_BYTES = 16 << 20
-_LOCKS: dict[Path, int] = {}  # run folder -> this process's open, locked descriptor of it
+# run folder -> this process's locked descriptor of it, and of its .lock (which names the holder)
+_LOCKS: dict[Path, tuple[int, int]] = {}
 
 
 def slug(text: str) -> str:
@@ -97,13 +98,12 @@ def lock_run(run_dir: Path) -> None:
             file=sys.stderr,
         )
         return
-    _LOCKS[key] = fd
+    _LOCKS[key] = (fd, holder)
     with contextlib.suppress(OSError):  # who holds it, for the message above; a full disk is fine
         os.ftruncate(holder, 0)
         os.pwrite(
             holder, f"pid {os.getpid()} on {platform.node()} since {time.ctime()}\n".encode(), 0
         )
-    os.close(holder)
 
 
 def _open_holder_file(path: Path) -> int:
@@ -128,9 +128,12 @@ def _lock_holder(fd: int) -> str:
 def unlock_run(run_dir: Path) -> None:
     """Let go of ``run_dir``'s lock (the end of the process does it too)."""
     key = Path(run_dir).resolve()
-    fd = _LOCKS.pop(key, None)
-    if fd is not None:  # .lock keeps the last holder's name: it is read only while locked
-        os.close(fd)
+    fds = _LOCKS.pop(key, None)
+    if fds is not None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fds[1], 0)  # nobody holds it now (through the descriptor: never a link)
+        for fd in fds:
+            os.close(fd)
 
 
 def release_locks() -> None:
