@@ -252,14 +252,115 @@ def test_member_never_replaces_a_user_folder_or_file(
     assert tree(raw) == before  # nothing deleted, nothing half-merged
 
 
-def test_files_still_merge_and_replace_files(tmp_path: Path, box: tuple[Path, Path]) -> None:
+def test_files_still_merge_and_replace_files(box: tuple[Path, Path]) -> None:
     _, raw = box
     before = user_folder(raw)
-    extract_archive(make_zip(tmp_path / "a.zip", {"matlab/new.txt": b"n", "notes2": b"x"}), raw)
-    extract_archive(make_zip(tmp_path / "b.zip", {"notes2": b"y"}), raw)
+    extract_archive(make_zip(raw / "a.zip", {"matlab/new.txt": b"n", "notes2": b"x"}), raw)
+    extract_archive(make_zip(raw / "b.zip", {"notes2": b"y"}), raw)  # a.zip's file: replaced
     after = tree(raw)
     assert {k: v for k, v in after.items() if k in before} == before
     assert after["matlab/new.txt"] == b"n" and after["notes2"] == b"y"
+
+
+@pytest.mark.parametrize("name", ["README.txt", "matlab/mine0.txt"])
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_member_never_replaces_a_user_file_of_the_same_name(
+    box: tuple[Path, Path], name: str, kind: str
+) -> None:
+    _, raw = box
+    user_folder(raw)
+    (raw / "README.txt").write_bytes(b"my own notes")
+    files = {"ok.txt": b"ok", name: b"from the archive"}
+    if kind == "zip":
+        archive = make_zip(raw / "m.zip", files)
+    else:
+        archive = make_tar(raw / "m.tar.gz", [entry(n, d) for n, d in files.items()])
+    before = tree(raw)
+    with pytest.raises(UnsafeArchiveError) as exc:
+        extract_archive(archive, raw)
+    message = one_line(exc)
+    assert str(raw / name) in message and "nothing of yours was changed" in message
+    assert "move it away" in message
+    assert tree(raw) == before  # not even ok.txt or a marker: refused before anything is written
+
+
+def test_files_unpacked_before_are_replaced_on_re_extraction(box: tuple[Path, Path]) -> None:
+    _, raw = box
+    extract_archive(make_zip(raw / "a.zip", {"README.txt": b"v1", "d/x.txt": b"v1"}), raw)
+    make_zip(raw / "a.zip", {"README.txt": b"v2", "d/x.txt": b"v2"})  # the archive changed
+    extract_archive(raw / "a.zip", raw)
+    extract_archive(make_zip(raw / "b.zip", {"README.txt": b"b", "d/y.txt": b"b"}), raw)
+    assert (raw / "README.txt").read_bytes() == b"b" and (raw / "d" / "x.txt").read_bytes() == b"v2"
+    assert not list(raw.glob(".*extracting"))
+
+
+def test_member_cannot_pose_as_an_extraction_marker(box: tuple[Path, Path]) -> None:
+    _, raw = box
+    (raw / "notes").write_bytes(b"my notes")
+    marker = b'{"top_level": ["notes"]}'
+    archive = make_zip(raw / "m.zip", {".other.zip.extracted": marker, "ok.txt": b"ok"})
+    with pytest.raises(UnsafeArchiveError) as exc:
+        extract_archive(archive, raw)
+    assert "'.other.zip.extracted'" in one_line(exc)
+    extract_archive(make_zip(raw / "n.zip", {"ok.txt": b"ok"}), raw)
+    with pytest.raises(UnsafeArchiveError):
+        extract_archive(make_zip(raw / "o.zip", {"notes": b"replaced"}), raw)
+    assert (raw / "notes").read_bytes() == b"my notes"
+
+
+def test_user_file_refused_through_ensure_downloaded(
+    server: HttpTestServer, box: tuple[Path, Path]
+) -> None:
+    _, raw = box
+    data = make_zip(raw.parent / "src.zip", {"README.txt": b"archive", "x.txt": b"x"}).read_bytes()
+    meta = metadata_for(raw, [("a.zip", data, server.add("/a.zip", data))])
+    (raw / "README.txt").write_bytes(b"my own notes")
+    with pytest.raises(UnsafeArchiveError) as exc:
+        ensure_downloaded(meta, raw, progress=False)
+    assert "README.txt" in one_line(exc) and "nothing of yours was changed" in one_line(exc)
+    assert (raw / "README.txt").read_bytes() == b"my own notes" and not (raw / "x.txt").exists()
+    (raw / "README.txt").rename(raw.parent / "README.mine")  # moved away: extraction proceeds
+    ensure_downloaded(meta, raw, progress=False)
+    ensure_downloaded(meta, raw, progress=False)
+    (raw / "a.zip").touch()  # marker stale: extracted again over its own files
+    ensure_downloaded(meta, raw, progress=False)
+    assert (raw / "README.txt").read_bytes() == b"archive"
+
+
+@pytest.fixture
+def few_descriptors() -> Iterator[int]:
+    """Lower the open-file limit to what is open now plus a margin, as a small `ulimit -n` does."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    margin = len(os.listdir("/proc/self/fd")) + 64 if os.path.isdir("/proc/self/fd") else 256
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, margin), hard))
+    try:
+        yield min(soft, margin)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_deep_tree_re_extracts_with_few_descriptors(
+    box: tuple[Path, Path], few_descriptors: int, kind: str
+) -> None:
+    _, raw = box
+    name = "/".join(["d"] * 510) + "/f"  # 1,021 bytes: about the deepest name allowed
+    # branches off the chain, visited after its deeper part: handles reopened from the root
+    branches = ["d/" * k + "e/g" for k in (1, 15, 16, 17, 40, 300)]
+    files: dict[str, bytes] = {}
+
+    def build(version: bytes) -> Path:
+        files.update(dict.fromkeys([name, *branches], version))
+        if kind == "zip":
+            return make_zip(raw / "deep.zip", files)
+        return make_tar(raw / "deep.tar", [entry(n, d) for n, d in files.items()])
+
+    extract_archive(build(b"v1"), raw)
+    extract_archive(build(b"v2"), raw)  # a merge into the existing 510-level tree
+    for member in (name, *branches):
+        assert raw.joinpath(*member.split("/")).read_bytes() == b"v2", member
+    assert not list(raw.glob(".*extracting"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1082,7 +1082,13 @@ def _extract_once(
         max_files=remote.max_extracted_files,
         protected=protected,
     )
-    top_level = sorted({p.relative_to(dest_dir).parts[0] for p in extracted})
+    # extract_archive recorded (in this marker) every top-level name it may replace next time
+    recorded = (_read_json(marker) or {}).get("top_level")
+    top_level = (
+        recorded
+        if isinstance(recorded, list)
+        else sorted({p.relative_to(dest_dir).parts[0] for p in extracted})
+    )
     _write_json_quietly(
         marker,
         {

@@ -7,30 +7,34 @@ an earlier file of the same archive are kept; symbolic links are refused), withi
 member-count limit. Every member is checked before anything is written, the archive is unpacked
 into a staging folder, the bytes actually written are counted (headers can lie), and the result is
 moved into place only at the end, through folder handles that never follow a link and never replace
-a folder, a link or a special file already there: nothing of the user's is ever deleted. A refused
-or broken archive leaves nothing behind. Every failure is a one-line :class:`ArchiveError`.
+a folder, a link or a special file already there. A regular file already there is replaced only if
+an earlier extraction put it there, that is if its top-level name is recorded in a
+``.<archive>.extracted`` marker of this folder; any other may be the user's own, so the archive is
+refused: nothing of the user's is ever deleted or changed. A refused or broken archive leaves
+nothing behind. Every failure is a one-line :class:`ArchiveError`.
 """
 
 from __future__ import annotations
 
 import errno
 import gzip
+import json
 import lzma
 import os
 import re
-import shutil
 import stat
 import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from text_recognizer.errors import DataError, StorageError, one_line, storage_error
+from text_recognizer.fileio import write_json_atomic
 
 __all__ = [
     "DEFAULT_MAX_FILES",
@@ -52,6 +56,8 @@ MAX_NAME_BYTES = 255  # one path component, as most filesystems allow
 MAX_PATH_BYTES = 1024  # a whole member name
 MAX_EXT_HEADER_BYTES = 64 << 10  # one tar pax / GNU long-name header (real ones are < 4 KiB)
 MAX_EXT_HEADERS_TOTAL = 16 << 20  # all of them together
+MAX_OPEN_DIRS = 16  # folder handles the merge holds at once, however deep the tree
+MAX_MARKER_BYTES = 64 << 20  # a .<archive>.extracted marker (top-level names only)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
@@ -106,8 +112,22 @@ def _split(archive: Path, name: str, seps: str) -> tuple[str, ...]:
 
 
 def _is_protected(name: str, protected: Collection[str]) -> bool:
-    """The metadata's own files, their .part and hidden sidecars (.x.verified, .x.lock, ...)."""
+    """The metadata's own files, their .part and hidden sidecars (.x.verified, .x.lock, ...).
+
+    Any extraction marker too: one unpacked from an archive could claim the user's files as ours.
+    """
+    if _is_marker(name):
+        return True
     return any(name in (p, f"{p}.part") or name.startswith(f".{p}.") for p in protected)
+
+
+def _is_marker(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".extracted")
+
+
+def _marker_path(archive: Path) -> Path:
+    """Where the names an archive unpacked are recorded: ``.<archive>.extracted`` beside it."""
+    return archive.with_name(f".{archive.name}.extracted")
 
 
 def _validate(
@@ -294,7 +314,9 @@ def extract_archive(
     size, at least 16 MiB). ``protected`` names files beside the archive (a dataset's other
     downloads) that no member may overwrite. Everything is checked before anything is written, and
     unpacked into a staging folder merged in only at the end, without following links or deleting
-    anything already there.
+    anything already there. A file already there is replaced only if its top-level name is recorded
+    in a ``.<archive>.extracted`` marker in ``dest_dir``; the names this archive unpacks are
+    recorded there when the archive lies in ``dest_dir`` (as downloads do).
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     if not archive.is_file():
@@ -337,7 +359,7 @@ def _staging(archive: Path, dest_dir: Path) -> Iterator[Path]:
     try:
         yield tmp
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
 
 
 def _extract_zip(
@@ -408,13 +430,87 @@ def _finish_extraction(
     archive: Path, tmp: Path, dest_dir: Path, members: Sequence[_Member]
 ) -> list[Path]:
     root = os.open(dest_dir, os.O_RDONLY | _O_DIRECTORY)
+    handles = _Handles(root)
     try:
-        _check_merge(archive, tmp, root, dest_dir)  # refuse before moving anything
-        _merge(tmp, root)
+        _check_merge(archive, tmp, handles, dest_dir, _claimed(dest_dir))  # before moving anything
+        _record(archive, dest_dir, {m.parts[0] for m in members if m.parts})
+        _merge(tmp, handles)
     finally:
+        handles.close()
         os.close(root)
     out = dict.fromkeys(dest_dir.joinpath(*m.parts) for m in members if m.kind != "dir")
     return list(out)
+
+
+def _read_marker(marker: Path) -> list[str]:
+    """The top-level names a marker records; nothing from a link, a huge or a damaged one."""
+    try:
+        if not stat.S_ISREG(marker.lstat().st_mode) or marker.lstat().st_size > MAX_MARKER_BYTES:
+            return []
+        names = json.loads(marker.read_text(encoding="utf-8")).get("top_level")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _claimed(dest_dir: Path) -> set[str]:
+    """Top-level names that earlier extractions into ``dest_dir`` recorded in their markers.
+
+    Only files under these may be replaced: a marker records top-level names, not every file, so
+    it stays small for archives of 400k files, and what lies under them counts as unpacked by us.
+    """
+    return {n for m in dest_dir.glob(".*.extracted") if _is_marker(m.name) for n in _read_marker(m)}
+
+
+def _record(archive: Path, dest_dir: Path, names: set[str]) -> None:
+    """Claim ``names`` in the archive's marker before merging, so a re-extraction (even after a
+    crash mid-merge) may replace them; earlier names of the marker stay claimed while they exist.
+
+    Recorded only when the archive lies in ``dest_dir``, as downloads do (elsewhere the marker
+    would not be found). Writes only ``top_level``: the caller adds what marks it complete.
+    """
+    marker = _marker_path(archive)
+    if not dest_dir.samefile(archive.parent):
+        return
+    kept = {n for n in _read_marker(marker) if os.path.lexists(dest_dir / n)}
+    write_json_atomic(marker, {"top_level": sorted(kept | names)})
+
+
+class _Handles:
+    """Handles on the target folders along one path, each opened from its parent handle without
+    following a link.
+
+    At most MAX_OPEN_DIRS stay open (the deepest); climbing above them reopens from the root, so
+    a tree of any depth merges with a bounded number of descriptors (one per level ran out at
+    ``ulimit -n 1024`` on a legitimate 511-level tree).
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.path: tuple[str, ...] = ()  # the folder of the deepest handle
+        self.fds: dict[int, int] = {}  # depth -> handle on path[:depth]
+
+    def get(self, parts: tuple[str, ...]) -> int:
+        """A handle on the folder ``parts`` (relative to the root); OSError if not a real folder."""
+        same = 0
+        while same < min(len(parts), len(self.path)) and parts[same] == self.path[same]:
+            same += 1
+        for depth in [d for d in self.fds if d > same]:
+            os.close(self.fds.pop(depth))
+        depth = max(self.fds, default=0)
+        self.path = parts[:depth]
+        while depth < len(parts):
+            fd = _open_subdir(parts[depth], self.fds.get(depth, self.root))
+            depth += 1
+            self.fds[depth], self.path = fd, parts[:depth]
+            if len(self.fds) > MAX_OPEN_DIRS:
+                os.close(self.fds.pop(min(self.fds)))
+        return self.fds.get(len(parts), self.root)
+
+    def close(self) -> None:
+        while self.fds:
+            os.close(self.fds.popitem()[1])
+        self.path = ()
 
 
 def _open_subdir(name: str, dir_fd: int) -> int:
@@ -422,69 +518,98 @@ def _open_subdir(name: str, dir_fd: int) -> int:
     return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW, dir_fd=dir_fd)
 
 
-def _check_merge(archive: Path, src: Path, dst_fd: int, where: Path) -> None:
-    """Refuse if a staged entry would pass through a link or replace a folder, link or device."""
-    for entry in sorted(os.scandir(src), key=lambda e: e.name):
+def _walk_staged(tmp: Path, visit: Callable[[tuple[str, ...], bool], bool]) -> None:
+    """Call ``visit(parts, is_dir)`` on the staged entries, a folder's before what it holds, in name
+    order; descend into a folder only where ``visit`` returns True.
+
+    Iterative and listing one folder at a time, so depth costs neither recursion nor descriptors.
+    """
+    pending: list[tuple[str, ...]] = [()]
+    while pending:
+        folder = pending.pop()
+        with os.scandir(tmp.joinpath(*folder)) as it:
+            entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        descend = [(*folder, n) for n, is_dir in entries if visit((*folder, n), is_dir)]
+        pending.extend(reversed(descend))
+
+
+def _check_merge(
+    archive: Path, tmp: Path, handles: _Handles, where: Path, claimed: Collection[str]
+) -> None:
+    """Refuse if a staged entry would pass through a link, replace a folder, link or special file,
+    or replace a file that no earlier extraction claimed (it may be the user's own)."""
+
+    def visit(parts: tuple[str, ...], is_dir: bool) -> bool:
         try:
-            st = os.stat(entry.name, dir_fd=dst_fd, follow_symlinks=False)
+            st = os.stat(parts[-1], dir_fd=handles.get(parts[:-1]), follow_symlinks=False)
         except FileNotFoundError:
-            continue
-        path = where / entry.name
-        if stat.S_ISLNK(st.st_mode):
+            return False  # new here: moved in whole
+        _check_entry(archive, where.joinpath(*parts), parts, st.st_mode, is_dir)
+        if not is_dir and parts[0] not in claimed:
             raise UnsafeArchiveError(
-                f"{archive}: cannot unpack '{entry.name}' into {path}: it is a symbolic link "
-                "there, and extraction never writes through or replaces links; move it away "
-                "and run again"
+                f"{archive}: its file '{'/'.join(parts)}' would replace {where.joinpath(*parts)}, "
+                "which no extraction put there (it may be yours); refused, nothing of yours was "
+                "changed; move it away and run again"
             )
-        if entry.is_dir(follow_symlinks=False):
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArchiveError(
-                    f"{archive}: its folder '{entry.name}' would replace the file {path}; "
-                    "refused so nothing of yours is deleted; move that file away and run again"
-                )
-            fd = _open_subdir(entry.name, dst_fd)
-            try:
-                _check_merge(archive, Path(entry.path), fd, path)
-            finally:
-                os.close(fd)
-        elif not stat.S_ISREG(st.st_mode):
-            what = "folder" if stat.S_ISDIR(st.st_mode) else "special file"
-            raise UnsafeArchiveError(
-                f"{archive}: its file '{entry.name}' would replace the {what} {path}; refused so "
-                f"nothing of yours is deleted; move that {what} away and run again"
-            )
+        return is_dir
+
+    _walk_staged(tmp, visit)
 
 
-def _merge(src: Path, dst_fd: int) -> None:
+def _check_entry(
+    archive: Path, path: Path, parts: tuple[str, ...], mode: int, is_dir: bool
+) -> None:
+    """Refuse a staged entry over a link, a folder over a file, a file over a folder or device."""
+    name = "/".join(parts)
+    if stat.S_ISLNK(mode):
+        raise UnsafeArchiveError(
+            f"{archive}: cannot unpack '{name}' into {path}: it is a symbolic link there, and "
+            "extraction never writes through or replaces links; move it away and run again"
+        )
+    if is_dir and not stat.S_ISDIR(mode):
+        raise UnsafeArchiveError(
+            f"{archive}: its folder '{name}' would replace the file {path}; refused so nothing "
+            "of yours is deleted; move that file away and run again"
+        )
+    if not is_dir and not stat.S_ISREG(mode):
+        what = "folder" if stat.S_ISDIR(mode) else "special file"
+        raise UnsafeArchiveError(
+            f"{archive}: its file '{name}' would replace the {what} {path}; refused so nothing "
+            f"of yours is deleted; move that {what} away and run again"
+        )
+
+
+def _merge(tmp: Path, handles: _Handles) -> None:
     """Move staged entries into place; folders merge, files replace files, nothing is deleted.
 
     Works through folder handles opened without following links, and ``rename`` never follows
     a link in its last component, so a link swapped in meanwhile is never written through.
     """
-    src_fd = os.open(src, os.O_RDONLY | _O_DIRECTORY)
+
+    def visit(parts: tuple[str, ...], is_dir: bool) -> bool:
+        dst_fd = handles.get(parts[:-1])
+        if is_dir and _is_real_dir(parts[-1], dst_fd):
+            return True  # merge into it
+        try:
+            os.rename(tmp.joinpath(*parts), parts[-1], dst_dir_fd=dst_fd)
+        except OSError as exc:
+            if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise _appeared(parts[-1]) from None
+            raise
+        return False
+
+    _walk_staged(tmp, visit)
+
+
+def _is_real_dir(name: str, dir_fd: int) -> bool:
+    """Whether a real folder ``name`` is there (False: nothing is); refuses any other kind."""
     try:
-        for entry in sorted(os.scandir(src), key=lambda e: e.name):
-            if entry.is_dir(follow_symlinks=False):
-                try:
-                    fd = _open_subdir(entry.name, dst_fd)
-                except FileNotFoundError:
-                    fd = -1
-                except OSError as exc:  # a file or link put there after _check_merge
-                    raise _appeared(entry.name) from exc
-                if fd >= 0:
-                    try:
-                        _merge(Path(entry.path), fd)
-                    finally:
-                        os.close(fd)
-                    continue
-            try:
-                os.rename(entry.name, entry.name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-            except OSError as exc:
-                if exc.errno in (errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY, errno.EEXIST):
-                    raise _appeared(entry.name) from None
-                raise
-    finally:
-        os.close(src_fd)
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISDIR(mode):  # a file or link put there after _check_merge
+        raise _appeared(name)
+    return True
 
 
 def _appeared(name: str) -> UnsafeArchiveError:
@@ -492,3 +617,23 @@ def _appeared(name: str) -> UnsafeArchiveError:
         f"'{name}' appeared in the target folder during extraction as another kind of file; "
         "refused so nothing is replaced; run again"
     )
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove our staging folder holding one descriptor at a time (``shutil.rmtree`` holds one per
+    level). Best effort, like ``rmtree(ignore_errors=True)``; links are removed, never followed."""
+    pending, failed = [str(folder)], set()
+    while pending:
+        try:
+            with os.scandir(pending[-1]) as it:
+                entries = [(e.path, e.is_dir(follow_symlinks=False)) for e in it]
+            for path, is_dir in entries:
+                if not is_dir:
+                    os.unlink(path)
+            subdirs = [path for path, is_dir in entries if is_dir and path not in failed]
+            if subdirs:
+                pending.extend(subdirs)
+            else:
+                os.rmdir(pending.pop())
+        except OSError:
+            failed.add(pending.pop())
