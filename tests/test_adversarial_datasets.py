@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -19,9 +20,10 @@ import pytest
 
 from conftest import fill_disk, memory_capped, run_script
 from text_recognizer import paths
+from text_recognizer.datasets.base import seal_checksum
 from text_recognizer.datasets.emnist import EmnistDataset
 from text_recognizer.datasets.iam_lines import parse_form_xml
-from text_recognizer.datasets.kaggle_names import KaggleNamesDataset
+from text_recognizer.datasets.kaggle_names import KaggleNamesDataset, read_csv_rows
 from text_recognizer.datasets.mnist import MnistDataset, read_idx
 from text_recognizer.errors import DataError, StorageError
 from text_recognizer.fileio import _host_tag
@@ -289,6 +291,71 @@ def test_checksummed_cache_with_inconsistent_arrays_is_rebuilt(
     assert again.y_train.max() <= 9 and again.y_train.min() >= 0
 
 
+def declare_in_cache(path: Path, declared: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Replace cached arrays by datasets that only declare a shape (chunks never written read as
+    zeros: the file stays small), then re-seal the checksum, so only a shape check can see them."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        for key, (shape, dtype) in declared.items():
+            del f[key]
+            chunks = (min(64, shape[0]), *shape[1:])
+            f.create_dataset(key, shape=shape, dtype=dtype, chunks=chunks, compression="lzf")
+    with open(path, "r+b") as raw:
+        seal_checksum(raw)
+
+
+@pytest.mark.parametrize(
+    ("declared", "problem"),
+    [
+        ({"x_test": ((4_000_000, 28, 28), "u1")}, r"has 4000000 test images but \d+ labels"),
+        (
+            {"x_test": ((4_000_000, 28, 28), "u1"), "y_test": ((4_000_000,), "i8")},
+            r"declares 3,1\d\d,\d{3},\d{3} bytes of arrays, more than its [\d,]+ bytes can hold",
+        ),
+        ({"x_test": ((50, 28, 4_000_000), "u1")}, r"has test images of shape \(50, 28, 4000000\)"),
+    ],
+)
+def test_cache_declaring_huge_arrays_is_rebuilt_before_reading_them(
+    tmp_path: Path, data_dirs, declared, problem: str
+) -> None:
+    folder = tmp_path / "files"
+    write_t10k(folder)
+    path = load_mnist(folder).cache_path
+    declare_in_cache(path, declared)  # a valid checksum, ~30 KB, declaring 3.1 GB
+    assert path.stat().st_size < 200_000
+    env = {"TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data")}
+    args = f'{{"data_dir": "{folder}", "test_set_only": true}}'
+    proc = run_script(
+        *memory_capped(1 << 30), "text_recognizer.datasets.mnist", args, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: cache")]
+    assert len(warnings) == 1, proc.stderr  # was: "is unreadable (MemoryError ...)", or 3.5 GB
+    assert re.search(problem + "; rebuilding$", warnings[0]), warnings[0]
+
+
+def test_cache_of_other_image_sizes_than_the_arguments_is_rebuilt(
+    tmp_path: Path, data_dirs, capsys
+) -> None:
+    folder = kaggle_folder(tmp_path, [f"VALIDATION_{i:04d}.png,NAME" for i in range(1, 9)])
+    good = load_names(folder)
+    arrays, mapping = good.process()
+    for key in ("x_trainval", "x_test"):  # consistent with each other, not with 64 x 256
+        arrays[key] = arrays[key][:, :32, :128]
+    good._write_cache(good.cache_path, arrays, mapping, good.raw_fingerprint())
+    again = load_names(folder)
+    assert "has trainval images of shape (32, 128), not (64, 256); rebuilding" in (
+        capsys.readouterr().err
+    )
+    assert again.input_shape == (64, 256)  # was: served at 32 x 128
+    arrays["x_trainval"], arrays["x_test"] = good.process()[0]["x_trainval"], good.x_test
+    arrays["trainval_is_validation"] = np.zeros((len(arrays["x_trainval"]), 2), bool)
+    good._write_cache(good.cache_path, arrays, mapping, good.raw_fingerprint())
+    load_names(folder)
+    assert "has trainval_is_validation of shape (6, 2) and type bool" in capsys.readouterr().err
+
+
 # ----- 28: temp files of writers killed mid-write ----------------------------------------------------
 
 
@@ -374,6 +441,30 @@ def test_kaggle_unterminated_quote_is_refused(tmp_path: Path, data_dirs) -> None
     with pytest.raises(DataError, match=r"line 4: a quoted field runs over lines 4-7") as err:
         load_names(kaggle_folder(tmp_path, rows))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("end", ["", "\r\n", "\n"])
+def test_kaggle_unterminated_quote_on_the_last_line_is_refused(end: str) -> None:
+    data = f'FILENAME,IDENTITY\nA.jpg,JOHN\nB.jpg,"MARY{end}'.encode()
+    with pytest.raises(DataError) as err:  # was: [..., ('B.jpg', 'MARY')] without a newline
+        read_csv_rows(data, "x.csv")
+    assert str(err.value) == (
+        "x.csv: line 3: a quoted field runs to the end of the file (an unterminated quote?); "
+        "each row is FILENAME,IDENTITY on one line"
+    )
+    with pytest.raises(DataError, match=r"^x\.csv: line 3: not a readable CSV row \(',' exp"):
+        read_csv_rows(b'FILENAME,IDENTITY\nA.jpg,JOHN\nB.jpg,"MA"RY\n', "x.csv")  # was: MARY
+
+
+def test_kaggle_unterminated_quote_at_the_end_of_a_csv_refuses_it(
+    tmp_path: Path, data_dirs
+) -> None:
+    rows = [f"VALIDATION_{i:04d}.png,NAME" for i in range(1, 8)] + ['VALIDATION_0008.png,"NAME']
+    folder = kaggle_folder(tmp_path, rows)
+    csv = folder / "written_name_validation_v2.csv"
+    csv.write_bytes(csv.read_bytes().removesuffix(b"\r\n"))  # no newline after the last row
+    with pytest.raises(DataError, match=r"csv: line 9: a quoted field runs to the end of the file"):
+        load_names(folder)  # was: 8 images, the last labelled NAME
 
 
 def test_kaggle_duplicates_conflicts_and_empty_filenames_are_counted(

@@ -7,8 +7,10 @@ split is kept apart for the final evaluation only.
 
 The cache is trusted only when it proves itself: a crc32 of the whole file (checked before HDF5
 parses it), consistent arrays with labels inside the mapping, and a fingerprint of the raw files it
-was built from. Anything else is rebuilt with a one-line warning. Writing it is atomic, and a full
-disk or read-only folder is one ``StorageError`` line (exit 2), never a half-written file.
+was built from. The arrays' declared shapes and types are checked before any is read (HDF5 serves
+chunks never written as zeros, so a small file can declare gigabytes). Anything else is rebuilt
+with a one-line warning. Writing it is atomic, and a full disk or read-only folder is one
+``StorageError`` line (exit 2), never a half-written file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import struct
 import sys
@@ -46,6 +49,9 @@ SPLIT_KEYS = ("x_trainval", "y_trainval", "x_test", "y_test")
 USERBLOCK = 512
 MAGIC = b"TRCACHE1"
 _HEADER = struct.Struct(">8sIQ")
+# The most a filter shrinks data, bounding the bytes a cache of a given size can really hold: LZF
+# (what caches are written with) ~88x, at 3 bytes per 264-byte run. Any other counts as 1x.
+MAX_SHRINK = {"lzf": 100}
 
 
 class Dataset:
@@ -154,6 +160,15 @@ class Dataset:
         """The raw files (or folders of them) the arrays are made from; see `raw_fingerprint`."""
         return [self.data_dir / f for f in self.required_files]
 
+    def image_shape(self) -> tuple[int, ...] | None:
+        """The shape every image has when the arguments fix it (``image_height`` and
+        ``image_width``, or ``image_size``), or None: a cache of other images is rebuilt."""
+        if "image_height" in self.args and "image_width" in self.args:
+            return (int(self.args["image_height"]), int(self.args["image_width"]))
+        if "image_size" in self.args:
+            return (int(self.args["image_size"]),) * 2
+        return None
+
     def raw_fingerprint(self) -> str:
         """A digest of the raw files' names, sizes and modification times, stored in the cache:
         a cache built from other raw files (rewritten, replaced) is rebuilt. '' if none exist."""
@@ -179,6 +194,8 @@ class Dataset:
             return None
         except PermissionError as e:
             raise storage_error(e, path, "read") from None
+        except _Inconsistent as e:
+            problem, cached = str(e), None
         except Exception as e:  # an unreadable cache is rebuilt, never a crash
             problem, cached = f"is unreadable ({type(e).__name__}: {one_line(e)[:200]})", None
         if cached is not None:
@@ -194,12 +211,21 @@ class Dataset:
     def _load_cache_file(
         self, raw: BinaryIO
     ) -> tuple[dict[str, np.ndarray], list[str], dict[str, Any]]:
+        """The arrays, mapping and attributes of a checksummed cache. The arrays' declared shapes
+        and types are checked first (raising `_Inconsistent`): a valid file may still declare
+        more than it holds, and reading it would allocate all of that."""
         import h5py
 
         with h5py.File(raw, "r") as f:
             if f.attrs.get("format") != CACHE_FORMAT:
                 raise ValueError(f"format {f.attrs.get('format')} != {CACHE_FORMAT}")
-            arrays = {k: f[k][()] for k in (*SPLIT_KEYS, *self.extra_keys)}
+            datasets = {k: f[k] for k in (*SPLIT_KEYS, *self.extra_keys)}
+            problem = check_declared(datasets, self.extra_keys, self.image_shape()) or (
+                check_size(datasets, os.fstat(raw.fileno()).st_size)
+            )
+            if problem:
+                raise _Inconsistent(problem)
+            arrays = {k: d[()] for k, d in datasets.items()}
             attrs = {
                 "mapping": json.loads(f.attrs["mapping"]),
                 "skipped": json.loads(f.attrs.get("skipped", "{}")),
@@ -390,23 +416,66 @@ def files_fingerprint(files: Iterable[Path]) -> str:
     return hashlib.sha1("\n".join(rows).encode()).hexdigest() if rows else ""
 
 
+class _Inconsistent(Exception):
+    """A cache whose arrays are declared inconsistently: rebuilt, with the message as its reason."""
+
+
 def check_arrays(
     arrays: dict[str, np.ndarray], num_classes: int, extra_keys: Iterable[str] = ()
 ) -> str | None:
     """Why cached split arrays are inconsistent (lengths, shapes, labels out of range), or None."""
+    problem = check_declared(arrays, extra_keys)
+    if problem:
+        return problem
+    for split in ("trainval", "test"):
+        y = arrays[f"y_{split}"]
+        if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+            return f"has {split} labels outside 0..{num_classes - 1}"
+    return None
+
+
+def check_declared(
+    arrays: dict[str, Any],
+    extra_keys: Iterable[str] = (),
+    image_shape: tuple[int, ...] | None = None,
+) -> str | None:
+    """Why split arrays are inconsistent by shapes and types alone (lengths, image sizes, labels
+    that are not integers), or None. Takes h5py datasets too, so nothing need be read."""
+    x_trainval = arrays["x_trainval"]
     for split in ("trainval", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim < 2 or x.shape[1:] != arrays["x_trainval"].shape[1:]:
+        if x.ndim < 2 or x.shape[1:] != x_trainval.shape[1:]:
             return f"has {split} images of shape {x.shape}"
+        if image_shape is not None and x.shape[1:] != image_shape:
+            return f"has {split} images of shape {x.shape[1:]}, not {image_shape}"
+        if x.dtype.kind not in "biuf":
+            return f"has {split} images of type {x.dtype}"
+        if y.ndim not in (1, 2):
+            return f"has {split} labels of shape {y.shape}"
         if len(x) != len(y):
             return f"has {len(x)} {split} images but {len(y)} labels"
         if y.dtype.kind not in "iu":
             return f"has {split} labels of type {y.dtype}"
-        if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            return f"has {split} labels outside 0..{num_classes - 1}"
     for key in extra_keys:
-        if len(arrays[key]) != len(arrays["x_trainval"]):
-            return f"has {len(arrays[key])} {key} values for {len(arrays['x_trainval'])} images"
+        a = arrays[key]
+        if a.ndim != 1 or a.dtype.kind not in "biu":
+            return f"has {key} of shape {a.shape} and type {a.dtype}"
+        if len(a) != len(x_trainval):
+            return f"has {len(a)} {key} values for {len(x_trainval)} images"
+    return None
+
+
+def check_size(datasets: dict[str, Any], file_size: int) -> str | None:
+    """Why h5py ``datasets`` declare more bytes than a ``file_size``-byte file can hold, or None:
+    chunks never written read as zeros, so a small valid file could make the reader allocate
+    gigabytes. Each dataset counts at most `MAX_SHRINK` of its filter smaller (1x if none)."""
+    declared = least = 0
+    for d in datasets.values():
+        size = math.prod(d.shape) * d.dtype.itemsize
+        declared += size
+        least += size // MAX_SHRINK.get(d.compression, 1)
+    if least > file_size:
+        return f"declares {declared:,} bytes of arrays, more than its {file_size:,} bytes can hold"
     return None
 
 

@@ -21,8 +21,8 @@ Cleaning, as users of this set expect, each reason counted in ``skipped`` with e
 - rows with an empty FILENAME are skipped (``empty_filename``); a row repeated is used once
   (``duplicate_row``); an image given different labels is dropped (``conflicting_labels``), as
   which label is right is unknown and its copies could land in both train and test;
-- a damaged CSV (an unterminated quote running over lines, a field over 128 KB) is a one-line
-  ``DataError`` naming the line.
+- a damaged CSV (an unterminated quote, on any line, the last included; text after a closing
+  quote; a field over 128 KB) is a one-line ``DataError`` naming the line.
 
 All decoding happens while building the cache, so nothing can fail later inside a DataLoader.
 
@@ -96,17 +96,18 @@ def clean_label(raw: str | None) -> tuple[str, str | None]:
 def read_csv_rows(data: bytes, where: str) -> list[tuple[str, str]]:
     """(FILENAME, IDENTITY) rows of a Kaggle names CSV (CRLF or LF, optional BOM).
 
-    Rows with an empty FILENAME are kept (as "") for the caller to count. A quoted field running
-    over several lines (an unterminated quote swallowing the rows after it) or a field over the
-    csv module's limit is a DataError naming the line: the file is damaged, not a name.
+    Rows with an empty FILENAME are kept (as "") for the caller to count. Damaged quoting is a
+    DataError naming the line, never a label: a quote left open swallows the rows after it, or,
+    on the last line, would quietly end at the end of the file (``strict`` refuses that, and a
+    closing quote with more text after it); so is a field over the csv module's limit.
     """
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{where} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[tuple[str, str]] = []
-    line = 1
+    line = 0  # the last line of the rows read so far
     try:
         header = next(reader, None)
         if not header or "FILENAME" not in header or "IDENTITY" not in header:
@@ -115,20 +116,29 @@ def read_csv_rows(data: bytes, where: str) -> list[tuple[str, str]]:
         line = reader.line_num
         for row in reader:
             if any("\n" in field or "\r" in field for field in row):
-                raise DataError(
-                    f"{where}: line {line + 1}: a quoted field runs over lines {line + 1}-"
-                    f"{reader.line_num} (an unterminated quote?); each row is FILENAME,IDENTITY "
-                    "on one line"
-                )
+                raise damaged_row(where, line + 1, reader.line_num)
             line = reader.line_num
             if row:  # a blank line is no row
                 rows.append((row[fi] if fi < len(row) else "", row[li] if li < len(row) else ""))
     except csv.Error as e:
-        raise DataError(
-            f"{where}: line {line + 1}: not a readable CSV row ({e}); each row is "
-            "FILENAME,IDENTITY with a short name"
-        ) from None
+        raise damaged_row(where, line + 1, reader.line_num, e) from None
     return rows
+
+
+def damaged_row(where: str, start: int, end: int, error: csv.Error | None = None) -> DataError:
+    """The one-line error for a row from line ``start`` to ``end`` that is no FILENAME,IDENTITY
+    pair: a row spanning lines, or one ended by the end of the file inside quotes, is an
+    unterminated quote (said so, as the csv module's wording does not); anything else is quoted."""
+    if end > start or error is None:
+        what = f"a quoted field runs over lines {start}-{end} (an unterminated quote?)"
+    elif "unexpected end of data" in str(error):
+        what = "a quoted field runs to the end of the file (an unterminated quote?)"
+    else:
+        return DataError(
+            f"{where}: line {start}: not a readable CSV row ({error}); each row is "
+            "FILENAME,IDENTITY with a short name"
+        )
+    return DataError(f"{where}: line {start}: {what}; each row is FILENAME,IDENTITY on one line")
 
 
 def fit_name(image: Any, height: int, width: int, keep_aspect: bool) -> np.ndarray:
