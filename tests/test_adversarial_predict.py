@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import fill_disk, memory_capped, run_script
+from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from evaluate import evaluate_main
@@ -703,3 +703,18 @@ def test_outputs_never_replace_devices_pipes_or_the_runs_own_records(
         assert "device, pipe or socket" in _one_line_error(capsys, page_ocr_main(page))
     for path in [*specials, *pngs]:
         assert not path.is_file() and (stat.S_ISFIFO(path.stat().st_mode) or path.is_char_device())
+
+
+def test_a_closed_output_pipe_is_quiet(weights, images) -> None:
+    # `predict many.png ... | head -1`: the reader goes away; exit 141 like other Unix tools, and
+    # no BrokenPipeError traceback.
+    import subprocess
+
+    many = [str(images["good"])] * 400
+    cmd = [sys.executable, "-m", "text_recognizer.predict", *many, "--model", str(weights["char"])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=PROJECT_ROOT)
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 141, stderr
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr

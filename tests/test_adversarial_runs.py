@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, fill_disk, run_script
+from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
 from text_recognizer.cli import run_experiment_main
 from text_recognizer.config import parse_config_text, validate_config
 from text_recognizer.errors import ConfigError
@@ -507,3 +507,28 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_network_is_bad_input(finished
     line = one_error_line(err)
     assert code == 2 and "checkpoint" in line and "does not fit" in line
     assert json.loads((run_dir / "summary.json").read_text())["status"] == summary_before["status"]
+
+
+def test_a_network_too_large_to_train_is_bad_input(runs_dir, capsys):
+    # Each argument within its bound, together 17 G parameters: refused from a build on the meta
+    # device (no memory), before the data or the run folder, instead of meeting the OOM killer.
+    config = with_(network_args={"num_layers": 64, "layer_size": 16384})
+    code, err = cli(capsys, json.dumps(config))
+    line = one_error_line(err)
+    assert code == 2 and "parameters, more than the 1,000,000,000" in line
+    assert not (runs_dir / "adv").exists()
+
+
+def test_running_out_of_memory_before_the_run_is_one_line(tmp_path):
+    # 1,000,000 synthetic 128x128 images need 15 GiB; under a 2 GiB cap the allocation fails.
+    config = with_(dataset_args={"num_train": 1_000_000, "image_size": 128}, run_name="oom")
+    env = {
+        "TEXT_RECOGNIZER_RUNS_DIR": str(tmp_path / "runs"),
+        "TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data"),
+    }
+    out = run_script(
+        *memory_capped(2 << 30), "training/run_experiment.py", json.dumps(config), "--nowandb",
+        env=env, timeout=120,
+    )  # fmt: skip
+    line = one_error_line(out.stderr)
+    assert out.returncode == 1 and "out of memory" in line and "lower num_train" in line

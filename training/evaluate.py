@@ -108,8 +108,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    from text_recognizer.errors import one_line_parser
-    from text_recognizer.predict import run_command
+    from text_recognizer.errors import one_line_parser, run_command
 
     parser = one_line_parser(description="Evaluate a saved run on a dataset split.")
     parser.add_argument("run", help="run directory or weights.pt")

@@ -52,18 +52,16 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
     if args.config is None and args.resume is None:
         parser.error("give a CONFIG, or --resume RUN_DIR")
 
-    from text_recognizer.errors import UserError, print_error
+    from text_recognizer.errors import run_command
     from text_recognizer.experiment.records import release_locks
 
     try:
-        if _torchrun_rank() > 0:  # torchrun: only rank 0 speaks
-            sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
-        return _run(args)
-    except UserError as e:
-        return print_error(e)
-    except KeyboardInterrupt:  # Ctrl-C before the run's own handler is in place
-        print("interrupted before the run started", file=sys.stderr)
-        return 130
+        # Ctrl-C before the run's own handler is in place is 130; running out of memory before
+        # the run started (the data, the network) one line, exit 1 (once started, the run
+        # records it as failed).
+        return run_command(
+            lambda: _run(args), "lower num_train, the image size or the network's size"
+        )
     finally:
         release_locks()  # a resume refused after taking its run's lock
 
@@ -73,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     from text_recognizer.config import load_config
     from text_recognizer.errors import UserError
 
+    if _torchrun_rank() > 0:  # torchrun: only rank 0 speaks
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
     resume_dir, resume_state = None, None
     if args.resume is not None:
         resume_dir, config, resume_state = _resume_target(args.resume, args.config)

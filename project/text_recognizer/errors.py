@@ -6,8 +6,10 @@ The rules for untrusted input, full disks and killed processes: docs/untrusted-i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 
@@ -95,3 +97,40 @@ def one_line_parser(**kwargs: object) -> argparse.ArgumentParser:
             raise SystemExit(2)
 
     return _Parser(**kwargs)  # type: ignore[arg-type]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, or torch's allocator failing (CPU or CUDA), without importing torch."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
+def run_command(
+    work: Callable[[], int], memory_hint: str = "use a machine with more memory"
+) -> int:
+    """Run a command's work under the exit-code contract: a UserError is its one line (exit 2),
+    running out of memory one line (exit 1), Ctrl-C exit 130, a closed output pipe (``| head``)
+    exit 141 in silence, as other Unix tools do; never a traceback for these."""
+    import os
+
+    try:
+        return work()
+    except UserError as e:
+        return print_error(e)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):  # Python would complain again flushing stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:
+        if not out_of_memory(e):
+            raise
+        print(f"error: out of memory ({one_line(e)[:120]}); {memory_hint}", file=sys.stderr)
+        return 1

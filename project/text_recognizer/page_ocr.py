@@ -216,8 +216,7 @@ def check_out_path(out: str | Path, page: str | Path) -> None:
 
 
 def page_ocr_main(argv: list[str] | None = None) -> int:
-    from text_recognizer.errors import one_line_parser
-    from text_recognizer.predict import run_command
+    from text_recognizer.errors import one_line_parser, run_command
 
     parser = one_line_parser(
         prog="python -m text_recognizer.page_ocr",

@@ -223,8 +223,7 @@ def read_paragraph(image: Any, predictor: Any) -> tuple[str, list[tuple[int, int
 
 
 def paragraph_ocr_main(argv: list[str] | None = None) -> int:
-    from text_recognizer.errors import one_line_parser
-    from text_recognizer.predict import run_command
+    from text_recognizer.errors import one_line_parser, run_command
 
     parser = one_line_parser(
         prog="python -m text_recognizer.paragraph_ocr",

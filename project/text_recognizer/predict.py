@@ -16,7 +16,7 @@ from typing import Any
 
 
 def predict_main(argv: list[str] | None = None) -> int:
-    from text_recognizer.errors import one_line_parser
+    from text_recognizer.errors import one_line_parser, run_command
 
     parser = one_line_parser(
         prog="python -m text_recognizer.predict",
@@ -30,27 +30,7 @@ def predict_main(argv: list[str] | None = None) -> int:
         "--kind", choices=("character", "line"), default=None, help="require this model kind"
     )
     args = parser.parse_args(argv)
-    return run_command(lambda: _predict(args))
-
-
-def run_command(work: Any) -> int:
-    """Run a command's work: a UserError is its one line (exit 2), running out of memory one
-    line (exit 1), Ctrl-C exit 130; never a traceback for these."""
-    from text_recognizer.errors import UserError, print_error
-
-    try:
-        return work()
-    except UserError as e:
-        return print_error(e)
-    except MemoryError:
-        print(
-            "error: out of memory; use smaller images or a machine with more memory",
-            file=sys.stderr,
-        )
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_command(lambda: _predict(args), "use smaller images or a machine with more memory")
 
 
 def _predict(args: Any) -> int:

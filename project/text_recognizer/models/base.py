@@ -26,6 +26,9 @@ from text_recognizer.errors import DataError, RunFailed
 from text_recognizer.models.weights_file import WEIGHTS_FORMAT
 from text_recognizer.networks import build_network
 
+# 1e9 parameters take 16 GB to train with Adam (weights, gradients, two moments): far beyond any
+# handwriting model (TrOCR-large has 558 M), and the point past which a config is surely a mistake.
+MAX_PARAMETERS = 1_000_000_000
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
@@ -48,13 +51,27 @@ class Model:
         self.network_args = dict(network_args or {})
         self.config = config or {}
         self.device = torch.device(device)
-        try:
-            net = build_network(network, self.input_shape, self.output_shape, **self.network_args)
-        except ValueError as e:
-            raise DataError(f"network {network!r} cannot take this data: {e}") from None
-        self.network: nn.Module = net.to(self.device)
+        self.network: nn.Module = self._build(network).to(self.device)
         # Facts about the run worth keeping in summary.json (e.g. labels a network cannot emit).
         self.notes: dict[str, Any] = {}
+
+    def _build(self, network: str) -> nn.Module:
+        """The network, once a build on the ``meta`` device (no memory) shows it is of a size
+        this platform trains: each argument has its own bound, but together they could still ask
+        for tens of GB (64 layers of 16384), which would otherwise end in the OOM killer."""
+        shapes, args = (self.input_shape, self.output_shape), self.network_args
+        try:
+            with torch.device("meta"):
+                probe = build_network(network, *shapes, **args)
+            count = sum(p.numel() for p in probe.parameters())
+            if count > MAX_PARAMETERS:
+                raise DataError(
+                    f"network {network!r} with these network_args has {count:,} parameters, more "
+                    f"than the {MAX_PARAMETERS:,} this platform trains; lower its network_args"
+                )
+            return build_network(network, *shapes, **args)
+        except ValueError as e:
+            raise DataError(f"network {network!r} cannot take this data: {e}") from None
 
     # ----- what subclasses define ----------------------------------------------------------------
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
