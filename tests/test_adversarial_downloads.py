@@ -810,3 +810,19 @@ def test_waiting_for_a_stuck_lock_holder_is_bounded(tmp_path: Path, monkeypatch)
         stuck = pytest.raises(download.DataError, match=r"another process .*x\.zip.* stuck")
         with stuck, download._file_lock(tmp_path, "x.zip", download._lock_wait_s(remote)):
             pass
+
+
+def test_staging_left_by_a_killed_extraction_is_removed_next_time(
+    server: HttpTestServer, box: tuple[Path, Path]
+) -> None:
+    # kill -9 during extraction leaves .a.zip.<rand>.extracting/ (45 MB in the review); the next
+    # ensure_downloaded removes it even when the archive itself is already extracted.
+    _, raw = box
+    data = make_zip(raw.parent / "src.zip", {"x.txt": b"x"}).read_bytes()
+    meta = metadata_for(raw, [("a.zip", data, server.add("/a.zip", data))])
+    ensure_downloaded(meta, raw, progress=False)
+    staging = raw / ".a.zip.k1ll3d.extracting"
+    (staging / "deep").mkdir(parents=True)
+    (staging / "deep" / "half.bin").write_bytes(b"\0" * 1024)
+    ensure_downloaded(meta, raw, progress=False)
+    assert not staging.exists() and (raw / "x.txt").read_bytes() == b"x"

@@ -1061,6 +1061,8 @@ def _extract_once(
     remote: RemoteFile, archive: Path, dest_dir: Path, protected: Sequence[str] = ()
 ) -> None:
     """Extract unless the marker says this very archive was extracted and its output is there."""
+    for stale in dest_dir.glob(f".{archive.name}.*.extracting"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock)
     marker = _sidecar(archive, "extracted")
     st = archive.stat()
     done = _read_json(marker)
@@ -1073,8 +1075,6 @@ def _extract_once(
         and all((dest_dir / name).exists() for name in done["top_level"])
     ):
         return
-    for stale in dest_dir.glob(f".{archive.name}.*.extracting"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock)
     extracted = extract_archive(
         archive,
         dest_dir,
