@@ -826,3 +826,36 @@ def test_staging_left_by_a_killed_extraction_is_removed_next_time(
     (staging / "deep" / "half.bin").write_bytes(b"\0" * 1024)
     ensure_downloaded(meta, raw, progress=False)
     assert not staging.exists() and (raw / "x.txt").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("max_size", [1000, None])
+def test_endless_body_of_an_unsized_file_stops_at_its_max_size(
+    server: HttpTestServer, tmp_path: Path, monkeypatch, max_size
+) -> None:
+    # The shipped EMNIST, IAM and Brown entries declare no size: an endless body filled the disk.
+    # They stop at max_size, and a file with neither at DEFAULT_MAX_UNSIZED.
+    from text_recognizer.datasets import metadata
+
+    monkeypatch.setattr(metadata, "DEFAULT_MAX_UNSIZED", 2000)
+    url = server.add("/f.bin", PAYLOAD, endless=True)
+    remote = RemoteFile("f.bin", url, sha(PAYLOAD), max_size=max_size)
+    with pytest.raises(DownloadError) as exc:
+        download_file(remote, tmp_path / "raw", progress=False, retries=1)
+    limit = f"{max_size or 2000:,}"
+    assert f"sent more than the {limit} bytes declared for 'f.bin'" in one_line(exc)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [".f.bin.lock"]
+
+
+def test_shipped_metadata_bound_every_download(tmp_path: Path) -> None:
+    from conftest import PROJECT_ROOT
+    from text_recognizer.datasets.metadata import MetadataError, load_metadata
+
+    shipped = sorted((PROJECT_ROOT / "data" / "raw").glob("*/metadata.toml"))
+    assert len(shipped) >= 4
+    for path in shipped:
+        for remote in load_metadata(path):
+            assert remote.size is not None or remote.max_size is not None, (path, remote.filename)
+    bad = tmp_path / "metadata.toml"
+    bad.write_text('url = "http://x/f"\nfilename = "f"\nsha256 = ""\nsize = 5\nmax_size = 9\n')
+    with pytest.raises(MetadataError, match=r"max_size' .* must be left out when size is given"):
+        load_metadata(bad)

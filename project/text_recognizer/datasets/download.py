@@ -684,7 +684,7 @@ def _stream_body(
     """
     sniff = part.nbytes == 0 and not _is_html_name(remote.filename)
     head = b""
-    limit = end if end is not None else remote.size
+    limit = end if end is not None else remote.byte_limit
     read = getattr(response.raw, "read1", response.raw.read)
     bar = _progress_bar(total, part.nbytes, remote.filename, progress)
     clock.start_body(part.nbytes)
@@ -736,7 +736,8 @@ def _oversize(url: str, remote: RemoteFile, limit: int) -> _Failure:
     return _Failure(
         "size",
         f"{url} sent more than the {limit:,} bytes declared for '{remote.filename}' (a different "
-        "file or a broken server); stopped there and kept nothing",
+        "file or a broken server; a metadata.toml without size may raise max_size); stopped "
+        "there and kept nothing",
         retry=False,
     )
 

@@ -41,6 +41,14 @@ class RemoteFile:
     extract: bool = False
     max_extracted_size: int | None = None  # bytes; None: the default of extract_archive
     max_extracted_files: int | None = None
+    max_size: int | None = None  # bytes, for a file whose exact size is not known
+
+    @property
+    def byte_limit(self) -> int:
+        """No download of this file may write more: its size, else its max_size, else a default."""
+        if self.size is not None:
+            return self.size
+        return self.max_size if self.max_size is not None else DEFAULT_MAX_UNSIZED
 
     def __post_init__(self) -> None:
         # The name becomes a path under the raw folder: it must not be able to point elsewhere.
@@ -55,9 +63,12 @@ class RemoteFile:
         return (self.url, *self.mirrors)
 
 
+# A file whose metadata declares no size stops here unless it sets max_size: a broken or hostile
+# server cannot fill the disk.
+DEFAULT_MAX_UNSIZED = 8 << 30
 _REQUIRED_KEYS = ("url", "filename", "sha256")
 _LIMIT_KEYS = ("max_extracted_size", "max_extracted_files")
-_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "mirrors", "extract", *_LIMIT_KEYS})
+_FILE_KEYS = frozenset({*_REQUIRED_KEYS, "size", "max_size", "mirrors", "extract", *_LIMIT_KEYS})
 # Other keys (license, notes, dataset-specific ones such as IAM's test_ids) are allowed and ignored,
 # unless they are one edit away from a key we interpret: a silently ignored `extrct = true` or
 # `sha265 = ...` would be worse than an error.
@@ -188,6 +199,13 @@ def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFil
     size = table.get("size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
         raise bad("size", "a non-negative integer (bytes)")
+    max_size = table.get("max_size")
+    if max_size is not None and (
+        not isinstance(max_size, int) or isinstance(max_size, bool) or max_size <= 0
+    ):
+        raise bad("max_size", "a positive integer (bytes)")
+    if max_size is not None and size is not None:
+        raise bad("max_size", "left out when size is given (size is the exact limit)")
     mirrors = table.get("mirrors", [])
     if not isinstance(mirrors, list) or not all(url_ok(m) for m in mirrors):
         raise bad("mirrors", "a list of http:// or https:// URLs")
@@ -215,5 +233,6 @@ def _parse_remote(path: Path, where: str, table: Mapping[str, Any]) -> RemoteFil
         size=size,
         mirrors=tuple(mirrors),
         extract=extract,
+        max_size=max_size,
         **limits,
     )
