@@ -567,3 +567,181 @@ def test_a_deeply_nested_fake_gpu_file_is_one_line(tmp_path):
     out = run_script("-m", "text_recognizer.experiment.gpu_manager", "run", "--", "true", env=env)
     assert out.returncode == 2
     assert_one_line_error(out.stderr, "fake GPU inventory", "RecursionError")
+
+
+# ----- review after issue 10: planted links and junk in every slot, Ctrl-C, temps, inf ranges -----
+
+
+def quiet_manager(folder: Path, gpus: list[GpuInfo], **kwargs) -> tuple[GPUManager, io.StringIO]:
+    stream = io.StringIO()
+    kwargs.setdefault("poll_interval", 0.02)
+    return GPUManager(FakeInventory(gpus), folder, env={}, stream=stream, **kwargs), stream
+
+
+def test_a_hard_link_planted_at_a_slot_name_is_never_written_through(tmp_path, capsys):
+    folder = shared_folder(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    os.link(victim, folder / gm.slot_file(GPU_A.uuid, 0))
+    m, _ = quiet_manager(folder, [GPU_A, GPU_B])
+    lease = m.acquire("run", timeout=5, set_env=False)
+    assert lease is not None and lease.gpu == GPU_B
+    lease.update(run_dir="somewhere")
+    lease.release()
+    assert victim.read_text() == "mine"
+    err = capsys.readouterr().err
+    assert err.count("warning: skipping") == 1 and "2 hard links" in err
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to plant another user's file")
+def test_root_never_writes_into_another_users_private_file_but_shares_their_leases(tmp_path):
+    """Root opens any file; a slot file of uid 1234 that only 1234 may write is not a lease of
+    ours, while one their run made writable by everyone (what _open does) is leased as usual."""
+    folder = shared_folder(tmp_path)
+    private, shared = (folder / gm.slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
+    for path, mode in ((private, 0o644), (shared, 0o666)):
+        path.write_text("theirs")
+        path.chmod(mode)
+        os.chown(path, 1234, 1234)
+    m, _ = quiet_manager(folder, [GPU_A, GPU_B])
+    lease = m.acquire("run", timeout=5, set_env=False)
+    assert lease is not None and lease.gpu == GPU_B
+    lease.release()
+    assert private.read_text() == "theirs"
+    again = m.try_acquire("again")
+    assert again is not None and again.gpu == GPU_B and private.read_text() == "theirs"
+    again.release()
+
+
+def test_junk_in_every_slot_is_reported_not_waited_on_silently(tmp_path, capsys):
+    folder = shared_folder(tmp_path)
+    fifo, directory = (folder / gm.slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
+    os.mkfifo(fifo)
+    directory.mkdir()
+    env = fake_env(tmp_path, [GPU_A, GPU_B])
+    status = run_script(
+        "-m", "text_recognizer.experiment.gpu_manager", "status", env=env, timeout=30
+    )  # fmt: skip
+    assert status.returncode == 0 and "slot 0: free" not in status.stdout, status.stdout
+    assert f"slot 0: blocked: {fifo} is a FIFO, {gm.JUNK_HINT}" in status.stdout
+    assert f"slot 0: blocked: {directory} is a folder, {gm.JUNK_HINT}" in status.stdout
+    report = GPUManager(FakeInventory([GPU_A, GPU_B]), folder, env={}).status()
+    assert [g["slots"][0]["blocked"] for g in report["gpus"]] == ["a FIFO", "a folder"]
+    m, stream = quiet_manager(folder, [GPU_A, GPU_B])
+    with pytest.raises(gm.GpuWaitTimeout, match="GPU 0 blocked by files that are not lease"):
+        m.acquire("run", timeout=0.5, set_env=False)  # many polls: still one line
+    said = [line for line in stream.getvalue().splitlines() if "every slot" in line]
+    assert len(said) == 1 and str(fifo) in said[0] and str(directory) in said[0], said
+    assert gm.JUNK_HINT in said[0] and capsys.readouterr().err.count("warning: skipping") == 2
+
+
+def test_junk_in_some_slots_only_is_no_blocked_warning(tmp_path):
+    folder = shared_folder(tmp_path)
+    os.mkfifo(folder / gm.slot_file(GPU_A.uuid, 0))
+    holder = GPUManager(FakeInventory([GPU_B]), folder, env={}).lease_gpu(GPU_B)
+    try:
+        m, stream = quiet_manager(folder, [GPU_A, GPU_B], slots_per_gpu=2)
+        lease = m.acquire("run", timeout=1, set_env=False)  # GPU A slot 1 is free
+        assert lease is not None and (lease.gpu, lease.slot) == (GPU_A, 1)
+        assert "every slot" not in stream.getvalue()
+        lease.release()
+    finally:
+        holder.release()
+
+
+def _ignore_nothing() -> None:  # pragma: no cover - runs in the child
+    """A shell's background job inherits an ignored SIGINT; the test needs Ctrl-C to arrive."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupting_gpu_manager_run_while_it_waits_is_one_line_exit_130(tmp_path, signame):
+    import signal
+
+    busy = [GpuInfo(0, "GPU-busy", 15000, 16000, 99, "fake")]
+    marker = tmp_path / "ran"
+    cmd = [sys.executable, "-m", "text_recognizer.experiment.gpu_manager", "run", "--", "touch"]
+    proc = subprocess.Popen(
+        [*cmd, str(marker)], env={**os.environ, **fake_env(tmp_path, busy)}, cwd=PROJECT_ROOT,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_nothing,
+    )  # fmt: skip
+    try:
+        first = proc.stderr.readline()
+        assert first.startswith("waiting for a GPU"), first
+        proc.send_signal(getattr(signal, signame))
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and not marker.exists()
+    assert rest == "interrupted while waiting for a GPU; the command was not run\n", rest
+
+
+def test_gpu_manager_run_timeout_minus_zero_says_0s(tmp_path):
+    busy = [GpuInfo(0, "GPU-busy", 15000, 16000, 99, "fake")]
+    out = run_script(
+        "-m", "text_recognizer.experiment.gpu_manager", "run", "--timeout", "-0.0", "--", "true",
+        env=fake_env(tmp_path, busy), timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert_one_line_error(out.stderr, "no GPU became free within 0s (")
+    assert gm.check_number("x", -0.0, 0, 1) == 0 and str(gm.check_number("x", -0.0, 0, 1)) == "0.0"
+
+
+def test_opening_a_sweep_state_folder_removes_dead_writers_temps(tmp_path):
+    from text_recognizer.fileio import _host_tag
+
+    path, state_dir = make_state(tmp_path, [])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = _host_tag()
+    stale = [state_dir / f".{n}.{host}-{dead.pid}.x1y2.tmp" for n in ("state.json", "curves.png")]
+    live = state_dir / f".curves.png.{host}-{os.getpid()}.a1b2.tmp"
+    for temp in (*stale, live):
+        temp.write_text("partial")
+    ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
+    assert not any(t.exists() for t in stale) and live.read_text() == "partial"
+    assert json.loads((state_dir / "state.json").read_text())["trials"] == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"min": float("-inf"), "max": 1.0}, "min must be a finite number, got -inf"),
+        ({"min": 0.0, "max": float("nan")}, "max must be a finite number, got nan"),
+        ({"distribution": "normal", "mu": float("inf"), "sigma": 1}, "mu must be a finite"),
+        ({"values": [0.1, float("inf")]}, "values must be finite numbers, got inf"),
+        ({"parameters": {"lr": {"min": 0.0, "max": float("inf")}}}, "'train_args.lr'"),
+    ],
+)
+def test_non_finite_sweep_ranges_are_one_line_saying_what_is_wrong(tmp_path, capsys, spec, message):
+    key = "train_args" if "parameters" in spec else "train_args.learning_rate"
+    params = {**sweep_dict(tmp_path)["parameters"], key: spec}
+    path = write_yaml(tmp_path, sweep_dict(tmp_path, method="random", parameters=params))
+    code, err = local_sweep(capsys, path, "--check", "--count", "2")
+    assert code == 2
+    assert_one_line_error(err, message)
+    assert "str 'inf'" not in err
+
+
+def test_an_infinite_range_prints_no_scipy_warning(tmp_path):
+    spec = {"min": float("-inf"), "max": 1.0}
+    params = {**sweep_dict(tmp_path)["parameters"], "train_args.learning_rate": spec}
+    path = write_yaml(tmp_path, sweep_dict(tmp_path, method="random", parameters=params))
+    out = run_script("training/local_sweep.py", str(path), "--check", "--count", "2", timeout=60)
+    assert out.returncode == 2
+    assert_one_line_error(out.stderr, "min must be a finite number, got -inf")
+
+
+def test_ctrl_c_before_the_sweep_loop_is_one_line_exit_130(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ls, "check_parameter_space", interrupted)
+    path = write_yaml(tmp_path, sweep_dict(tmp_path))
+    try:
+        code, err = local_sweep(capsys, path, "--state", tmp_path / "state", "--gpu", "cpu")
+    except KeyboardInterrupt:  # would stop the whole pytest session
+        pytest.fail("KeyboardInterrupt escaped local_sweep_main (a traceback for the user)")
+    assert code == 130 and err == "interrupted before any trial started\n"

@@ -36,6 +36,7 @@ import os
 import random
 import re
 import shlex
+import signal
 import socket
 import stat
 import sys
@@ -70,6 +71,7 @@ __all__ = [
     "ENV_MAX_UTILIZATION",
     "ENV_SLOTS",
     "ENV_TIMEOUT",
+    "JUNK_HINT",
     "STATUS_COMMAND",
     "FakeInventory",
     "GPUManager",
@@ -81,6 +83,7 @@ __all__ = [
     "LeaseFolderError",
     "NoGpuDriver",
     "NvmlInventory",
+    "WaitInterrupted",
     "default_lease_dir",
     "filter_visible",
     "format_status",
@@ -120,6 +123,13 @@ class GpuWaitTimeout(UserError):
     """No GPU became free within the timeout: a one-line error, exit 2 (the run never started)."""
 
 
+class WaitInterrupted(Exception):
+    """Ctrl-C or SIGTERM while ``run`` waits for a GPU: one line, exit 130 (as an interrupted run),
+    no traceback; the command never started, so there is nothing else to report."""
+
+    exit_code = 130
+
+
 # ----- the lease folder --------------------------------------------------------------------------
 
 
@@ -156,6 +166,25 @@ _SAFE_OPEN = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 # open() errors that mean "this file is not ours to lock": skip it, lease the others.
 _NOT_OURS_ERRNOS = {errno.ELOOP, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENXIO}
 MAX_HOLDER_BYTES = 64 * 1024
+JUNK_HINT = "not a lease file of ours; its owner or an admin must remove it"
+
+
+def _not_a_lease(st: os.stat_result) -> str | None:
+    """Why the file ``st`` describes is no lease file we may write into, or None when it is one.
+
+    Anyone can plant a name in a shared (1777) folder: a hard link there is someone's file under a
+    slot's name, and the holder JSON would be written into it; another user's file that is not
+    writable by everyone is theirs, not a lease (only root could open it). A lease file is a
+    regular file with one link, ours or made writable by everyone by the run that created it.
+    """
+    kinds = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO"}
+    if not stat.S_ISREG(st.st_mode):
+        return kinds.get(stat.S_IFMT(st.st_mode), "a special file")
+    if st.st_nlink != 1:
+        return f"a file with {st.st_nlink} hard links"
+    if st.st_uid != os.geteuid() and not st.st_mode & stat.S_IWOTH:
+        return f"a file of uid {st.st_uid} not writable by everyone"
+    return None
 
 
 class LeaseFolder:
@@ -254,9 +283,10 @@ class LeaseFolder:
                 raise LeaseFolderError(
                     f"cannot open the lock file {path}: {e.strerror}{self._hint()}"
                 ) from None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a device: not a lock file
+            why = _not_a_lease(os.fstat(fd))  # of what was opened: no race with a swap
+            if why is not None:
                 os.close(fd)
-                self._skip(name, "not a regular file")
+                self._skip(name, why)
                 return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -289,6 +319,16 @@ class LeaseFolder:
                 file=sys.stderr,
                 flush=True,
             )
+
+    def junk(self, name: str) -> str | None:
+        """Why what lies at ``name`` is no lease file of ours (it blocks that slot), or None.
+
+        Only looked at, never opened: `status` must report a planted FIFO, not hang on it.
+        """
+        try:
+            return _not_a_lease(os.lstat(self.path / name))
+        except OSError:
+            return None  # nothing there: the slot is free
 
     def _open_read(self, name: str) -> int | None:
         """A read descriptor on a regular lock file, or None: no symlink followed, no FIFO waited
@@ -468,7 +508,7 @@ def _env_number(
         value = float("nan")
     if not low <= value <= high:
         raise UserError(f"{key} must be a number from {low:g} to {high:g}, got {raw!r}")
-    return value
+    return value + 0.0  # -0.0 -> 0.0, so that messages never say "-0s"
 
 
 def check_number(name: str, value: float, low: float, high: float) -> float:
@@ -480,7 +520,7 @@ def check_number(name: str, value: float, low: float, high: float) -> float:
         number = math.nan
     if not low <= number <= high:  # false for nan
         raise UserError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-    return number
+    return number + 0.0  # -0.0 -> 0.0, so that messages never say "-0s"
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -562,20 +602,54 @@ class GPUManager:
         """One pass: lease a slot on the least loaded eligible GPU, or return None."""
         gpus = self.visible_gpus() if gpus is None else gpus
         self.folder.ensure()
+        for gpu in self._eligible(gpus):
+            for slot in range(self.slots_per_gpu):
+                lease = self._lease_slot(gpu, slot, run_name)
+                if lease is not None:
+                    return lease
+        return None
+
+    def _eligible(self, gpus: Sequence[GpuInfo]) -> list[GpuInfo]:
+        """GPUs with an unleased slot under the thresholds, least loaded first."""
         leased = {g.uuid: self.leased_slots(g) for g in gpus}
-        ranked = rank_gpus(
+        return rank_gpus(
             gpus,
             leased,
             self.slots_per_gpu,
             self.max_memory_percent or 0.0,
             self.max_utilization_percent or 0.0,
         )
-        for gpu in ranked:
-            for slot in range(self.slots_per_gpu):
-                lease = self._lease_slot(gpu, slot, run_name)
-                if lease is not None:
-                    return lease
-        return None
+
+    def junk_slots(self, gpu: GpuInfo) -> list[str]:
+        """``PATH (why)`` of each unheld slot of ``gpu`` that something not a lease file blocks."""
+        out = []
+        for slot in range(self.slots_per_gpu):
+            name = self.slot_name(gpu, slot)
+            why = self.folder.junk(name)
+            if why is not None and not self.folder.is_held(name):
+                out.append(f"{self.folder.path / name} ({why})")
+        return out
+
+    def _blocked_by_junk(self, gpus: Sequence[GpuInfo]) -> list[str]:
+        """The junk in every slot the GPUs free under the thresholds have, when that is all of them
+        ([] otherwise): then no wait ends until someone removes it, and the wait must say so."""
+        junk: list[str] = []
+        for gpu in self._eligible(gpus):
+            paths = self.junk_slots(gpu)
+            if self.leased_slots(gpu) + len(paths) < self.slots_per_gpu:
+                return []  # a slot that is free, or that a run took meanwhile: not junk's doing
+            junk += paths
+        return junk
+
+    def _warn_if_blocked(self, gpus: Sequence[GpuInfo]) -> bool:
+        """Say once, naming the files, that junk blocks every free slot; True when it did."""
+        junk = self._blocked_by_junk(gpus)
+        if junk:
+            self._say(
+                "warning: every slot of the free GPUs is blocked by a file that is "
+                f"{JUNK_HINT}: {', '.join(junk)}; waiting until they are removed"
+            )
+        return bool(junk)
 
     def _lease_slot(self, gpu: GpuInfo, slot: int, run_name: str | None) -> Lease | None:
         name = self.slot_name(gpu, slot)
@@ -611,6 +685,7 @@ class GPUManager:
             return None
         started = time.monotonic()
         next_notice = 0.0
+        warned_junk = False
         while True:
             lease = self.try_acquire(run_name, gpus)
             waited = time.monotonic() - started
@@ -620,6 +695,7 @@ class GPUManager:
                 if set_env:
                     self.apply_env(lease)
                 return lease
+            warned_junk = warned_junk or self._warn_if_blocked(gpus)
             if timeout is not None and waited >= timeout:
                 raise GpuWaitTimeout(
                     f"no GPU became free within {timeout:g}s ({self._busy_reasons(gpus)}); "
@@ -696,6 +772,8 @@ class GPUManager:
                     f"GPU {g.index} utilization {g.utilization_percent:.0f}% "
                     f"> {self.max_utilization_percent:g}%"
                 )
+            elif len(holders) + len(self.junk_slots(g)) >= self.slots_per_gpu:
+                parts.append(f"GPU {g.index} blocked by files that are not lease files")
             else:
                 parts.append(f"GPU {g.index} free")
         return "; ".join(parts)
@@ -735,6 +813,7 @@ class GPUManager:
                         "slot": slot,
                         "held": held,
                         "holder": self.folder.holder(name) if held else None,
+                        "blocked": None if held else self.folder.junk(name),
                     }
                 )
             report["gpus"].append({**asdict(g), "visible": g.uuid in visible, "slots": slots})
@@ -789,6 +868,9 @@ def format_status(report: Mapping[str, Any]) -> str:
         )
         for s in g["slots"]:
             state = _holder_text(s["holder"]) if s["held"] else "free"
+            if s.get("blocked"):
+                path = Path(report["lease_dir"]) / slot_file(g["uuid"], s["slot"])
+                state = f"blocked: {path} is {s['blocked']}, {JUNK_HINT}"
             lines.append(f"    slot {s['slot']}: {state}")
     for other in report["other_leases"]:
         lines.append(f"lease on a GPU not present here: {other['file']}: ")
@@ -860,7 +942,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout = -1.0
         if args.timeout is not None:  # checked here: -1 means "the environment's" only inside
             timeout = check_number("--timeout", args.timeout, 0, 1e9)
-        lease = manager.acquire(args.run_name or shlex.join(cmd)[:200], timeout=timeout)
+        lease = _wait_for_lease(manager, args.run_name or shlex.join(cmd)[:200], timeout)
         if lease is not None:
             assert lease.fd is not None
             os.set_inheritable(lease.fd, True)  # the command holds the lock after exec
@@ -871,7 +953,29 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"cannot run {cmd[0]!r}: {e.strerror}") from None
     except UserError as e:
         return print_error(e)
+    except WaitInterrupted as e:
+        print(e, file=sys.stderr, flush=True)
+        return e.exit_code
     return 0
+
+
+def _wait_for_lease(manager: GPUManager, run_name: str, timeout: float) -> Lease | None:
+    """``acquire`` for ``run``, with SIGTERM handled as Ctrl-C is: a wait that may last hours is
+    often ended by either, and each must end it with one line and exit 130, not a traceback or a
+    silent 143. The handler is ours only while waiting: exec hands the command the defaults."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return manager.acquire(run_name, timeout=timeout)
+    except KeyboardInterrupt:
+        raise WaitInterrupted(
+            "interrupted while waiting for a GPU; the command was not run"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from text_recognizer.errors import StorageError, UserError, one_line, print_error, storage_error
 from text_recognizer.experiment.sweep import format_arg, resolve_path
-from text_recognizer.fileio import read_small_text
+from text_recognizer.fileio import clean_stale_temps, read_small_text
 
 SUPPORTED_METHODS = ("grid", "random", "bayes")
 PROGRAM = "run_sweep.py"
@@ -178,6 +178,7 @@ def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
                 f"{source}: parameter {name!r} must be a mapping such as {{values: [...]}}, "
                 f"{{value: ...}} or {{min: ..., max: ...}}, got {spec!r}"
             )
+    _check_finite(params, source)
     violations = list(dict.fromkeys(sweeps.schema_violations_from_proposed_config(sweep)))
     if violations:
         raise SweepError(f"{source}: W&B would reject this sweep: {'; '.join(violations)}")
@@ -206,6 +207,24 @@ def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
             sweeps.next_runs(sweep, [], n=1)
         except ValueError as e:
             raise SweepError(one_line(f"{source}: {e}")) from None
+
+
+def _check_finite(params: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Refuse an inf or nan in a range or value, before the engine hands it to scipy (which warns
+    over several lines) or to a trial, which would get the text 'inf' (the agent formats values
+    with str()) and refuse it as a string."""
+    for name, spec in params.items():
+        if not isinstance(spec, dict):
+            continue
+        if isinstance(spec.get("parameters"), dict):  # W&B's nested form
+            _check_finite(spec["parameters"], source, f"{prefix}{name}.")
+        for key, value in spec.items():
+            items = value if key == "values" and isinstance(value, list) else [value]
+            bad = [v for v in items if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                one = f"{key} must be a finite number"
+                what = "values must be finite numbers" if key == "values" else one
+                raise SweepError(f"{source}: parameter {prefix + name!r}: {what}, got {bad[0]}")
 
 
 def program_path() -> Path:
@@ -606,6 +625,8 @@ class LocalSweep:
         self.force = False
         self.abort: str | None = None  # a trial hit bad input: launch no more
         self.exhausted = False
+        # A local_sweep killed while writing state.json or curves.png left its temp file there.
+        clean_stale_temps(self.state_dir)
         self.state = self._load_or_create_state(count)
         self.total = self._total()
         self._histories: dict[str, list[dict[str, Any]]] = {}
@@ -1148,3 +1169,6 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
         return print_error(e)
     except OSError as e:  # the state folder cannot be made or written (full, read-only, ...)
         return print_error(storage_error(e, e.filename or state_dir or args.sweep))
+    except KeyboardInterrupt:  # Ctrl-C before run() handles it (checking the YAML, recovering)
+        print("interrupted before any trial started", file=sys.stderr)
+        return 130
