@@ -231,3 +231,20 @@ def closed_port_url(path: str = "/file.bin") -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}{path}"
+
+
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+def bypass_proxies(monkeypatch) -> None:
+    """Requests to the 127.0.0.1 test server must not go through a proxy the machine sets."""
+    for var in PROXY_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

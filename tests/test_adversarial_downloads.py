@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_fixtures import HttpTestServer
+from http_fixtures import HttpTestServer, bypass_proxies
 
 from conftest import fill_disk, run_script
 from text_recognizer.datasets import download as dl
@@ -63,9 +63,7 @@ def tree(folder: Path) -> dict[str, bytes | str]:
 
 @pytest.fixture(autouse=True)
 def _no_proxy_no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    bypass_proxies(monkeypatch)
     monkeypatch.setattr(dl, "_sleep", lambda s: None)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_fixtures import HttpTestServer, closed_port_url
+from http_fixtures import HttpTestServer, bypass_proxies, closed_port_url
 
 from text_recognizer.datasets import download as dl
 from text_recognizer.datasets import extract, metadata
@@ -46,9 +46,7 @@ def one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    bypass_proxies(monkeypatch)
 
 
 @pytest.fixture(autouse=True)
