@@ -532,3 +532,50 @@ def test_running_out_of_memory_before_the_run_is_one_line(tmp_path):
     )  # fmt: skip
     line = one_error_line(out.stderr)
     assert out.returncode == 1 and "out of memory" in line and "lower num_train" in line
+
+
+def test_torchrun_rank_without_master_addr_is_bad_input(runs_dir, monkeypatch, capsys):
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, err = cli(capsys, json.dumps(CONFIG))
+    assert code == 2 and "needs MASTER_ADDR (a host) and MASTER_PORT" in one_error_line(err)
+    assert not runs_dir.exists()
+
+
+def test_sigterm_ends_a_rank_waiting_for_the_others(runs_dir, tmp_path):
+    # Rank 0 of 2 blocks in the rendezvous (in C++) until rank 1 comes: SIGTERM and Ctrl-C were
+    # ignored there (still alive after 10 minutes). They now end it at once.
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "TEXT_RECOGNIZER_RUNS_DIR": str(runs_dir),
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    command = [sys.executable, "training/run_experiment.py", json.dumps(CONFIG), "--nowandb"]
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # rank 0 hosts the store: listening means waiting
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "rank 0 ended before the rendezvous"
+            time.sleep(0.1)
+        else:
+            pytest.fail("rank 0 never started the rendezvous")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == -signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()

@@ -215,6 +215,13 @@ def _torchrun_rank() -> int:
     rank, world = int(values["RANK"] or 0), int(values["WORLD_SIZE"] or 1)
     if values["RANK"] is not None and values["WORLD_SIZE"] is not None and rank >= world:
         raise UserError(f"RANK={rank} must be less than WORLD_SIZE={world} (torchrun sets them)")
+    if values["RANK"] is not None and world > 1:  # the ranks meet at MASTER_ADDR:MASTER_PORT
+        addr, port = os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", "")
+        if not addr.strip() or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise UserError(
+                f"WORLD_SIZE={world} needs MASTER_ADDR (a host) and MASTER_PORT (1-65535), got "
+                f"{addr[:40]!r} and {port[:20]!r}; start the ranks with torchrun, which sets them"
+            )
     return rank
 
 

@@ -9,6 +9,10 @@ rank). ``train_args.batch_size`` is per rank (the torch convention): the global 
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,10 +49,29 @@ def setup(info: DistInfo, use_cuda: bool) -> str:
     else:
         device = "cpu"
     if not dist.is_initialized():
-        dist.init_process_group(
-            "nccl" if use_cuda else "gloo", rank=info.rank, world_size=info.world_size
-        )
+        with _signals_end_the_process():
+            dist.init_process_group(
+                "nccl" if use_cuda else "gloo", rank=info.rank, world_size=info.world_size
+            )
     return device
+
+
+@contextmanager
+def _signals_end_the_process() -> Iterator[None]:
+    """While the rendezvous blocks in C++ (waiting for the other ranks, up to torch's 30-minute
+    timeout), Python's signal handlers cannot run: give SIGINT/SIGTERM their default action so
+    Ctrl-C or a scheduler's SIGTERM still ends the process instead of being ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 def teardown() -> None:
