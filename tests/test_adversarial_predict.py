@@ -718,3 +718,15 @@ def test_a_closed_output_pipe_is_quiet(weights, images) -> None:
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 141, stderr
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
+
+
+def test_a_fifo_is_named_as_such_not_as_missing(weights, images, tmp_path, capsys) -> None:
+    fifo = tmp_path / "image.png"
+    os.mkfifo(fifo)
+    err = _one_line_error(capsys, predict_main([str(fifo), "--model", str(weights["char"])]))
+    assert "is a device or pipe, not an image file" in err
+    from text_recognizer.errors import UserError
+    from text_recognizer.ground_truth import read_ground_truth
+
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_ground_truth(fifo)

@@ -67,7 +67,7 @@ def read_ground_truth(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--ground-truth {path}: is a folder, not a file")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"--ground-truth {path}: no such file")
     from text_recognizer.fileio import read_small_text
 

@@ -118,8 +118,10 @@ def _open_file(path: Path, decode: bool) -> Any:
 
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file")
-    if not path.is_file():
+    if not path.exists():
         raise ImageError(f"{path}: no such file")
+    if not path.is_file():  # a FIFO would block the decoder
+        raise ImageError(f"{path}: is a device or pipe, not an image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
