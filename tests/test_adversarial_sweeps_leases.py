@@ -290,7 +290,10 @@ def test_rerun_never_follows_a_symlinked_trial_folder(tmp_path, monkeypatch):
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("mine")
-    trials = [{"id": "trial-0001", "params": {"network_args.layer_size": 8}, "status": "pending"}]
+    trials = [
+        {"id": "trial-0001", "params": {"network_args.layer_size": 8}, "status": "pending"}
+        | {"attempts": 1}  # started before: its folder is this sweep's to replace
+    ]
     path, state_dir = make_state(tmp_path, trials)
     (state_dir / "trial-0001").symlink_to(victim)
     (state_dir / "logs").mkdir()
@@ -745,3 +748,141 @@ def test_ctrl_c_before_the_sweep_loop_is_one_line_exit_130(tmp_path, capsys, mon
     except KeyboardInterrupt:  # would stop the whole pytest session
         pytest.fail("KeyboardInterrupt escaped local_sweep_main (a traceback for the user)")
     assert code == 130 and err == "interrupted before any trial started\n"
+
+
+# ----- adversarial pass after issue 10: user folders, FIFOs in records, extreme values, names -----
+
+
+def test_a_state_folder_of_the_users_own_files_is_refused(tmp_path, capsys):
+    path = write_yaml(tmp_path, sweep_dict(tmp_path))
+    state = tmp_path / "u"
+    (state / "trial-0001").mkdir(parents=True)
+    (state / "trial-0001" / "important.txt").write_text("precious")
+    (state / "notes.txt").write_text("mine")
+    code, err = local_sweep(capsys, path, "--state", state, "--nowandb", "--gpu", "cpu")
+    assert code == 2
+    assert_one_line_error(err, f"--state folder {state} is not empty", "no state.json")
+    assert (state / "trial-0001" / "important.txt").read_text() == "precious"
+    assert sorted(p.name for p in state.iterdir()) == ["notes.txt", "trial-0001"]  # nothing added
+    # a new or empty folder, or one a refused first start left with only its lock, is fine
+    for name, content in (("empty", []), ("locked", [".lock"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        for entry in content:
+            (folder / entry).write_text("123")
+        ls.check_state_folder(folder)
+    ls.check_state_folder(tmp_path / "new")
+
+
+def test_only_trial_folders_that_state_json_records_as_started_are_replaced(tmp_path, monkeypatch):
+    class Started(Exception):
+        pass
+
+    def no_popen(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(ls.subprocess, "Popen", no_popen)
+    path, state_dir = make_state(tmp_path, [])  # a sweep of ours that has proposed nothing yet
+    planted = state_dir / "trial-0001"
+    planted.mkdir()
+    (planted / "important.txt").write_text("precious")
+    runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
+    with pytest.raises(ls.SweepError, match=r"trial-0001 is in the way: .* records no attempt"):
+        runner.run()
+    assert (planted / "important.txt").read_text() == "precious"
+    # the engine's next trial is refused too, even when the up-front check is bypassed
+    trial = runner._next_trial()
+    assert trial is not None and trial.id == "trial-0001" and trial.attempts == 0
+    with pytest.raises(ls.SweepError, match="is in the way"):
+        runner._start(trial)
+    assert (planted / "important.txt").read_text() == "precious"
+    # a recorded attempt's partial folder is replaced, and the attempt is saved before it starts
+    trial.attempts = 1
+    with pytest.raises(Started):
+        runner._start(trial)
+    assert not planted.exists()
+    saved = json.loads((state_dir / "state.json").read_text())["trials"]
+    assert [(t["id"], t["attempts"]) for t in saved] == [("trial-0001", 2)]
+
+
+def test_a_yaml_name_that_is_not_plain_says_so_and_suggests_a_plain_one(tmp_path, capsys):
+    path = write_yaml(tmp_path, sweep_dict(tmp_path, name="../../../../tmp/adv2/escaped_sweep"))
+    code, err = local_sweep(capsys, path, "--nowandb", "--gpu", "cpu")
+    assert code == 2
+    assert_one_line_error(err, "the sweep's name '../../../../tmp/adv2/escaped_sweep'", "`name`")
+    assert "name: tmp-adv2-escaped_sweep" in err and "--state folder" not in err
+    code, err = local_sweep(capsys, path, "--state", tmp_path / "_Odd", "--nowandb")
+    assert code == 2
+    assert_one_line_error(err, "--state folder name '_Odd' must be a plain name such as 'odd'")
+    for text in ("../../x", "..", "_", "A B/../C", "-.-", "\u00e9t\u00e9"):
+        assert ls.is_plain_name(ls.plain_name(text)), text
+
+
+def fifo_run(folder: Path, *fifos: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"network": "mlp"}')
+    (folder / "summary.json").write_text('{"status": "finished", "val_loss": 0.5}')
+    for name in fifos:
+        (folder / name).unlink(missing_ok=True)
+        os.mkfifo(folder / name)
+    return folder
+
+
+def test_compare_runs_never_hangs_on_a_fifo_in_a_run_record(tmp_path):
+    runs = tmp_path / "runs"
+    fifo_run(runs / "history", "metrics.jsonl")
+    fifo_run(runs / "records", "summary.json", "config.json")
+    fifo_run(runs / "fine")
+    alone = run_script(
+        "training/compare_runs.py", str(runs / "history"), "--no-plot", timeout=30
+    )  # fmt: skip
+    assert alone.returncode == 0 and "finished" in alone.stdout, alone.stderr
+    assert "metrics.jsonl is not a regular file" in alone.stderr
+    out = run_script("training/compare_runs.py", str(runs), "--no-plot", timeout=30)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["fine", "history", "records"]
+    assert "unreadable" in rows["records"] and "finished" in rows["history"]
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("warning: ") for w in warnings), warnings
+
+
+def test_compare_runs_plots_only_values_an_axis_can_hold(tmp_path, capsys):
+    run = fifo_run(tmp_path / "r")
+    lines = [f'{{"epoch": {i}, "train_loss": {("1e309", "-1e308")[i % 2]}}}' for i in range(6)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    code = compare_main([str(run), "--plot", str(tmp_path / "x.png")])  # matplotlib's ValueError
+    out = capsys.readouterr()
+    assert code == 0 and out.err.count("warning: ") == 1, out.err
+    assert "3 metric value(s) beyond" in out.err and "no plot saved" in out.err
+    lines.append('{"epoch": 7, "train_loss": 0.5}')
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    code = compare_main([str(run), "--plot", str(tmp_path / "x.png")])
+    out = capsys.readouterr()
+    assert code == 0 and (tmp_path / "x.png").is_file(), out.err
+    assert out.err.count("warning: ") == 1 and "3 metric value(s) beyond" in out.err
+    # integers too large for a float (JSON allows 1000...0) are no numbers either
+    huge = "1" + "0" * 400
+    lines += [f'{{"epoch": {huge}, "train_loss": 1.0}}', '{"epoch": 8, "train_loss": 2}']
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "summary.json").write_text(f'{{"status": "finished", "val_loss": {huge}}}')
+    code = compare_main([str(run), "--plot", str(tmp_path / "x.png")])
+    out = capsys.readouterr()
+    assert code == 0 and "Traceback" not in out.err and "curves:" in out.err, out.err
+
+
+def test_compare_runs_prints_control_characters_and_lone_surrogates_escaped(tmp_path):
+    run = fifo_run(tmp_path / "r")
+    (run / "summary.json").write_text('{"status": "\\u0000\\ud800\\n\\u001b[2J"}')
+    out = run_script("training/compare_runs.py", str(run), "--no-plot", timeout=60)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "\\x00\\ud800\\n\\x1b[2J" in out.stdout and len(out.stdout.splitlines()) == 3
+
+
+def test_a_fifo_as_the_fake_gpu_inventory_is_one_line_not_a_hang(tmp_path):
+    fifo = tmp_path / "gpus.json"
+    os.mkfifo(fifo)
+    env = {gm.ENV_FAKE_GPUS: str(fifo), gm.ENV_LEASES: str(tmp_path / "leases")}
+    out = run_script("-m", "text_recognizer.experiment.gpu_manager", "status", env=env, timeout=30)
+    assert out.returncode == 2
+    assert_one_line_error(out.stderr, f"fake GPU inventory ({gm.ENV_FAKE_GPUS}) {fifo}", "pipe")

@@ -14,12 +14,13 @@ import argparse
 import json
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from text_recognizer.errors import UserError, print_error
 
@@ -31,6 +32,8 @@ PLOT_NAME = "curves.png"
 MAX_JSON_BYTES = 16 << 20
 MAX_HISTORY_BYTES = 64 << 20
 MAX_DEPTH = 16
+# Values a plot axis can hold: past about 1e308 matplotlib's autoscaling overflows (ValueError).
+PLOT_LIMIT = 1e100
 
 
 @dataclass
@@ -45,6 +48,7 @@ class RunInfo:
     wall_time: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # record files that could not be read
 
 
 def flatten(config: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[str, Any]:
@@ -63,28 +67,71 @@ def flatten(config: dict[str, Any], prefix: str = "", depth: int = 0) -> dict[st
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object, or {} when the file is missing or unreadable (a record being written)."""
+    """A finite int or float (not a bool; an int too large for a float, 1e400 in JSON, is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
-        if len(raw) > MAX_JSON_BYTES:
-            return {}
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def printable(text: object) -> str:
+    """``text`` with control characters and lone surrogates escaped (``\\x00``, ``\\ud800``).
+
+    Record files and folder names are not ours: printed raw, a surrogate stops the print with a
+    UnicodeEncodeError and a newline or escape sequence breaks the table.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _read_record(path: Path, limit: int, problems: list[str] | None) -> bytes | None:
+    """Up to ``limit + 1`` bytes of a record file, or None when it is missing or unreadable.
+
+    Opened without blocking and read only when it is a regular file: a FIFO planted in a run
+    folder would otherwise hang the reader for ever. Anything there that cannot be read is noted
+    in ``problems`` (a missing file is not: a run that is starting has none yet).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if problems is not None:
+            problems.append(f"{path.name}: {e.strerror or e}")
+        return None
+    with open(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                if problems is not None:
+                    problems.append(f"{path.name} is not a regular file (a folder, device or pipe)")
+                return None
+            return f.read(limit + 1)
+        except OSError as e:
+            if problems is not None:
+                problems.append(f"{path.name}: {e.strerror or e}")
+            return None
+
+
+def read_json(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """A JSON object, or {} when the file is missing or unreadable (a record being written)."""
+    raw = _read_record(Path(path), MAX_JSON_BYTES, problems)
+    if raw is None or len(raw) > MAX_JSON_BYTES:
+        return {}
+    try:
         data = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def read_history(path: Path) -> list[dict[str, Any]]:
+def read_history(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
     """metrics.jsonl, skipping a torn last line of a run that was killed mid-write."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_HISTORY_BYTES + 1)
-    except OSError:
+    raw = _read_record(Path(path), MAX_HISTORY_BYTES, problems)
+    if raw is None:
         return []
     if len(raw) > MAX_HISTORY_BYTES:  # keep the first epochs, drop the torn line at the cut
         raw = raw[: raw.rfind(b"\n", 0, MAX_HISTORY_BYTES) + 1]
@@ -110,9 +157,10 @@ def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
 def load_run(run_dir: Path, name: str | None = None) -> RunInfo:
     """Read one run folder into a RunInfo (never raises for missing or partial files)."""
     run_dir = Path(run_dir)
-    config = read_json(run_dir / "config.json")
-    summary = read_json(run_dir / "summary.json")
-    history = read_history(run_dir / "metrics.jsonl")
+    problems: list[str] = []
+    config = read_json(run_dir / "config.json", problems)
+    summary = read_json(run_dir / "summary.json", problems)
+    history = read_history(run_dir / "metrics.jsonl", problems)
     metrics = {k: float(v) for k, v in summary.items() if _is_number(v)}
     best = best_epoch(history)
     if best is not None:
@@ -120,15 +168,19 @@ def load_run(run_dir: Path, name: str | None = None) -> RunInfo:
             if key.startswith("val_") and _is_number(value):
                 metrics.setdefault(key, float(value))
     wall = summary.get("wall_time")
+    status = summary.get("status") or ("running" if config else "unknown")
+    if not config and not summary and problems:
+        status = "unreadable"
     return RunInfo(
         name=name or run_dir.name,
         dir=run_dir,
         flat={k: v for k, v in flatten(config).items() if k not in HIDDEN_KEYS},
         metrics=metrics,
-        status=str(summary.get("status") or ("running" if config else "unknown")),
+        status=str(status),
         wall_time=float(wall) if _is_number(wall) else None,
         history=history,
         summary=summary,
+        problems=problems,
     )
 
 
@@ -295,6 +347,8 @@ def format_table(
         ]
         for run in sort_runs(runs, sort, desc)
     ]
+    header = [printable(c) for c in header]
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
     numeric = {i for i, h in enumerate(header) if h in metrics or h == "time"}
 
@@ -308,10 +362,18 @@ def format_table(
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = None) -> Path | None:
+def _plottable(value: Any) -> bool:
+    return _is_number(value) and abs(value) <= PLOT_LIMIT
+
+
+def plot_curves(
+    runs: Sequence[RunInfo], out: Path | str, title: str | None = None, warn: IO[str] | None = None
+) -> Path | None:
     """Save train/val loss (and val accuracy or CER) per epoch for each run as a PNG.
 
     Returns None when no run has a per-epoch history yet. Raises ImportError without matplotlib.
+    Only values a plot axis can hold are drawn (finite, at most ``PLOT_LIMIT`` in size); when some
+    are left out, one warning line on ``warn`` (default stderr) says how many.
     """
     import matplotlib
 
@@ -330,6 +392,7 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
             panels.append(extra)
             break
     colors = plt.get_cmap("tab20")
+    left_out = 0
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, metric in zip(axes[0], panels, strict=True):
         for i, run in enumerate(with_history):
@@ -338,6 +401,9 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
                 for j, h in enumerate(run.history)
                 if _is_number(h.get(metric))
             ]
+            kept = [(x, y) for x, y in points if _plottable(x) and _plottable(y)]
+            left_out += len(points) - len(kept)
+            points = kept
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(
@@ -345,7 +411,7 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
                     ys,
                     marker="o",
                     markersize=3,
-                    label=run.name,
+                    label=printable(run.name),
                     color=colors(i % 20),
                     linestyle=("-", "--", ":", "-.")[i // 20 % 4],
                 )
@@ -356,6 +422,12 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
     handles, labels = max(
         (ax.get_legend_handles_labels() for ax in axes[0]), key=lambda h: len(h[1])
     )
+    if left_out:
+        print(
+            f"warning: {left_out} metric value(s) beyond +-{PLOT_LIMIT:g} (or an epoch that is) "
+            "left out of the plot",
+            file=warn or sys.stderr,
+        )
     if not labels:  # histories without a single plottable number (damaged records)
         plt.close(fig)
         return None
@@ -363,7 +435,7 @@ def plot_curves(runs: Sequence[RunInfo], out: Path | str, title: str | None = No
         handles, labels = handles[:20], [*labels[:19], f"... {len(labels) - 19} more"]
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=7)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(printable(title))
     rows_of_legend = math.ceil(len(labels) / 3)
     fig.tight_layout(rect=(0, min(0.45, 0.04 * rows_of_legend + 0.02), 1, 1))
     out = Path(out)
@@ -412,6 +484,12 @@ def compare_main(argv: list[str] | None = None) -> int:
             check_sort_key(runs, sort)
         elif "val_loss" in available:
             sort = "val_loss"
+        for run in runs:
+            if run.problems:
+                print(
+                    f"warning: {printable(run.name)}: {'; '.join(run.problems)}; not read",
+                    file=sys.stderr,
+                )
         print(format_table(runs, metrics, sort, args.desc))
         if args.no_plot:
             return 0

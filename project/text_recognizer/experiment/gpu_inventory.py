@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from text_recognizer.errors import UserError, one_line
 
 ENV_FAKE_GPUS = "TEXT_RECOGNIZER_FAKE_GPUS"
+MAX_FAKE_GPUS_BYTES = 1 << 20  # a test's GPU list: a few hundred bytes
 
 
 class NoGpuDriver(Exception):
@@ -114,10 +115,16 @@ class FakeInventory:
 
     def gpus(self) -> list[GpuInfo]:
         if isinstance(self.source, (str, Path)):
+            from text_recognizer.fileio import read_small_text
+
             where = f"fake GPU inventory {self.source} ({ENV_FAKE_GPUS})"
+            # Read without blocking and bounded: a FIFO named here would hang `status` for ever.
+            text = read_small_text(
+                self.source, MAX_FAKE_GPUS_BYTES, f"fake GPU inventory ({ENV_FAKE_GPUS})"
+            )
             try:
-                data: Any = json.loads(Path(self.source).read_text(encoding="utf-8"))
-            except (OSError, ValueError, RecursionError) as e:
+                data: Any = json.loads(text)
+            except (ValueError, RecursionError) as e:
                 raise UserError(one_line(f"{where}: {type(e).__name__}: {e}")[:300]) from None
         else:
             where, data = "fake GPU inventory", self.source

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -56,6 +57,8 @@ MAX_YAML_NODES = 100_000
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 TRIAL_ID = re.compile(r"trial-[0-9]{4,9}")
+# What a state folder holds before its first state.json: the lock, a killed first write's temp.
+_BEFORE_STATE = re.compile(r"\.lock|\.state\.json\..+\.tmp")
 STATUSES = ("pending", "running", *TERMINAL, "interrupted")
 STATE_VERSION = 1
 MAX_STATE_BYTES = 64 << 20
@@ -423,9 +426,14 @@ class SweepState:
         A file that is not a sweep state (truncated, edited, a trial without parameters) is a
         one-line error naming it and how to recover; it is never half-used.
         """
-        recover = f"move {path} away to start the sweep over (the trial folders beside it are kept)"
+        recover = (
+            f"move the folder {path.parent} away (or pass another --state) to start the sweep over"
+        )
         try:
-            with open(path, "rb") as f:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would hang the read
+                    raise ValueError("not a regular file")
                 raw = f.read(MAX_STATE_BYTES + 1)
             if len(raw) > MAX_STATE_BYTES:
                 raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB")
@@ -512,17 +520,80 @@ def default_state_dir(sweep: dict[str, Any], source: str | Path) -> Path:
     return paths.runs_dir() / "sweeps" / slug(str(sweep.get("name") or Path(source).stem))
 
 
-def check_state_dir(state_dir: Path) -> str:
-    """The state folder's name is the trials' experiment group, so it must be a plain name."""
+def is_plain_name(name: str) -> bool:
+    """Lowercase letters, digits and ._+=-, starting with a letter or digit (a folder, a group)."""
     from text_recognizer.experiment.records import slug
 
+    return slug(name) == name and re.match(r"^[a-z0-9]", name) is not None
+
+
+def plain_name(text: str) -> str:
+    """A plain name made from ``text`` ("../tmp/My Sweep" -> "tmp-my-sweep"), for a suggestion."""
+    from text_recognizer.experiment.records import slug
+
+    name = re.sub(r"[._+=-]*-[._+=-]*", "-", slug(text))
+    name = re.sub(r"^[^a-z0-9]+", "", name)
+    return name if name and is_plain_name(name) else "sweep"
+
+
+def check_state_dir(state_dir: Path) -> str:
+    """The state folder's name is the trials' experiment group, so it must be a plain name."""
     name = Path(state_dir).name
-    if slug(name) != name or not re.match(r"^[a-z0-9]", name):
+    if not is_plain_name(name):
         raise SweepError(
-            f"--state folder name {name!r} must be a plain name such as {slug(name)!r} "
-            "(lowercase letters, digits, ._+=-): the trials use it as their experiment group"
+            f"--state folder name {name!r} must be a plain name such as {plain_name(name)!r} "
+            "(lowercase letters, digits, ._+=-, starting with a letter or digit): the trials use "
+            "it as their experiment group"
         )
     return name
+
+
+def check_sweep_name(sweep: dict[str, Any], source: str | Path) -> None:
+    """Without --state, the YAML's ``name`` (or its file name) names the state folder and group."""
+    from text_recognizer.experiment.records import slug
+
+    name = sweep.get("name")
+    folder = slug(str(name or Path(source).stem))
+    if is_plain_name(folder):
+        return
+    if name:
+        what = f"the sweep's name {str(name)!r} (`name` in {source})"
+        fix = f"set `name: {plain_name(str(name))}` in it"
+    else:
+        what = f"the sweep file's name {Path(source).stem!r} (used as the sweep's name)"
+        fix = f"add `name: {plain_name(Path(source).stem)}` to it"
+    raise SweepError(
+        f"{what} is not a plain name (lowercase letters, digits, ._+=-, starting with a letter or "
+        "digit), and it names the state folder runs/sweeps/<name> and the trials' experiment "
+        f"group: {fix}, or pass --state DIR"
+    )
+
+
+def check_state_folder(state_dir: Path, option: str = "state folder") -> None:
+    """A state folder is new, empty, or a sweep's (it holds state.json); any other is refused.
+
+    local_sweep writes state.json, logs/ and curves.png into it and replaces the trial folders it
+    reruns, so a folder of the user's own files must never be taken for one.
+    """
+    try:
+        names = sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise SweepError(f"{option} {state_dir} is a file, not a folder") from None
+    except OSError:
+        return  # unreadable: making or locking it says why, in one line
+    if "state.json" in names:
+        return
+    foreign = [n for n in names if not _BEFORE_STATE.fullmatch(n)]
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise SweepError(
+            f"{option} {state_dir} is not empty ({shown}{more}) and holds no state.json of a "
+            "sweep, so it is not a sweep's folder: local_sweep.py writes its trials there; pass a "
+            "new or empty folder"
+        )
 
 
 @contextlib.contextmanager
@@ -611,6 +682,7 @@ class LocalSweep:
         self.source = source
         self.state_dir = Path(state_dir)
         self.group = check_state_dir(self.state_dir)
+        check_state_folder(self.state_dir, "--state folder" if custom_state else "state folder")
         self.jobs = jobs
         self.gpu = gpu
         self.nowandb = nowandb
@@ -726,8 +798,29 @@ class LocalSweep:
 
     # -- trials -----------------------------------------------------------------------------
 
+    def _not_ours(self, trial_id: str) -> SweepError:
+        return SweepError(
+            f"{self.state_dir / trial_id} is in the way: {self.state_path} records no attempt of "
+            f"{trial_id}, so it is not a record of this sweep; move it away and run the same "
+            "command to resume"
+        )
+
+    def _check_trial_folders(self) -> None:
+        """Refuse, before any trial starts, a trial-NNNN entry that state.json records no start of
+        (it would be replaced when the engine proposes that trial)."""
+        started = {t.id for t in self.state.trials if t.attempts > 0}
+        try:
+            names = sorted(os.listdir(self.state_dir))
+        except OSError:
+            return
+        for name in names:
+            if TRIAL_ID.fullmatch(name) and name not in started:
+                raise self._not_ours(name)
+
     def _start(self, trial: Trial) -> None:
         run_dir = self.state_dir / trial.id
+        if trial.attempts < 1 and (run_dir.exists() or run_dir.is_symlink()):
+            raise self._not_ours(trial.id)  # only a folder of a recorded attempt is replaced
         if run_dir.is_symlink() or run_dir.is_file():  # never follow a link out of the folder
             run_dir.unlink()
         elif run_dir.exists():  # the partial record of an interrupted attempt
@@ -742,6 +835,7 @@ class LocalSweep:
         env["TEXT_RECOGNIZER_RUNS_DIR"] = str(self.state_dir.parent.resolve())
         env["PYTHONUNBUFFERED"] = "1"
         trial.attempts += 1
+        self.save()  # recorded before the trial makes its folder, so a resume may replace it
         log = self._trial_log(trial, f"=== attempt {trial.attempts}, {_now()}: {' '.join(command)}")
         proc = subprocess.Popen(
             command,
@@ -983,6 +1077,7 @@ class LocalSweep:
 
     def run(self) -> int:
         """Run the sweep to its end (or until a signal); return the exit code."""
+        self._check_trial_folders()
         self.state.sessions += 1
         self._recover()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -1147,8 +1242,11 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
         if args.check:
             print(f"{args.sweep}: valid ({checked} configs validated)")
             return 0
+        if args.state is None:
+            check_sweep_name(sweep, args.sweep)
         state_dir = Path(args.state) if args.state else default_state_dir(sweep, args.sweep)
         check_state_dir(state_dir)
+        check_state_folder(state_dir, "--state folder" if args.state else "state folder")
         with state_lock(state_dir):
             runner = LocalSweep(
                 sweep,
