@@ -583,3 +583,208 @@ def test_mnist_module_never_tracebacks_on_a_damaged_idx(tmp_path: Path) -> None:
     proc = run_script("-m", "text_recognizer.datasets.mnist", args, env=env, timeout=60)
     assert proc.returncode == 2
     assert "damaged gzip file" in one_error_line(proc.stderr)
+
+
+# ----- a moved data folder: metadata.toml is read from the checkout, downloads go to the folder ----
+
+
+class _Fetch(Exception):
+    """Raised instead of downloading: which file, from where, into which folder."""
+
+
+def _no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    from text_recognizer.datasets import download
+
+    def fetch(remote, dest_dir, **_: object) -> Path:
+        raise _Fetch(remote.filename, remote.url, Path(dest_dir))
+
+    monkeypatch.setattr(download, "_download_unlocked", fetch)
+
+
+def _emnist_lines():
+    from text_recognizer.datasets.emnist_lines import EmnistLinesDataset
+
+    return EmnistLinesDataset()
+
+
+def _synthetic_brown():
+    from text_recognizer.datasets.synthetic_lines import SyntheticLinesDataset
+
+    return SyntheticLinesDataset(text_source="brown")
+
+
+def _iam_lines():
+    from text_recognizer.datasets.iam_lines import IamLinesDataset
+
+    return IamLinesDataset()
+
+
+@pytest.mark.parametrize(
+    ("make", "raw_name", "first_file"),
+    [
+        (_emnist_lines, "brown", "brown.zip"),
+        (_synthetic_brown, "brown", "brown.zip"),
+        (_iam_lines, "iam", "iamdb.zip"),
+        (EmnistDataset, "emnist", "matlab.zip"),
+        (MnistDataset, "mnist", None),
+    ],
+)
+def test_moved_data_folder_reads_the_tracked_metadata_and_downloads_into_it(
+    data_dirs, monkeypatch, make, raw_name: str, first_file: str | None
+) -> None:
+    """TEXT_RECOGNIZER_DATA_DIR elsewhere (its raw/ empty): every download said 'metadata file not
+    found: $DATA_DIR/raw/<name>/metadata.toml', though the tracked one is intact in data/raw/."""
+    from conftest import PROJECT_ROOT
+
+    raw, _ = data_dirs
+    _no_download(monkeypatch)
+    with pytest.raises(_Fetch) as fetched:
+        make().prepare_raw_data()
+    filename, url, dest = fetched.value.args
+    assert dest == raw / raw_name  # the download still goes to the moved raw folder
+    assert url.startswith("https://") and (first_file is None or filename == first_file)
+    assert not (raw / raw_name / "metadata.toml").exists()
+    tracked = PROJECT_ROOT / "data" / "raw" / raw_name / "metadata.toml"
+    assert tracked.is_file() and paths.metadata_path(raw_name) == tracked
+
+
+def test_a_metadata_toml_in_the_raw_folder_is_read_instead(data_dirs) -> None:
+    raw, _ = data_dirs
+    (raw / "brown").mkdir(parents=True)
+    (raw / "brown" / "metadata.toml").mkdir()  # anything there is reported, never skipped
+    assert paths.metadata_path("brown") == raw / "brown" / "metadata.toml"
+    with pytest.raises(DataError, match=r"brown/metadata.toml is not a regular file"):
+        _emnist_lines().prepare_raw_data()
+
+
+# ----- IAM's lines.txt and split lists: bounded, FIFO-safe ---------------------------------------------
+
+
+def iam_official(folder: Path) -> Path:
+    """An official layout: ascii/lines.txt with one line, lines/, and the three split lists."""
+    (folder / "ascii").mkdir(parents=True)
+    (folder / "lines" / "a01" / "a01-000u").mkdir(parents=True)
+    (folder / "ascii" / "lines.txt").write_text("a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE\n")
+    for name, form in (("train", "a01-000u"), ("validation", "c04-156"), ("test", "m01-049")):
+        (folder / f"{name}.uttlist").write_text(form + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("huge", ["ascii/lines.txt", "train.uttlist"])
+def test_iam_huge_lines_txt_or_split_list_is_one_line_in_bounded_memory(
+    tmp_path: Path, huge: str
+) -> None:
+    folder = iam_official(tmp_path / "iam")
+    os.truncate(folder / huge, 3 << 30)  # sparse: costs no disk (was: MemoryError traceback)
+    env = {"TEXT_RECOGNIZER_DATA_DIR": str(tmp_path / "data")}
+    args = f'{{"data_dir": "{folder}"}}'
+    proc = run_script(
+        *memory_capped(1 << 30), "text_recognizer.datasets.iam_lines", args, env=env, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    line = one_error_line(proc.stderr)
+    assert str(folder / huge) in line and "over the size limit" in line
+
+
+@pytest.mark.timeout(30)
+def test_iam_lines_txt_and_split_list_fifos_never_hang(tmp_path: Path) -> None:
+    from text_recognizer.datasets import iam_lines
+
+    folder = iam_official(tmp_path / "iam")
+    for name in ("ascii/lines.txt", "validation.uttlist"):
+        (folder / name).unlink()
+        os.mkfifo(folder / name)  # open() would wait for a writer forever
+    with pytest.raises(DataError, match=r"lines.txt are not a regular file"):
+        iam_lines.read_lines_txt(folder / "ascii" / "lines.txt")
+    with pytest.raises(DataError, match=r"validation.uttlist is not a regular file"):
+        iam_lines.read_split_lists(folder)
+
+
+def test_iam_lines_txt_keeps_reading_stray_bytes_as_replacement_characters(tmp_path: Path) -> None:
+    from text_recognizer.datasets import iam_lines
+
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"a01-000u-00 ok 154 19 408 746 1661 89 A|MOV\xe9\n")
+    assert iam_lines.read_lines_txt(path).endswith("A|MOV\ufffd\n")
+
+
+# ----- ~/.kaggle/kaggle.json and the .extracted / .verified markers ----------------------------------
+
+
+def _kaggle_json(folder: Path, kind: str) -> Path:
+    path = folder / "kaggle.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "huge":
+        path.write_text('{"username": "ada", "key": "s3cret"}')
+        os.truncate(path, 100 << 20)  # sparse
+    elif kind == "nested":
+        path.write_text("[" * 20_000)  # json.loads: RecursionError, not ValueError
+    else:
+        path.write_bytes(b'{"username": "ad\xe9", "key": "x"}')
+    return path
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("fifo", "is not a regular file"),
+        ("folder", "is not a regular file"),
+        ("huge", "is over the size limit"),
+        ("nested", "is not a Kaggle API token"),
+        ("latin1", "is not UTF-8 text"),
+    ],
+)
+def test_bad_kaggle_json_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, problem: str
+) -> None:
+    from text_recognizer.datasets.kaggle_names import kaggle_credentials
+
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    monkeypatch.delenv("KAGGLE_KEY", raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path))
+    path = _kaggle_json(tmp_path, kind)
+    with pytest.raises(DataError) as err:
+        kaggle_credentials()
+    message = str(err.value)
+    assert str(path) in message and problem in message and "\n" not in message
+    assert "s3cret" not in message
+
+
+def _bad_marker(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "nested":
+        path.write_text("[" * 20_000)
+    else:
+        path.write_text('{"top_level": []}')
+        os.truncate(path, 100 << 20)  # sparse, over the 64 MiB marker limit
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["fifo", "nested", "huge"])
+@pytest.mark.parametrize("sidecar", ["extracted", "verified"])
+def test_bad_extracted_or_verified_marker_counts_as_absent(
+    tmp_path: Path, kind: str, sidecar: str
+) -> None:
+    import hashlib
+
+    from text_recognizer.datasets.download import ensure_downloaded
+
+    dest = tmp_path / "raw"
+    dest.mkdir()
+    archive = dest / "files.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("files/a.txt", "hello")
+    meta = tmp_path / "metadata.toml"
+    meta.write_text(
+        'url = "http://127.0.0.1:9/files.zip"\nfilename = "files.zip"\n'
+        f'sha256 = "{hashlib.sha256(archive.read_bytes()).hexdigest()}"\nextract = true\n'
+    )
+    _bad_marker(dest / f".files.zip.{sidecar}", kind)
+    assert ensure_downloaded(meta, dest, progress=False) == [archive]  # never fetched: verified
+    assert (dest / "files" / "a.txt").read_text() == "hello"
+    assert (dest / ".files.zip.extracted").is_file()

@@ -28,6 +28,9 @@ DATA_DIR: Path = Path(
     os.environ.get("TEXT_RECOGNIZER_DATA_DIR", PROJECT_ROOT / "data")
 ).expanduser()
 RAW_DIR: Path = DATA_DIR / "raw"
+# The metadata.toml files are tracked in the checkout: they stay in the project's data/raw/<name>/
+# even where TEXT_RECOGNIZER_DATA_DIR moves the data folder (and the downloads with it).
+TRACKED_RAW_DIR: Path = PROJECT_ROOT / "data" / "raw"
 PROCESSED_DIR: Path = DATA_DIR / "processed"
 RUNS_DIR: Path = Path(
     os.environ.get("TEXT_RECOGNIZER_RUNS_DIR", PROJECT_ROOT / "runs")
@@ -39,8 +42,21 @@ SHARED_DATA_DIR: Path = Path(
 
 
 def raw_dir(name: str) -> Path:
-    """Folder of a dataset's raw files and its tracked ``metadata.toml``."""
+    """Folder of a dataset's raw files: downloads go here (see `metadata_path` for its metadata)."""
     return RAW_DIR / name
+
+
+def metadata_path(name: str) -> Path:
+    """A dataset's ``metadata.toml``: the project's tracked ``data/raw/<name>/metadata.toml``.
+
+    A moved data folder (``TEXT_RECOGNIZER_DATA_DIR``) needs no copy of it. Where the raw folder
+    holds a ``metadata.toml`` of its own (a private mirror's, a test's), that one is read instead;
+    anything there, even a broken one, is reported as it is, never skipped.
+    """
+    local = raw_dir(name) / "metadata.toml"
+    if os.path.lexists(local):
+        return local
+    return TRACKED_RAW_DIR / name / "metadata.toml"
 
 
 def processed_dir(name: str) -> Path:

@@ -110,7 +110,7 @@ class Dataset:
     # ----- raw data -----------------------------------------------------------------------------
     @property
     def metadata_path(self) -> Path:
-        return paths.raw_dir(self.name) / "metadata.toml"
+        return paths.metadata_path(self.name)
 
     def missing_files(self) -> list[str]:
         return [f for f in self.required_files if not (self.data_dir / f).exists()]

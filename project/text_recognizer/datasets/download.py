@@ -40,13 +40,14 @@ from tqdm import tqdm
 
 from text_recognizer.datasets.extract import (
     CHUNK_SIZE,
+    MAX_MARKER_BYTES,
     ArchiveError,
     UnsafeArchiveError,
     extract_archive,
 )
 from text_recognizer.datasets.metadata import MetadataError, RemoteFile, load_metadata
 from text_recognizer.errors import DataError, StorageError, UserError, one_line, storage_error
-from text_recognizer.fileio import write_json_atomic
+from text_recognizer.fileio import read_small_text, write_json_atomic
 
 try:  # POSIX only; elsewhere concurrent downloads of one file are simply not serialized.
     import fcntl
@@ -147,9 +148,11 @@ def _sidecar(path: Path, kind: str) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A sidecar's JSON object, or None for a missing, damaged, huge or non-regular (FIFO) one:
+    read bounded and without blocking, a bad sidecar only costs a re-hash or a re-extraction."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_small_text(path, MAX_MARKER_BYTES, "marker", DataError))
+    except (OSError, UserError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

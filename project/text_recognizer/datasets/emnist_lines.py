@@ -147,7 +147,7 @@ class EmnistLinesDataset(Dataset):
 
     @property
     def metadata_path(self) -> Path:
-        return paths.raw_dir(CORPUS_NAME) / "metadata.toml"
+        return paths.metadata_path(CORPUS_NAME)
 
     def extra_sources(self) -> list[str]:
         given = {"corpus": self.corpus_dir, "chars": self.char_data_dir}

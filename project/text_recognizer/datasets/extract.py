@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from text_recognizer.errors import DataError, StorageError, one_line, storage_error
-from text_recognizer.fileio import write_json_atomic
+from text_recognizer.fileio import read_small_text, write_json_atomic
 
 __all__ = [
     "DEFAULT_MAX_FILES",
@@ -443,12 +443,14 @@ def _finish_extraction(
 
 
 def _read_marker(marker: Path) -> list[str]:
-    """The top-level names a marker records; nothing from a link, a huge or a damaged one."""
+    """The top-level names a marker records; nothing from a link, a FIFO, a huge or a damaged one
+    (read bounded and without blocking: a bad marker counts as absent)."""
     try:
-        if not stat.S_ISREG(marker.lstat().st_mode) or marker.lstat().st_size > MAX_MARKER_BYTES:
+        if not stat.S_ISREG(marker.lstat().st_mode):
             return []
-        names = json.loads(marker.read_text(encoding="utf-8")).get("top_level")
-    except (OSError, ValueError, AttributeError):
+        text = read_small_text(marker, MAX_MARKER_BYTES, "extraction marker", DataError)
+        names = json.loads(text).get("top_level")
+    except (OSError, DataError, StorageError, ValueError, AttributeError, RecursionError):
         return []
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
 

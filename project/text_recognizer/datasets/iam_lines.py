@@ -32,7 +32,9 @@ and counted with examples in ``skipped`` and the summary.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -45,7 +47,8 @@ from text_recognizer import paths, progress
 from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import FileTree, read_image_bytes
 from text_recognizer.datasets.text import encode, make_mapping
-from text_recognizer.errors import DataError
+from text_recognizer.errors import DataError, storage_error
+from text_recognizer.fileio import read_small_text
 
 RAW_NAME = "iam"  # data/raw/iam/ holds metadata.toml, iamdb.zip and the split lists
 ARCHIVE = "iamdb.zip"
@@ -56,6 +59,10 @@ FSDL_FORM_SCALE = 0.5
 # Read limits (a zip member can inflate to anything): IAM's forms are 1-4 MB, their XML 30 KB.
 MAX_IMAGE_BYTES = 64 << 20
 MAX_XML_BYTES = 16 << 20
+# The official ascii/lines.txt is 1.4 MB and a split list 6 KB; a file far larger is not one (and
+# is refused before it is read, whatever it is: a sparse file, a FIFO, a device).
+MAX_LINES_TXT_BYTES = 256 << 20
+MAX_SPLIT_LIST_BYTES = 16 << 20
 # Every character of the 13,353 official transcriptions, so the mapping never depends on which
 # lines a copy happens to hold.
 IAM_CHARACTERS = " !\"#&'()*+,-./0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -108,15 +115,44 @@ def parse_lines_txt(text: str, where: str = "lines.txt") -> list[IamLine]:
     return lines
 
 
+def read_lines_txt(path: Path) -> str:
+    """The text of ``ascii/lines.txt``: bounded, regular files only, never blocking on a FIFO.
+
+    Bytes that are not UTF-8 become U+FFFD (their lines are then skipped as holding characters
+    outside the mapping), as IAM's own file is ASCII; every refusal is one DataError line.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise DataError(f"transcriptions {path} do not exist") from None
+    except OSError as e:
+        raise storage_error(e, path, "read") from None
+    with open(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(
+                f"transcriptions {path} are not a regular file (a folder, device or pipe)"
+            )
+        data = b""
+        if info.st_size <= MAX_LINES_TXT_BYTES:
+            try:
+                data = f.read(MAX_LINES_TXT_BYTES + 1)
+            except OSError as e:
+                raise storage_error(e, path, "read") from None
+    if info.st_size > MAX_LINES_TXT_BYTES or len(data) > MAX_LINES_TXT_BYTES:
+        raise DataError(
+            f"transcriptions {path} are over the size limit of {MAX_LINES_TXT_BYTES >> 20} MiB "
+            "(IAM's ascii/lines.txt is 1.4 MB); is it the right file?"
+        )
+    return data.decode("utf-8", errors="replace")
+
+
 def read_split_lists(folder: Path) -> dict[str, str]:
     """Form id -> split name from the three ``.uttlist`` files; a form listed twice is an error."""
     split_of: dict[str, str] = {}
     for split, filename in SPLIT_FILES.items():
         path = folder / filename
-        try:
-            ids = path.read_text(encoding="utf-8").split()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read split list {path}: {e}") from None
+        ids = read_small_text(path, MAX_SPLIT_LIST_BYTES, "split list", DataError).split()
         for form_id in ids:
             if not re.fullmatch(r"[a-z]\d\d-\d{3}[a-z]?", form_id):
                 raise DataError(f"{path}: {form_id[:40]!r} is not an IAM form id like a01-000u")
@@ -219,7 +255,7 @@ class IamLinesDataset(Dataset):
 
     @property
     def metadata_path(self) -> Path:
-        return paths.raw_dir(RAW_NAME) / "metadata.toml"
+        return paths.metadata_path(RAW_NAME)
 
     # ----- raw data -----------------------------------------------------------------------------
     def layout(self) -> str | None:
@@ -337,11 +373,7 @@ class IamLinesDataset(Dataset):
 
     def _read_official(self, keep: Any, add: Any) -> None:
         where = self.data_dir / LINES_TXT
-        try:
-            text = where.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise DataError(f"cannot read {where}: {e}") from None
-        lines = parse_lines_txt(text, str(where))
+        lines = parse_lines_txt(read_lines_txt(where), str(where))
         with progress.bar(len(lines), "IAM lines", unit="line") as bar:
             for line in lines:
                 bar.update(1)

@@ -57,6 +57,7 @@ from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import FileTree, read_image_bytes
 from text_recognizer.datasets.text import encode_many, make_mapping
 from text_recognizer.errors import ConfigError, DataError
+from text_recognizer.fileio import read_small_text
 
 SPLITS = ("train", "validation", "test")
 CSV_NAME = "written_name_{split}_v2.csv"
@@ -72,6 +73,7 @@ DROPPED_LABELS = {
 # Read limits (a zip member can inflate to anything): the official train CSV is 10 MB, images 30 KB.
 MAX_CSV_BYTES = 256 << 20
 MAX_IMAGE_BYTES = 16 << 20
+MAX_KAGGLE_JSON_BYTES = 64 << 10  # ~/.kaggle/kaggle.json: a user name and a key, about 100 bytes
 SPLIT_SEED = 2020  # fixed: split_from_available holds out the same images in every run
 KAGGLE_DATASET = "landlord/handwriting-recognition"
 KAGGLE_DOWNLOAD_URL = f"https://www.kaggle.com/api/v1/datasets/download/{KAGGLE_DATASET}"
@@ -177,12 +179,14 @@ def kaggle_credentials() -> tuple[tuple[str, str] | None, str]:
     if user and key:
         return (user, key), "KAGGLE_USERNAME/KAGGLE_KEY"
     config = Path(os.environ.get("KAGGLE_CONFIG_DIR") or "~/.kaggle").expanduser() / "kaggle.json"
-    if not config.is_file():
+    if not config.exists():
         return None, str(config)
+    # Read bounded and without blocking: a FIFO, folder or device there is a one-line error.
+    text = read_small_text(config, MAX_KAGGLE_JSON_BYTES, "Kaggle API token", DataError)
     try:
-        data = json.loads(config.read_text(encoding="utf-8"))
+        data = json.loads(text)
         return (str(data["username"]), str(data["key"])), str(config)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise DataError(
             f"{config} is not a Kaggle API token (expected JSON with username and key); "
             "download a new one from kaggle.com > Settings > API > Create New Token"

@@ -155,7 +155,7 @@ def ensure_corpus(corpus_dir: Path | None) -> Path:
         )
     from text_recognizer.datasets.download import ensure_downloaded
 
-    ensure_downloaded(paths.raw_dir(CORPUS_NAME) / "metadata.toml", paths.raw_dir(CORPUS_NAME))
+    ensure_downloaded(paths.metadata_path(CORPUS_NAME), paths.raw_dir(CORPUS_NAME))
     if not path.is_file():
         raise DataError(f"after download, {path} is still missing; check its metadata.toml")
     return path
