@@ -373,21 +373,9 @@ def _extract_zip(
         )
     with zipfile.ZipFile(archive) as zf:
         entries = _zip_members(archive, zf)
-        members = [m for m, _ in entries]
-        _validate(archive, members, protected, limit, count)
-        _check_free_space(archive, dest_dir, sum(m.size for m in members))
-        budget = _Budget(archive, limit)
-        with _staging(archive, dest_dir) as tmp:
-            # Written by hand (not ZipFile.extract) so names are split exactly as validated.
-            for member, info in entries:
-                target = tmp.joinpath(*member.parts)
-                if member.kind == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src:
-                    budget.copy(src, target, member.name)
-            return _finish_extraction(archive, tmp, dest_dir, members)
+        return _unpack(
+            archive, dest_dir, entries, lambda _m, info: zf.open(info), protected, limit, count
+        )
 
 
 def _extract_tar(
@@ -400,30 +388,51 @@ def _extract_tar(
             f"{archive} is not a zip or tar archive (a wrong or corrupt file?); delete it and "
             "download it again"
         ) from None
+
+    def open_member(member: _Member, info: tarfile.TarInfo) -> IO[bytes]:
+        src = tf.extractfile(info)
+        if src is None:  # pragma: no cover (isfile() members always have data)
+            raise ArchiveError(f"{archive}: cannot read member {member.name!r}")
+        return src
+
     with tf:
         entries = _tar_members(archive, tf, limit, count)
-        members = [m for m, _ in entries]
-        _validate(archive, members, protected, limit, count)
-        _check_free_space(archive, dest_dir, sum(m.size for m in members if m.kind == "file"))
-        budget = _Budget(archive, limit)
-        with _staging(archive, dest_dir) as tmp:
-            for member, info in entries:
-                target = tmp.joinpath(*member.parts)
-                if member.kind == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if member.kind == "hardlink":
-                    if os.path.lexists(target):
-                        os.unlink(target)  # a repeated name, inside the staging folder
-                    os.link(tmp.joinpath(*member.target), target)
-                    continue
-                src = tf.extractfile(info)
-                if src is None:  # pragma: no cover (isfile() members always have data)
-                    raise ArchiveError(f"{archive}: cannot read member {member.name!r}")
-                with src:
-                    budget.copy(src, target, member.name)
-            return _finish_extraction(archive, tmp, dest_dir, members)
+        return _unpack(archive, dest_dir, entries, open_member, protected, limit, count)
+
+
+def _unpack(
+    archive: Path,
+    dest_dir: Path,
+    entries: Sequence[tuple[_Member, Any]],
+    open_member: Callable[[_Member, Any], IO[bytes]],
+    protected: Collection[str],
+    limit: int,
+    count: int,
+) -> list[Path]:
+    """Check every member, write them into a staging folder, then merge: one path for zip and tar.
+
+    Members are written by hand (not ``extractall``) so names are split exactly as validated and
+    the bytes actually written are counted against the limit.
+    """
+    members = [m for m, _ in entries]
+    _validate(archive, members, protected, limit, count)
+    _check_free_space(archive, dest_dir, sum(m.size for m in members if m.kind == "file"))
+    budget = _Budget(archive, limit)
+    with _staging(archive, dest_dir) as tmp:
+        for member, info in entries:
+            target = tmp.joinpath(*member.parts)
+            if member.kind == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if member.kind == "hardlink":  # tar only: a repeat of an earlier member
+                if os.path.lexists(target):
+                    os.unlink(target)  # a repeated name, inside the staging folder
+                os.link(tmp.joinpath(*member.target), target)
+                continue
+            with open_member(member, info) as src:
+                budget.copy(src, target, member.name)
+        return _finish_extraction(archive, tmp, dest_dir, members)
 
 
 def _finish_extraction(
