@@ -694,7 +694,7 @@ def test_iam_lines_txt_and_split_list_fifos_never_hang(tmp_path: Path) -> None:
     for name in ("ascii/lines.txt", "validation.uttlist"):
         (folder / name).unlink()
         os.mkfifo(folder / name)  # open() would wait for a writer forever
-    with pytest.raises(DataError, match=r"lines.txt are not a regular file"):
+    with pytest.raises(DataError, match=r"lines.txt is not a regular file"):
         iam_lines.read_lines_txt(folder / "ascii" / "lines.txt")
     with pytest.raises(DataError, match=r"validation.uttlist is not a regular file"):
         iam_lines.read_split_lists(folder)

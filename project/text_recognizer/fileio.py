@@ -152,18 +152,14 @@ def _read_only(folder: object) -> bool:
     return bool(os.statvfs(str(folder)).f_flag & os.ST_RDONLY)
 
 
-def read_small_text(
-    path: Path | str,
-    max_bytes: int,
-    what: str,
-    error: type[Exception] = UserError,
-    encoding: str = "utf-8",
-) -> str:
-    """The text of a small file a user gave (a config, sweep YAML, record, metadata.toml).
+def read_small_bytes(
+    path: Path | str, max_bytes: int, what: str, error: type[Exception] = UserError
+) -> bytes:
+    """The bytes of a small file a user gave (a config, sweep YAML, record, metadata.toml).
 
     Such a file is untrusted input, so it is read without blocking (a FIFO would hang the
-    reader), only if it is a regular file, no further than ``max_bytes``, and as UTF-8. Each
-    refusal is one ``error`` line naming ``what`` and the path; an OSError is a StorageError.
+    reader), only if it is a regular file, and no further than ``max_bytes``. Each refusal is one
+    ``error`` line naming ``what`` and the path; an OSError is a StorageError.
     """
     path = Path(path)
     try:
@@ -172,22 +168,35 @@ def read_small_text(
         raise error(f"{what} {path} does not exist") from None
     except OSError as e:
         raise storage_error(e, path, f"read {what}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise error(f"{what} {path} is not a regular file (a folder, device or pipe)")
     with open(fd, "rb") as f:
-        try:
-            data = f.read(max_bytes + 1)
+        try:  # a file already too large is refused unread; one still growing is cut at the limit
+            data = f.read(max_bytes + 1) if info.st_size <= max_bytes else b""
         except OSError as e:
             raise storage_error(e, path, f"read {what}") from None
-    if len(data) > max_bytes:
+    if info.st_size > max_bytes or len(data) > max_bytes:
         raise error(f"{what} {path} is over the size limit of {_size(max_bytes)}")
+    return data
+
+
+def read_small_text(
+    path: Path | str,
+    max_bytes: int,
+    what: str,
+    error: type[Exception] = UserError,
+    encoding: str = "utf-8",
+) -> str:
+    """`read_small_bytes`, as UTF-8 text (a decoding error is one ``error`` line too)."""
+    data = read_small_bytes(path, max_bytes, what, error)
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
         raise error(
-            f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            "save it as UTF-8"
+            f"{what} {Path(path)} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+            f"{e.start}); save it as UTF-8"
         ) from None
 
 

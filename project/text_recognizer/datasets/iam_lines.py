@@ -32,9 +32,7 @@ and counted with examples in ``skipped`` and the summary.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ from text_recognizer import paths, progress
 from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import FileTree, read_image_bytes
 from text_recognizer.datasets.text import encode, make_mapping
-from text_recognizer.errors import DataError, storage_error
+from text_recognizer.errors import DataError
 from text_recognizer.fileio import read_small_text
 
 RAW_NAME = "iam"  # data/raw/iam/ holds metadata.toml, iamdb.zip and the split lists
@@ -116,34 +114,12 @@ def parse_lines_txt(text: str, where: str = "lines.txt") -> list[IamLine]:
 
 
 def read_lines_txt(path: Path) -> str:
-    """The text of ``ascii/lines.txt``: bounded, regular files only, never blocking on a FIFO.
+    """The text of ``ascii/lines.txt`` (IAM's is 1.4 MB): bounded, regular files only, never
+    blocking on a FIFO. Bytes that are not UTF-8 become U+FFFD (their lines are then skipped as
+    holding characters outside the mapping), as IAM's own file is ASCII."""
+    from text_recognizer.fileio import read_small_bytes
 
-    Bytes that are not UTF-8 become U+FFFD (their lines are then skipped as holding characters
-    outside the mapping), as IAM's own file is ASCII; every refusal is one DataError line.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise DataError(f"transcriptions {path} do not exist") from None
-    except OSError as e:
-        raise storage_error(e, path, "read") from None
-    with open(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DataError(
-                f"transcriptions {path} are not a regular file (a folder, device or pipe)"
-            )
-        data = b""
-        if info.st_size <= MAX_LINES_TXT_BYTES:
-            try:
-                data = f.read(MAX_LINES_TXT_BYTES + 1)
-            except OSError as e:
-                raise storage_error(e, path, "read") from None
-    if info.st_size > MAX_LINES_TXT_BYTES or len(data) > MAX_LINES_TXT_BYTES:
-        raise DataError(
-            f"transcriptions {path} are over the size limit of {MAX_LINES_TXT_BYTES >> 20} MiB "
-            "(IAM's ascii/lines.txt is 1.4 MB); is it the right file?"
-        )
+    data = read_small_bytes(path, MAX_LINES_TXT_BYTES, "transcriptions file", DataError)
     return data.decode("utf-8", errors="replace")
 
 

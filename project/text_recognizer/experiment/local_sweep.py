@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -429,19 +428,12 @@ class SweepState:
         recover = (
             f"move the folder {path.parent} away (or pass another --state) to start the sweep over"
         )
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | os.O_CLOEXEC)
-            with open(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO would hang the read
-                    raise ValueError("not a regular file")
-                raw = f.read(MAX_STATE_BYTES + 1)
-            if len(raw) > MAX_STATE_BYTES:
-                raise ValueError(f"larger than {MAX_STATE_BYTES >> 20} MiB")
-            data = json.loads(raw.decode("utf-8"))
+        try:  # without blocking (a FIFO would hang the read), bounded
+            data = json.loads(read_small_text(path, MAX_STATE_BYTES, "sweep state", ValueError))
             return cls._from_dict(data)
         except RecursionError:
             raise SweepError(f"sweep state {path} is nested too deeply; {recover}") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, UserError, ValueError, KeyError, TypeError) as e:
             detail = one_line(f"{type(e).__name__}: {e}")[:200]
             raise SweepError(f"sweep state {path} is unreadable ({detail}); {recover}") from None
 
