@@ -13,9 +13,13 @@ from collections.abc import Callable
 from typing import NoReturn
 
 
-def one_line(text: object) -> str:
-    """Collapse whitespace, so a message built from file contents or server replies stays one line."""
-    return " ".join(str(text).split())
+def one_line(text: object, limit: int | None = None) -> str:
+    """Collapse whitespace, so a message built from file contents or server replies stays one line;
+    with ``limit``, cut it to that many characters (ending in "...")."""
+    line = " ".join(str(text).split())
+    if limit is None or len(line) <= limit:
+        return line
+    return line[: max(limit - 3, 0)] + "..."
 
 
 class UserError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from text_recognizer.errors import DataError
+from text_recognizer.errors import DataError, one_line
 from text_recognizer.networks import build_network
 
 WEIGHTS_FORMAT = 1
@@ -55,8 +55,7 @@ def _unreadable(path: Path, why: str, kind: str = "weights") -> DataError:
 
 
 def _short(text: object, limit: int = 100) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return one_line(text, limit)
 
 
 def check_archive(path: Path, kind: str = "weights") -> None:
