@@ -71,7 +71,8 @@ def lease_latency(iterations: int, lease_dir: Path) -> dict[str, Any]:
         "max_ms": max(times),
     }
     try:  # the same with NVML, where a driver is present
-        from text_recognizer.experiment.gpu_manager import NoGpuDriver, NvmlInventory
+        from text_recognizer.errors import NoGpuDriver
+        from text_recognizer.experiment.gpu_inventory import NvmlInventory
 
         NvmlInventory().gpus()
     except NoGpuDriver as e:

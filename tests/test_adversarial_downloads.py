@@ -846,7 +846,8 @@ def test_endless_body_of_an_unsized_file_stops_at_its_max_size(
 
 def test_shipped_metadata_bound_every_download(tmp_path: Path) -> None:
     from conftest import PROJECT_ROOT
-    from text_recognizer.datasets.metadata import MetadataError, load_metadata
+    from text_recognizer.datasets.metadata import load_metadata
+    from text_recognizer.errors import MetadataError
 
     shipped = sorted((PROJECT_ROOT / "data" / "raw").glob("*/metadata.toml"))
     assert len(shipped) >= 4

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
+from text_recognizer import errors
 from text_recognizer.experiment import cpu_share
 from text_recognizer.experiment import gpu_manager as gm
 from text_recognizer.experiment import local_sweep as ls
@@ -121,7 +122,7 @@ def test_sweep_command_other_than_the_plain_one_is_refused(tmp_path, capsys, com
         assert_one_line_error(err, "is not of type 'array'")
     else:
         assert_one_line_error(err, "is refused", "${env}, ${interpreter}, ${program}, ${args}")
-    with pytest.raises(ls.SweepError):  # the command builder refuses it on its own, too
+    with pytest.raises(errors.SweepError):  # the command builder refuses it on its own, too
         ls.trial_command(sweep_dict(tmp_path, command=command), {"x": 1})
 
 
@@ -631,7 +632,7 @@ def test_junk_in_every_slot_is_reported_not_waited_on_silently(tmp_path, capsys)
     report = GPUManager(FakeInventory([GPU_A, GPU_B]), folder, env={}).status()
     assert [g["slots"][0]["blocked"] for g in report["gpus"]] == ["a FIFO", "a folder"]
     m, stream = quiet_manager(folder, [GPU_A, GPU_B])
-    with pytest.raises(gm.GpuWaitTimeout, match="GPU 0 blocked by files that are not lease"):
+    with pytest.raises(errors.GpuWaitTimeout, match="GPU 0 blocked by files that are not lease"):
         m.acquire("run", timeout=0.5, set_env=False)  # many polls: still one line
     said = [line for line in stream.getvalue().splitlines() if "every slot" in line]
     assert len(said) == 1 and str(fifo) in said[0] and str(directory) in said[0], said
@@ -787,13 +788,13 @@ def test_only_trial_folders_that_state_json_records_as_started_are_replaced(tmp_
     planted.mkdir()
     (planted / "important.txt").write_text("precious")
     runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
-    with pytest.raises(ls.SweepError, match=r"trial-0001 is in the way: .* records no attempt"):
+    with pytest.raises(errors.SweepError, match=r"trial-0001 is in the way: .* records no attempt"):
         runner.run()
     assert (planted / "important.txt").read_text() == "precious"
     # the engine's next trial is refused too, even when the up-front check is bypassed
     trial = runner._next_trial()
     assert trial is not None and trial.id == "trial-0001" and trial.attempts == 0
-    with pytest.raises(ls.SweepError, match="is in the way"):
+    with pytest.raises(errors.SweepError, match="is in the way"):
         runner._start(trial)
     assert (planted / "important.txt").read_text() == "precious"
     # a recorded attempt's partial folder is replaced, and the attempt is saved before it starts

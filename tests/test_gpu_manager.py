@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT_ROOT, run_script
+from text_recognizer import errors
 from text_recognizer.errors import UserError
 from text_recognizer.experiment import cpu_share
 from text_recognizer.experiment import gpu_manager as gm
@@ -150,7 +151,7 @@ def test_nvml_without_driver_raises_no_gpu_driver():
     pytest.importorskip("pynvml")
     try:
         gpus = gm.NvmlInventory().gpus()
-    except gm.NoGpuDriver as e:
+    except errors.NoGpuDriver as e:
         assert "NVML" in str(e) or "pynvml" in str(e)
     else:  # a machine with a driver: the real inventory in nvidia-smi order
         assert [g.index for g in gpus] == list(range(len(gpus)))

@@ -51,7 +51,7 @@ INTERRUPTING = textwrap.dedent(
     save = Checkpointer.save
     def interrupting_save(self, state):
         if inside and state["epoch"] == after:
-            from text_recognizer.checkpoint import signals_deferred
+            from text_recognizer.interrupts import signals_deferred
             with signals_deferred():
                 os.kill(os.getpid(), sig)
                 save(self, state)

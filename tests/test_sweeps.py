@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import PROJECT_ROOT, run_script
+from text_recognizer import errors
 from text_recognizer.config import validate_config
 from text_recognizer.experiment import local_sweep as ls
 from text_recognizer.experiment.sweep import (
@@ -241,7 +242,7 @@ def test_nested_parameters_form(tmp_path):
     config = trial_config(parse_trial_args([format_arg(k, v) for k, v in points[1].items()]), {})
     assert config["network_args"] == {"num_layers": 1, "layer_size": 16}
     sweep["parameters"]["network_args"]["parameters"]["layer_size"]["values"] = [8, -1]
-    with pytest.raises(ls.SweepError, match=r"network_args=\{'layer_size': -1\} is invalid"):
+    with pytest.raises(errors.SweepError, match=r"network_args=\{'layer_size': -1\} is invalid"):
         ls.check_parameter_space(sweep)
 
 

@@ -8,7 +8,7 @@ as tensors and lists, never pickled objects, so ``torch.load(weights_only=True)`
 a checkpoint runs no code. The previous one is kept as ``checkpoint.prev.pt``; a truncated or
 corrupt latest file falls back to it.
 
-A checkpoint is written with SIGTERM/SIGINT deferred (``signals_deferred``): a signal arriving
+A checkpoint is written with SIGTERM/SIGINT deferred (``interrupts.signals_deferred``): a signal arriving
 mid-write is raised right after the file is complete, so an interrupt never leaves half an epoch.
 """
 
@@ -18,17 +18,16 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from text_recognizer.errors import UserError, storage_cause, storage_error
+from text_recognizer.errors import CheckpointError, storage_cause, storage_error
 from text_recognizer.experiment.records import CHECKPOINT_NAMES
 from text_recognizer.fileio import atomic_path
+from text_recognizer.interrupts import signals_deferred
 
 CHECKPOINT_FORMAT = 1
 _FIELDS = {
@@ -40,38 +39,6 @@ _FIELDS = {
     "history": list,
 }
 LATEST, PREVIOUS = CHECKPOINT_NAMES
-
-_deferring = 0
-_pending: list[int] = []
-
-
-class CheckpointError(UserError):
-    """No readable checkpoint to resume from (exit 2)."""
-
-
-def deferring() -> bool:
-    return _deferring > 0
-
-
-def defer(signum: int) -> None:
-    """Called by the signal handler while a checkpoint is being written: raise it afterwards."""
-    _pending.append(signum)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGTERM/SIGINT (as routed by cli.py's handler) until the block is done."""
-    global _deferring
-    _deferring += 1
-    try:
-        yield
-    finally:
-        _deferring -= 1
-    if not _deferring and _pending:
-        _pending.clear()
-        from text_recognizer.experiment.runner import Interrupted
-
-        raise Interrupted()
 
 
 # ----- RNG states as tensors and lists (weights_only-loadable) ----------------------------------------

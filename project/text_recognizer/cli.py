@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,31 +83,23 @@ def _run(args: argparse.Namespace) -> int:
         from text_recognizer.experiment.devices import check_gpu_index
 
         check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
-    from text_recognizer import checkpoint
-    from text_recognizer.experiment.runner import Interrupted, run_experiment
+    from text_recognizer.errors import Interrupted
+    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.interrupts import interrupts_raised
 
-    def on_signal(signum: int, frame: Any) -> None:
-        if checkpoint.deferring():  # a checkpoint is being written: interrupt right after
-            checkpoint.defer(signum)
-            return
-        raise Interrupted()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code, _ = run_experiment(
-            config,
-            gpu=args.gpu,
-            save=args.save,
-            use_wandb=not args.nowandb,
-            resume_dir=resume_dir,
-            resume_state=resume_state,
-        )
+        with interrupts_raised():
+            code, _ = run_experiment(
+                config,
+                gpu=args.gpu,
+                save=args.save,
+                use_wandb=not args.nowandb,
+                resume_dir=resume_dir,
+                resume_state=resume_state,
+            )
     except (KeyboardInterrupt, Interrupted):  # e.g. while waiting for a GPU lease
         print("interrupted before the run started", file=sys.stderr)
         return 130
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return code
 
 

@@ -9,7 +9,8 @@ import argparse
 import contextlib
 import errno
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -138,3 +139,87 @@ def run_command(
             raise
         print(f"error: out of memory ({one_line(e)[:120]}); {memory_hint}", file=sys.stderr)
         return 1
+
+
+# ----- the errors of each area, here so that every module imports them from one place -----
+
+
+class ImageError(UserError):
+    """An input that is not a usable image (unreadable, empty, wrong shape)."""
+
+
+class MetadataError(DataError):
+    """A metadata.toml is missing, malformed, or lacks a required key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class DownloadError(DataError):
+    """A file could not be fetched from any of its URLs."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class ChecksumMismatchError(DownloadError):
+    """The downloaded bytes do not have the sha256 (or size) the metadata promises."""
+
+
+class NoNetworkError(DownloadError):
+    """No URL could even be connected to: the user has to fetch the files by hand."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        filenames: Sequence[str] = (),
+        folder: Path | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.filenames = list(filenames)
+        self.folder = folder
+        self.reason = reason
+
+
+class ArchiveError(DataError):
+    """An archive is corrupt or of an unsupported kind."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
+
+
+class UnsafeArchiveError(ArchiveError):
+    """An archive member is not allowed: outside the folder, a link, a device, or too large."""
+
+
+class CheckpointError(UserError):
+    """No readable checkpoint to resume from (exit 2)."""
+
+
+class SweepError(UserError):
+    """A sweep YAML or a state folder that cannot be used: one line, exit 2, before any trial."""
+
+
+class LeaseFolderError(UserError):
+    """The lease folder cannot be created, written or locked in: a one-line error, exit 2."""
+
+
+class GpuWaitTimeout(UserError):
+    """No GPU became free within the timeout: a one-line error, exit 2 (the run never started)."""
+
+
+class WaitInterrupted(Exception):
+    """Ctrl-C or SIGTERM while ``run`` waits for a GPU: one line, exit 130 (as an interrupted run),
+    no traceback; the command never started, so there is nothing else to report."""
+
+    exit_code = 130
+
+
+class NoGpuDriver(Exception):
+    """NVML cannot be used (no driver, no library, no permission): runs go on the CPU."""
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT during a run: recorded as ``interrupted``."""

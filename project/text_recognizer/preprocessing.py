@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from text_recognizer.errors import UserError, one_line, storage_error
+from text_recognizer.errors import ImageError, one_line, storage_error
 
 RESIZE_MODES = ("square", "crop", "keep_aspect", "fit_height")
 POLARITIES = ("auto", "dark", "light")
@@ -37,10 +37,6 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")
 # bytes can claim any size, so these are checked on the header, before decoding.
 MAX_IMAGE_SIDE = 32768
 MAX_IMAGE_PIXELS = 1 << 26
-
-
-class ImageError(UserError):
-    """An input that is not a usable image (unreadable, empty, wrong shape)."""
 
 
 def load_image(image: Any) -> Any:

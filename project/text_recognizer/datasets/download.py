@@ -46,7 +46,16 @@ from text_recognizer.datasets.extract import (
     extract_archive,
 )
 from text_recognizer.datasets.metadata import MetadataError, RemoteFile, load_metadata
-from text_recognizer.errors import DataError, StorageError, UserError, one_line, storage_error
+from text_recognizer.errors import (
+    ChecksumMismatchError,
+    DataError,
+    DownloadError,
+    NoNetworkError,
+    StorageError,
+    UserError,
+    one_line,
+    storage_error,
+)
 from text_recognizer.fileio import read_small_text, write_json_atomic
 
 try:  # POSIX only; elsewhere concurrent downloads of one file are simply not serialized.
@@ -91,34 +100,6 @@ LOCK_POLL_S = 0.5
 
 # Looked up at call time so tests can replace it and run retries without waiting.
 _sleep = time.sleep
-
-
-class DownloadError(DataError):
-    """A file could not be fetched from any of its URLs."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
-
-
-class ChecksumMismatchError(DownloadError):
-    """The downloaded bytes do not have the sha256 (or size) the metadata promises."""
-
-
-class NoNetworkError(DownloadError):
-    """No URL could even be connected to: the user has to fetch the files by hand."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        filenames: Sequence[str] = (),
-        folder: Path | None = None,
-        reason: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.filenames = list(filenames)
-        self.folder = folder
-        self.reason = reason
 
 
 class UncheckedDownloadWarning(UserWarning):

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from text_recognizer.errors import DataError, StorageError, one_line, storage_error
+from text_recognizer.errors import (
+    ArchiveError,
+    DataError,
+    StorageError,
+    UnsafeArchiveError,
+    storage_error,
+)
 from text_recognizer.fileio import read_small_text, write_json_atomic
 
 __all__ = [
@@ -60,17 +66,6 @@ MAX_OPEN_DIRS = 16  # folder handles the merge holds at once, however deep the t
 MAX_MARKER_BYTES = 64 << 20  # a .<archive>.extracted marker (top-level names only)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-
-
-class ArchiveError(DataError):
-    """An archive is corrupt or of an unsupported kind."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
-
-
-class UnsafeArchiveError(ArchiveError):
-    """An archive member is not allowed: outside the folder, a link, a device, or too large."""
 
 
 @dataclass(frozen=True)

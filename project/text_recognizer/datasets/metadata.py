@@ -17,16 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from text_recognizer.datasets.extract import ARCHIVE_SUFFIXES
-from text_recognizer.errors import DataError, one_line
+from text_recognizer.errors import MetadataError
 
-__all__ = ["MetadataError", "RemoteFile", "load_metadata"]
-
-
-class MetadataError(DataError):
-    """A metadata.toml is missing, malformed, or lacks a required key."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
+__all__ = ["RemoteFile", "load_metadata"]
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from text_recognizer.errors import UserError, one_line
+from text_recognizer.errors import NoGpuDriver, UserError, one_line
 
 ENV_FAKE_GPUS = "TEXT_RECOGNIZER_FAKE_GPUS"
 MAX_FAKE_GPUS_BYTES = 1 << 20  # a test's GPU list: a few hundred bytes
-
-
-class NoGpuDriver(Exception):
-    """NVML cannot be used (no driver, no library, no permission): runs go on the CPU."""
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from text_recognizer.errors import UserError, one_line_parser, print_error
+from text_recognizer.errors import (
+    GpuWaitTimeout,
+    LeaseFolderError,
+    UserError,
+    WaitInterrupted,
+    one_line_parser,
+    print_error,
+)
 from text_recognizer.experiment.gpu_inventory import (
     ENV_FAKE_GPUS,
     FakeInventory,
@@ -113,21 +120,6 @@ _NO_LOCK_ERRNOS = {
     errno.EINVAL,
     getattr(errno, "ENOTSUP", errno.EOPNOTSUPP),
 }
-
-
-class LeaseFolderError(UserError):
-    """The lease folder cannot be created, written or locked in: a one-line error, exit 2."""
-
-
-class GpuWaitTimeout(UserError):
-    """No GPU became free within the timeout: a one-line error, exit 2 (the run never started)."""
-
-
-class WaitInterrupted(Exception):
-    """Ctrl-C or SIGTERM while ``run`` waits for a GPU: one line, exit 130 (as an interrupted run),
-    no traceback; the command never started, so there is nothing else to report."""
-
-    exit_code = 130
 
 
 # ----- the lease folder --------------------------------------------------------------------------

@@ -38,7 +38,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
-from text_recognizer.errors import StorageError, UserError, one_line, print_error, storage_error
+from text_recognizer.errors import (
+    StorageError,
+    SweepError,
+    UserError,
+    one_line,
+    print_error,
+    storage_error,
+)
 from text_recognizer.experiment.sweep import format_arg, resolve_path
 from text_recognizer.fileio import clean_stale_temps, read_small_text
 
@@ -62,10 +69,6 @@ STATUSES = ("pending", "running", *TERMINAL, "interrupted")
 STATE_VERSION = 1
 MAX_STATE_BYTES = 64 << 20
 MAX_JOBS = 1024
-
-
-class SweepError(UserError):
-    """A sweep YAML or a state folder that cannot be used: one line, exit 2, before any trial."""
 
 
 def import_sweeps() -> Any:

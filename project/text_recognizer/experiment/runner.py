@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from text_recognizer.errors import (
+    Interrupted,
     StorageError,
     UserError,
     one_line,
@@ -24,10 +25,6 @@ from text_recognizer.errors import (
 )
 from text_recognizer.experiment.records import RunRecord
 from text_recognizer.fileio import write_text_atomic
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT during a run: recorded as ``interrupted``."""
 
 
 def run_experiment(
