@@ -45,8 +45,8 @@ def shapes(config: dict[str, Any], classes: int) -> tuple[tuple[int, int], tuple
 def time_case(config_file: str, classes: int, batch_size: int, rounds: int) -> dict[str, Any]:
     import torch
 
-    from text_recognizer.augment import augment_batch
     from text_recognizer.datasets.text import make_mapping
+    from text_recognizer.images.augment import augment_batch
     from text_recognizer.models.line_model_ctc import LineModelCtc
 
     config = json.loads((EXPERIMENTS / config_file).read_text())

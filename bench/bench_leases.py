@@ -43,7 +43,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def lease_latency(iterations: int, lease_dir: Path) -> dict[str, Any]:
     """Milliseconds per acquire + release, median and p95, plus the first (cold) lease."""
-    from text_recognizer.experiment.gpu_manager import FakeInventory, GpuInfo, GPUManager
+    from text_recognizer.leasing.gpu_inventory import FakeInventory, GpuInfo
+    from text_recognizer.leasing.manager import GPUManager
 
     gpus = [GpuInfo(i, f"GPU-bench-{i}", 500.0, 16000.0, 1.0, "fake") for i in range(2)]
 
@@ -72,7 +73,7 @@ def lease_latency(iterations: int, lease_dir: Path) -> dict[str, Any]:
     }
     try:  # the same with NVML, where a driver is present
         from text_recognizer.errors import NoGpuDriver
-        from text_recognizer.experiment.gpu_inventory import NvmlInventory
+        from text_recognizer.leasing.gpu_inventory import NvmlInventory
 
         NvmlInventory().gpus()
     except NoGpuDriver as e:

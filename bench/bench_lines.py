@@ -91,7 +91,7 @@ def text_source(max_length: int):
     """(sample(count, rng) -> texts, what it is): Brown phrases when the shared corpus is here."""
     from text_recognizer import paths
     from text_recognizer.datasets.line_texts import PhraseSampler, read_brown_sentences
-    from text_recognizer.datasets.synthetic_lines import CHARSETS, word_lines
+    from text_recognizer.datasets.line_words import CHARSETS, word_lines
 
     corpus = paths.SHARED_DATA_DIR / "corpus" / "brown.zip"
     if corpus.is_file():

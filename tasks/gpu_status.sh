@@ -3,4 +3,4 @@
 # Pass --json for a machine-readable report; TEXT_RECOGNIZER_GPU_LEASES picks the lease folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python -m text_recognizer.experiment.gpu_manager status "$@"
+exec python -m text_recognizer.leasing.gpu_manager status "$@"

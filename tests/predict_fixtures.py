@@ -21,8 +21,9 @@ def train_run(tmp: Path, raw: dict[str, Any]) -> Path:
     """Resolve ``raw`` like run_experiment, fit, and save weights.pt into a run folder."""
     import torch
 
-    from text_recognizer.config import validate_config
+    from text_recognizer.config import TrainArgs, validate_config
     from text_recognizer.datasets import DATASETS
+    from text_recognizer.experiment.runner import seed_everything
     from text_recognizer.models import MODELS
 
     torch.set_num_threads(2)
@@ -30,11 +31,12 @@ def train_run(tmp: Path, raw: dict[str, Any]) -> Path:
     dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"])
     dataset.load_or_generate_data()
     model_cls = MODELS[config["model"]].load()
-    model = model_cls(dataset.config(), config["network"], config["network_args"], "cpu", config)
-    model.fit(dataset, config["train_args"])
+    seed_everything(config["train_args"]["seed"])
+    model = model_cls(dataset.config(), config["network"], config["network_args"], "cpu")
+    model.fit(dataset, TrainArgs.from_config(config["train_args"]))
     run_dir = tmp / config["experiment_group"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    model.save_weights(run_dir / "weights.pt")
+    model.save_weights(run_dir / "weights.pt", config)
     return run_dir
 
 

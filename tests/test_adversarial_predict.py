@@ -33,6 +33,7 @@ from text_recognizer import page_ocr
 from text_recognizer.errors import UserError
 from text_recognizer.page_ocr import page_ocr_main
 from text_recognizer.paragraph_ocr import paragraph_ocr_main
+from text_recognizer.paths import SHARED_DATA_DIR
 from text_recognizer.predict import predict_main
 from text_recognizer.predictors import LinePredictor
 from text_recognizer.preprocessing import preprocess_image
@@ -43,9 +44,14 @@ GiB = 1 << 30
 # ----- fixtures: tiny weights and crafted images -----------------------------------------------------
 
 
+CHAR_CONFIG = {  # the run config saved with the weights
+    "dataset": "MnistDataset",
+    "dataset_args": {"data_dir": str(SHARED_DATA_DIR / "mnist"), "test_set_only": True},
+}
+
+
 def _char_model() -> Any:
     from text_recognizer.models.character_model import CharacterModel
-    from text_recognizer.paths import SHARED_DATA_DIR
 
     torch.manual_seed(0)
     data_config = {
@@ -56,12 +62,8 @@ def _char_model() -> Any:
         "mapping": list("0123456789"),
         "preprocessing": {"resize": "square", "height": 28, "width": 28},
     }
-    config = {
-        "dataset": "MnistDataset",
-        "dataset_args": {"data_dir": str(SHARED_DATA_DIR / "mnist"), "test_set_only": True},
-    }
     args = {"num_layers": 1, "layer_size": 8}
-    return CharacterModel(data_config, "mlp", args, "cpu", config)
+    return CharacterModel(data_config, "mlp", args, "cpu")
 
 
 def _line_model() -> Any:
@@ -79,15 +81,17 @@ def _line_model() -> Any:
         "preprocessing": {"resize": "fit_height", "height": 32, "width": 128},
     }
     args = {"conv_channels": [4, 4, 4], "linear_size": 8, "lstm_hidden": 8}
-    return LineModelCtc(data_config, "crnn", args, "cpu", {"dataset": "KaggleNamesDataset"})
+    return LineModelCtc(data_config, "crnn", args, "cpu")
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("weights")
     return {
-        "char": _char_model().save_weights(folder / "char" / "weights.pt"),
-        "line": _line_model().save_weights(folder / "line" / "weights.pt"),
+        "char": _char_model().save_weights(folder / "char" / "weights.pt", CHAR_CONFIG),
+        "line": _line_model().save_weights(
+            folder / "line" / "weights.pt", {"dataset": "KaggleNamesDataset"}
+        ),
     }
 
 

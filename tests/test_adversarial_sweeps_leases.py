@@ -21,13 +21,18 @@ import yaml
 
 from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
 from text_recognizer import errors
-from text_recognizer.experiment import cpu_share
-from text_recognizer.experiment import gpu_manager as gm
-from text_recognizer.experiment import local_sweep as ls
 from text_recognizer.experiment.compare import compare_main
-from text_recognizer.experiment.gpu_manager import FakeInventory, GpuInfo, GPUManager
-from text_recognizer.experiment.prepare import prepare_experiments_main
 from text_recognizer.experiment.tracking import MAX_REPLY_CHARS, Tracker, brief
+from text_recognizer.leasing import cpu_share
+from text_recognizer.leasing.gpu_inventory import ENV_FAKE_GPUS, FakeInventory, GpuInfo
+from text_recognizer.leasing.lease_folder import ENV_LEASES, JUNK_HINT
+from text_recognizer.leasing.leases import CPU_RUN_PREFIX, slot_file
+from text_recognizer.leasing.manager import GPUManager, check_number
+from text_recognizer.orchestration import local_sweep as ls
+from text_recognizer.orchestration.prepare import prepare_experiments_main
+from text_recognizer.orchestration.scheduler import LocalSweep
+from text_recognizer.orchestration.sweep_state import check_state_folder, is_plain_name, plain_name
+from text_recognizer.orchestration.sweep_yaml import MAX_YAML_BYTES, load_sweep, trial_command
 
 BASE = {
     "dataset": "SyntheticCharactersDataset",
@@ -123,7 +128,7 @@ def test_sweep_command_other_than_the_plain_one_is_refused(tmp_path, capsys, com
     else:
         assert_one_line_error(err, "is refused", "${env}, ${interpreter}, ${program}, ${args}")
     with pytest.raises(errors.SweepError):  # the command builder refuses it on its own, too
-        ls.trial_command(sweep_dict(tmp_path, command=command), {"x": 1})
+        trial_command(sweep_dict(tmp_path, command=command), {"x": 1})
 
 
 @pytest.mark.parametrize("where", ["elsewhere", "cwd"])
@@ -172,7 +177,7 @@ def laughs(levels: int = 9) -> str:
         (laughs(), "expands to more than"),
         (b"name: caf\xe9\nmethod: grid\n", "is not UTF-8 text"),
         ("parameters:\n  1: {value: 2}\n", "is not text"),
-        ("method: grid\n" + "#" * (ls.MAX_YAML_BYTES + 10), "over the size limit"),
+        ("method: grid\n" + "#" * (MAX_YAML_BYTES + 10), "over the size limit"),
         ("parameters: [unclosed\n  - x: {", "malformed YAML"),
         ("- just\n- a list\n", "must hold a YAML mapping"),
     ],
@@ -280,7 +285,7 @@ def test_unknown_status_is_rerun_not_ignored(tmp_path):
     ]
     path, state_dir = make_state(tmp_path, trials)
     out = io.StringIO()
-    runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=out)
+    runner = LocalSweep(load_sweep(path), str(path), state_dir, out=out)
     runner._recover()
     assert [t.status for t in runner.state.trials] == ["finished", "pending"]
     assert "trial-0002 has an unknown status 'zombie'; it is rerun" in out.getvalue()
@@ -306,9 +311,9 @@ def test_rerun_never_follows_a_symlinked_trial_folder(tmp_path, monkeypatch):
     def no_popen(*args, **kwargs):
         raise Started
 
-    monkeypatch.setattr(ls.subprocess, "Popen", no_popen)
-    runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
-    with pytest.raises(ls.StorageError, match=r"trial-0001\.log"):  # the planted log link
+    monkeypatch.setattr(subprocess, "Popen", no_popen)
+    runner = LocalSweep(load_sweep(path), str(path), state_dir, out=io.StringIO())
+    with pytest.raises(errors.StorageError, match=r"trial-0001\.log"):  # the planted log link
         runner._start(runner.state.trials[0])
     assert (victim / "keep.txt").read_text() == "mine"
     assert not (state_dir / "trial-0001").exists() and not (tmp_path / "elsewhere.log").exists()
@@ -369,7 +374,7 @@ def test_compare_runs_on_damaged_records(tmp_path, capsys):
 def fake_env(tmp_path: Path, gpus: list[GpuInfo]) -> dict[str, str]:
     fake = tmp_path / "gpus.json"
     fake.write_text(json.dumps({"gpus": [g.__dict__ for g in gpus]}))
-    return {gm.ENV_FAKE_GPUS: str(fake), gm.ENV_LEASES: str(tmp_path / "leases")}
+    return {ENV_FAKE_GPUS: str(fake), ENV_LEASES: str(tmp_path / "leases")}
 
 
 @pytest.mark.parametrize(
@@ -390,7 +395,7 @@ def test_gpu_manager_run_rejects_bad_numbers(tmp_path, flags, message):
     marker = tmp_path / "ran"
     cmd = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
     out = run_script(
-        "-m", "text_recognizer.experiment.gpu_manager", *flags, "--", *cmd,
+        "-m", "text_recognizer.leasing.gpu_manager", *flags, "--", *cmd,
         env=fake_env(tmp_path, busy), timeout=30,
     )  # fmt: skip
     assert out.returncode == 2 and not marker.exists()
@@ -398,10 +403,10 @@ def test_gpu_manager_run_rejects_bad_numbers(tmp_path, flags, message):
 
 
 def test_manager_api_rejects_nan_thresholds(tmp_path):
-    with pytest.raises(gm.UserError, match="must be a number"):
+    with pytest.raises(errors.UserError, match="must be a number"):
         GPUManager(FakeInventory([GPU_A]), tmp_path, max_utilization_percent=float("nan"))
     m = GPUManager(FakeInventory([GPU_A]), tmp_path, env={}, stream=io.StringIO())
-    with pytest.raises(gm.UserError, match="timeout"):
+    with pytest.raises(errors.UserError, match="timeout"):
         m.acquire("x", timeout=float("nan"))
 
 
@@ -419,8 +424,8 @@ def test_planted_symlink_and_folder_are_skipped_with_one_warning(tmp_path):
     folder = shared_folder(tmp_path)
     victim = tmp_path / "victim.txt"
     victim.write_text("mine")
-    (folder / gm.slot_file(GPU_A.uuid, 0)).symlink_to(victim)
-    (folder / gm.slot_file(GPU_B.uuid, 0)).mkdir()
+    (folder / slot_file(GPU_A.uuid, 0)).symlink_to(victim)
+    (folder / slot_file(GPU_B.uuid, 0)).mkdir()
     stream = io.StringIO()
     m = GPUManager(FakeInventory([GPU_A, GPU_B, GPU_C]), folder, env={}, stream=stream)
     err = io.StringIO()
@@ -440,18 +445,16 @@ def test_planted_symlink_and_folder_are_skipped_with_one_warning(tmp_path):
 
 def test_planted_fifo_never_hangs_leasing_or_status(tmp_path):
     folder = shared_folder(tmp_path)
-    os.mkfifo(folder / gm.slot_file(GPU_A.uuid, 0))
-    os.mkfifo(folder / f"{gm.CPU_RUN_PREFIX}0.lock")
+    os.mkfifo(folder / slot_file(GPU_A.uuid, 0))
+    os.mkfifo(folder / f"{CPU_RUN_PREFIX}0.lock")
     env = fake_env(tmp_path, [GPU_A, GPU_B])
     code = (
-        "from text_recognizer.experiment.gpu_manager import GPUManager; "
+        "from text_recognizer.leasing.manager import GPUManager; "
         "lease = GPUManager().acquire('x', timeout=5); print(lease.gpu.uuid)"
     )
     out = run_script("-c", code, env=env, timeout=30)
     assert out.returncode == 0 and out.stdout.strip() == GPU_B.uuid, out.stderr
-    status = run_script(
-        "-m", "text_recognizer.experiment.gpu_manager", "status", env=env, timeout=30
-    )
+    status = run_script("-m", "text_recognizer.leasing.gpu_manager", "status", env=env, timeout=30)
     assert status.returncode == 0 and "slot 0: free" in status.stdout
 
 
@@ -461,13 +464,13 @@ def test_another_users_unlockable_lease_file_is_skipped(tmp_path):
     if os.getuid() != 0:
         pytest.skip("needs root to plant another user's file")
     folder = shared_folder(tmp_path)
-    foreign = folder / gm.slot_file(GPU_A.uuid, 0)
+    foreign = folder / slot_file(GPU_A.uuid, 0)
     foreign.write_text("{}")
     foreign.chmod(0o600)
     os.chown(foreign, 1234, 1234)
     env = {**os.environ, **fake_env(tmp_path, [GPU_A, GPU_B])}
     code = (
-        "from text_recognizer.experiment.gpu_manager import GPUManager; "
+        "from text_recognizer.leasing.manager import GPUManager; "
         "lease = GPUManager().acquire('x', timeout=5); print(lease.gpu.uuid)"
     )
     out = subprocess.run(
@@ -483,10 +486,10 @@ def test_another_users_unlockable_lease_file_is_skipped(tmp_path):
 
 def test_cpu_share_steps_over_a_planted_symlink(tmp_path, capsys):
     folder = shared_folder(tmp_path)
-    (folder / f"{gm.CPU_RUN_PREFIX}0.lock").symlink_to(tmp_path / "nowhere")
+    (folder / f"{CPU_RUN_PREFIX}0.lock").symlink_to(tmp_path / "nowhere")
     share = cpu_share.share_cpu(None, "run", lease_dir=folder, env={}, cores=4)
     try:
-        assert share.lease is not None and share.lease.name == f"{gm.CPU_RUN_PREFIX}1.lock"
+        assert share.lease is not None and share.lease.name == f"{CPU_RUN_PREFIX}1.lock"
     finally:
         if share.lease is not None:
             share.lease.release()
@@ -547,8 +550,8 @@ def test_a_disk_that_fills_up_mid_sweep_stops_it_with_exit_1(
         def kill(self):
             killed.append(True)
 
-    runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
-    monkeypatch.setattr(ls.subprocess, "Popen", FakeProc)
+    runner = LocalSweep(load_sweep(path), str(path), state_dir, out=io.StringIO())
+    monkeypatch.setattr(subprocess, "Popen", FakeProc)
     original = runner._next_trial
 
     def next_trial(*args):
@@ -567,8 +570,8 @@ def test_a_disk_that_fills_up_mid_sweep_stops_it_with_exit_1(
 def test_a_deeply_nested_fake_gpu_file_is_one_line(tmp_path):
     fake = tmp_path / "gpus.json"
     fake.write_text('{"gpus": ' + "[" * 100000 + "]" * 100000 + "}")
-    env = {gm.ENV_FAKE_GPUS: str(fake), gm.ENV_LEASES: str(tmp_path / "leases")}
-    out = run_script("-m", "text_recognizer.experiment.gpu_manager", "run", "--", "true", env=env)
+    env = {ENV_FAKE_GPUS: str(fake), ENV_LEASES: str(tmp_path / "leases")}
+    out = run_script("-m", "text_recognizer.leasing.gpu_manager", "run", "--", "true", env=env)
     assert out.returncode == 2
     assert_one_line_error(out.stderr, "fake GPU inventory", "RecursionError")
 
@@ -586,7 +589,7 @@ def test_a_hard_link_planted_at_a_slot_name_is_never_written_through(tmp_path, c
     folder = shared_folder(tmp_path)
     victim = tmp_path / "victim.txt"
     victim.write_text("mine")
-    os.link(victim, folder / gm.slot_file(GPU_A.uuid, 0))
+    os.link(victim, folder / slot_file(GPU_A.uuid, 0))
     m, _ = quiet_manager(folder, [GPU_A, GPU_B])
     lease = m.acquire("run", timeout=5, set_env=False)
     assert lease is not None and lease.gpu == GPU_B
@@ -602,7 +605,7 @@ def test_root_never_writes_into_another_users_private_file_but_shares_their_leas
     """Root opens any file; a slot file of uid 1234 that only 1234 may write is not a lease of
     ours, while one their run made writable by everyone (what _open does) is leased as usual."""
     folder = shared_folder(tmp_path)
-    private, shared = (folder / gm.slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
+    private, shared = (folder / slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
     for path, mode in ((private, 0o644), (shared, 0o666)):
         path.write_text("theirs")
         path.chmod(mode)
@@ -619,16 +622,16 @@ def test_root_never_writes_into_another_users_private_file_but_shares_their_leas
 
 def test_junk_in_every_slot_is_reported_not_waited_on_silently(tmp_path, capsys):
     folder = shared_folder(tmp_path)
-    fifo, directory = (folder / gm.slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
+    fifo, directory = (folder / slot_file(g.uuid, 0) for g in (GPU_A, GPU_B))
     os.mkfifo(fifo)
     directory.mkdir()
     env = fake_env(tmp_path, [GPU_A, GPU_B])
     status = run_script(
-        "-m", "text_recognizer.experiment.gpu_manager", "status", env=env, timeout=30
+        "-m", "text_recognizer.leasing.gpu_manager", "status", env=env, timeout=30
     )  # fmt: skip
     assert status.returncode == 0 and "slot 0: free" not in status.stdout, status.stdout
-    assert f"slot 0: blocked: {fifo} is a FIFO, {gm.JUNK_HINT}" in status.stdout
-    assert f"slot 0: blocked: {directory} is a folder, {gm.JUNK_HINT}" in status.stdout
+    assert f"slot 0: blocked: {fifo} is a FIFO, {JUNK_HINT}" in status.stdout
+    assert f"slot 0: blocked: {directory} is a folder, {JUNK_HINT}" in status.stdout
     report = GPUManager(FakeInventory([GPU_A, GPU_B]), folder, env={}).status()
     assert [g["slots"][0]["blocked"] for g in report["gpus"]] == ["a FIFO", "a folder"]
     m, stream = quiet_manager(folder, [GPU_A, GPU_B])
@@ -636,12 +639,12 @@ def test_junk_in_every_slot_is_reported_not_waited_on_silently(tmp_path, capsys)
         m.acquire("run", timeout=0.5, set_env=False)  # many polls: still one line
     said = [line for line in stream.getvalue().splitlines() if "every slot" in line]
     assert len(said) == 1 and str(fifo) in said[0] and str(directory) in said[0], said
-    assert gm.JUNK_HINT in said[0] and capsys.readouterr().err.count("warning: skipping") == 2
+    assert JUNK_HINT in said[0] and capsys.readouterr().err.count("warning: skipping") == 2
 
 
 def test_junk_in_some_slots_only_is_no_blocked_warning(tmp_path):
     folder = shared_folder(tmp_path)
-    os.mkfifo(folder / gm.slot_file(GPU_A.uuid, 0))
+    os.mkfifo(folder / slot_file(GPU_A.uuid, 0))
     holder = GPUManager(FakeInventory([GPU_B]), folder, env={}).lease_gpu(GPU_B)
     try:
         m, stream = quiet_manager(folder, [GPU_A, GPU_B], slots_per_gpu=2)
@@ -666,7 +669,7 @@ def test_interrupting_gpu_manager_run_while_it_waits_is_one_line_exit_130(tmp_pa
 
     busy = [GpuInfo(0, "GPU-busy", 15000, 16000, 99, "fake")]
     marker = tmp_path / "ran"
-    cmd = [sys.executable, "-m", "text_recognizer.experiment.gpu_manager", "run", "--", "touch"]
+    cmd = [sys.executable, "-m", "text_recognizer.leasing.gpu_manager", "run", "--", "touch"]
     proc = subprocess.Popen(
         [*cmd, str(marker)], env={**os.environ, **fake_env(tmp_path, busy)}, cwd=PROJECT_ROOT,
         stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_nothing,
@@ -685,12 +688,12 @@ def test_interrupting_gpu_manager_run_while_it_waits_is_one_line_exit_130(tmp_pa
 def test_gpu_manager_run_timeout_minus_zero_says_0s(tmp_path):
     busy = [GpuInfo(0, "GPU-busy", 15000, 16000, 99, "fake")]
     out = run_script(
-        "-m", "text_recognizer.experiment.gpu_manager", "run", "--timeout", "-0.0", "--", "true",
+        "-m", "text_recognizer.leasing.gpu_manager", "run", "--timeout", "-0.0", "--", "true",
         env=fake_env(tmp_path, busy), timeout=30,
     )  # fmt: skip
     assert out.returncode == 2
     assert_one_line_error(out.stderr, "no GPU became free within 0s (")
-    assert gm.check_number("x", -0.0, 0, 1) == 0 and str(gm.check_number("x", -0.0, 0, 1)) == "0.0"
+    assert check_number("x", -0.0, 0, 1) == 0 and str(check_number("x", -0.0, 0, 1)) == "0.0"
 
 
 def test_opening_a_sweep_state_folder_removes_dead_writers_temps(tmp_path):
@@ -704,7 +707,7 @@ def test_opening_a_sweep_state_folder_removes_dead_writers_temps(tmp_path):
     live = state_dir / f".curves.png.{host}-{os.getpid()}.a1b2.tmp"
     for temp in (*stale, live):
         temp.write_text("partial")
-    ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
+    LocalSweep(load_sweep(path), str(path), state_dir, out=io.StringIO())
     assert not any(t.exists() for t in stale) and live.read_text() == "partial"
     assert json.loads((state_dir / "state.json").read_text())["trials"] == []
 
@@ -771,8 +774,8 @@ def test_a_state_folder_of_the_users_own_files_is_refused(tmp_path, capsys):
         folder.mkdir()
         for entry in content:
             (folder / entry).write_text("123")
-        ls.check_state_folder(folder)
-    ls.check_state_folder(tmp_path / "new")
+        check_state_folder(folder)
+    check_state_folder(tmp_path / "new")
 
 
 def test_only_trial_folders_that_state_json_records_as_started_are_replaced(tmp_path, monkeypatch):
@@ -782,12 +785,12 @@ def test_only_trial_folders_that_state_json_records_as_started_are_replaced(tmp_
     def no_popen(*args, **kwargs):
         raise Started
 
-    monkeypatch.setattr(ls.subprocess, "Popen", no_popen)
+    monkeypatch.setattr(subprocess, "Popen", no_popen)
     path, state_dir = make_state(tmp_path, [])  # a sweep of ours that has proposed nothing yet
     planted = state_dir / "trial-0001"
     planted.mkdir()
     (planted / "important.txt").write_text("precious")
-    runner = ls.LocalSweep(ls.load_sweep(path), str(path), state_dir, out=io.StringIO())
+    runner = LocalSweep(load_sweep(path), str(path), state_dir, out=io.StringIO())
     with pytest.raises(errors.SweepError, match=r"trial-0001 is in the way: .* records no attempt"):
         runner.run()
     assert (planted / "important.txt").read_text() == "precious"
@@ -816,7 +819,7 @@ def test_a_yaml_name_that_is_not_plain_says_so_and_suggests_a_plain_one(tmp_path
     assert code == 2
     assert_one_line_error(err, "--state folder name '_Odd' must be a plain name such as 'odd'")
     for text in ("../../x", "..", "_", "A B/../C", "-.-", "\u00e9t\u00e9"):
-        assert ls.is_plain_name(ls.plain_name(text)), text
+        assert is_plain_name(plain_name(text)), text
 
 
 def fifo_run(folder: Path, *fifos: str) -> Path:
@@ -883,7 +886,7 @@ def test_compare_runs_prints_control_characters_and_lone_surrogates_escaped(tmp_
 def test_a_fifo_as_the_fake_gpu_inventory_is_one_line_not_a_hang(tmp_path):
     fifo = tmp_path / "gpus.json"
     os.mkfifo(fifo)
-    env = {gm.ENV_FAKE_GPUS: str(fifo), gm.ENV_LEASES: str(tmp_path / "leases")}
-    out = run_script("-m", "text_recognizer.experiment.gpu_manager", "status", env=env, timeout=30)
+    env = {ENV_FAKE_GPUS: str(fifo), ENV_LEASES: str(tmp_path / "leases")}
+    out = run_script("-m", "text_recognizer.leasing.gpu_manager", "status", env=env, timeout=30)
     assert out.returncode == 2
-    assert_one_line_error(out.stderr, f"fake GPU inventory ({gm.ENV_FAKE_GPUS}) {fifo}", "pipe")
+    assert_one_line_error(out.stderr, f"fake GPU inventory ({ENV_FAKE_GPUS}) {fifo}", "pipe")

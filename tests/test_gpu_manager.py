@@ -18,20 +18,20 @@ import pytest
 
 from conftest import PROJECT_ROOT, run_script
 from text_recognizer import errors
-from text_recognizer.errors import UserError
-from text_recognizer.experiment import cpu_share
-from text_recognizer.experiment import gpu_manager as gm
-from text_recognizer.experiment.cpu_share import parse_parallel_jobs
-from text_recognizer.experiment.gpu_manager import (
+from text_recognizer.errors import GpuWaitTimeout, LeaseFolderError, UserError
+from text_recognizer.leasing import cpu_share, lease_folder
+from text_recognizer.leasing.cpu_share import parse_parallel_jobs
+from text_recognizer.leasing.gpu_inventory import (
+    ENV_FAKE_GPUS,
     FakeInventory,
     GpuInfo,
-    GPUManager,
-    GpuWaitTimeout,
-    LeaseFolder,
-    LeaseFolderError,
+    NvmlInventory,
     filter_visible,
     rank_gpus,
 )
+from text_recognizer.leasing.lease_folder import ENV_LEASES, LeaseFolder
+from text_recognizer.leasing.leases import ENV_LEASE_INFO, inherited_lease
+from text_recognizer.leasing.manager import ENV_MAX_MEMORY, ENV_SLOTS, ENV_TIMEOUT, GPUManager
 
 GPU_A = GpuInfo(0, "GPU-aaaa-0000", 1000, 16000, 5, "fake")
 GPU_B = GpuInfo(1, "GPU-bbbb-1111", 200, 16000, 2, "fake")
@@ -54,8 +54,8 @@ def write_fake(path: Path, gpus: list[GpuInfo] | None = None, **extra) -> Path:
 def fake_env(tmp_path: Path, gpus: list[GpuInfo], **extra: str) -> dict[str, str]:
     """Environment for a subprocess that sees the fake GPUs and the test's lease folder."""
     env = {
-        gm.ENV_FAKE_GPUS: str(write_fake(tmp_path / "gpus.json", gpus)),
-        gm.ENV_LEASES: str(tmp_path / "leases"),
+        ENV_FAKE_GPUS: str(write_fake(tmp_path / "gpus.json", gpus)),
+        ENV_LEASES: str(tmp_path / "leases"),
         **extra,
     }
     return env
@@ -150,7 +150,7 @@ def test_no_driver_is_one_notice_and_the_cpu(tmp_path):
 def test_nvml_without_driver_raises_no_gpu_driver():
     pytest.importorskip("pynvml")
     try:
-        gpus = gm.NvmlInventory().gpus()
+        gpus = NvmlInventory().gpus()
     except errors.NoGpuDriver as e:
         assert "NVML" in str(e) or "pynvml" in str(e)
     else:  # a machine with a driver: the real inventory in nvidia-smi order
@@ -190,26 +190,26 @@ def test_wait_ends_when_a_slot_frees(tmp_path):
 
 
 def test_timeout_from_the_environment_and_bad_values(tmp_path):
-    env = {gm.ENV_TIMEOUT: "0.1"}
+    env = {ENV_TIMEOUT: "0.1"}
     holder = manager(tmp_path, [GPU_A]).acquire("h")
     with pytest.raises(GpuWaitTimeout):
         manager(tmp_path, [GPU_A], env=env).acquire("w")
     holder.release()
     with pytest.raises(UserError, match="TEXT_RECOGNIZER_GPU_MAX_MEMORY must be a number"):
-        manager(tmp_path, [GPU_A], env={gm.ENV_MAX_MEMORY: "lots"})
+        manager(tmp_path, [GPU_A], env={ENV_MAX_MEMORY: "lots"})
 
 
 def test_cli_run_waits_then_times_out_with_one_line(tmp_path):
     env = fake_env(tmp_path, [GPU_A])
     holder = subprocess.Popen(
-        [sys.executable, "-m", "text_recognizer.experiment.gpu_manager", "run", "--run-name",
+        [sys.executable, "-m", "text_recognizer.leasing.gpu_manager", "run", "--run-name",
          "long run", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "up"  # the command runs holding the lease
         out = run_script(
-            "-m", "text_recognizer.experiment.gpu_manager", "run", "--timeout", "0.5",
+            "-m", "text_recognizer.leasing.gpu_manager", "run", "--timeout", "0.5",
             "--poll-interval", "0.05", "--", "true", env=env,
         )  # fmt: skip
         assert out.returncode == 2
@@ -222,7 +222,7 @@ def test_cli_run_waits_then_times_out_with_one_line(tmp_path):
         holder.wait()
     # kill -9 freed it: the next one gets the GPU at once and its command sees CUDA_VISIBLE_DEVICES.
     out = run_script(
-        "-m", "text_recognizer.experiment.gpu_manager", "run", "--timeout", "5", "--",
+        "-m", "text_recognizer.leasing.gpu_manager", "run", "--timeout", "5", "--",
         "sh", "-c", 'echo "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER"', env=env,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -233,7 +233,7 @@ def test_cli_run_waits_then_times_out_with_one_line(tmp_path):
 
 RACER = r"""
 import json, os, sys, time
-from text_recognizer.experiment.gpu_manager import GPUManager
+from text_recognizer.leasing.manager import GPUManager
 
 log, hold = sys.argv[1], float(sys.argv[2])
 lease = GPUManager(poll_interval=0.01).acquire(f"racer {os.getpid()}", timeout=60)
@@ -260,7 +260,7 @@ def test_stress_many_processes_few_slots_and_kill_9(tmp_path):
     script = tmp_path / "racer.py"
     script.write_text(RACER)
     log = tmp_path / "tenures.jsonl"
-    env = {**os.environ, **fake_env(tmp_path, [GPU_A], **{gm.ENV_SLOTS: "3"})}
+    env = {**os.environ, **fake_env(tmp_path, [GPU_A], **{ENV_SLOTS: "3"})}
 
     def spawn(hold: float) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, str(script), str(log), str(hold)], env=env)
@@ -316,8 +316,8 @@ def test_unwritable_lease_folder_is_one_line_exit_2(tmp_path):
         LeaseFolder(blocker / "leases").ensure()
     with pytest.raises(LeaseFolderError, match="is not a folder"):
         LeaseFolder(blocker).ensure()
-    env = fake_env(tmp_path, [GPU_A], **{gm.ENV_LEASES: str(blocker / "leases")})
-    out = run_script("-m", "text_recognizer.experiment.gpu_manager", "run", "--", "true", env=env)
+    env = fake_env(tmp_path, [GPU_A], **{ENV_LEASES: str(blocker / "leases")})
+    out = run_script("-m", "text_recognizer.leasing.gpu_manager", "run", "--", "true", env=env)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "TEXT_RECOGNIZER_GPU_LEASES" in out.stderr
     assert out.stderr.startswith("error: cannot create the lease folder")
@@ -341,21 +341,22 @@ def test_filesystem_without_locks_is_detected(tmp_path, monkeypatch):
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
-    monkeypatch.setattr(gm.fcntl, "flock", no_locks)
+    monkeypatch.setattr(lease_folder.fcntl, "flock", no_locks)
     with pytest.raises(LeaseFolderError, match="without working file locks"):
         LeaseFolder(tmp_path / "nolock").ensure()
 
-    monkeypatch.setattr(gm.fcntl, "flock", lambda fd, op: None)  # locks that exclude nobody
+    # locks that exclude nobody
+    monkeypatch.setattr(lease_folder.fcntl, "flock", lambda fd, op: None)
     with pytest.raises(LeaseFolderError, match="a second descriptor took a lock"):
         LeaseFolder(tmp_path / "fake-locks").ensure()
 
 
 def test_default_lease_folder_is_per_user(monkeypatch):
-    monkeypatch.delenv(gm.ENV_LEASES, raising=False)
+    monkeypatch.delenv(ENV_LEASES, raising=False)
     folder = LeaseFolder()
     assert folder.is_default and folder.path.parent == Path("/tmp")
     assert folder.path.name.startswith("text-recognizer-gpu-leases-")
-    assert LeaseFolder(env={gm.ENV_LEASES: "/x/y"}).path == Path("/x/y")
+    assert LeaseFolder(env={ENV_LEASES: "/x/y"}).path == Path("/x/y")
 
 
 # ----- status ------------------------------------------------------------------------------------
@@ -364,13 +365,13 @@ def test_default_lease_folder_is_per_user(monkeypatch):
 def test_status_lists_gpus_leases_holders_and_free_memory(tmp_path):
     env = fake_env(tmp_path, [GPU_A, GPU_B])
     holder = subprocess.Popen(
-        [sys.executable, "-m", "text_recognizer.experiment.gpu_manager", "run", "--run-name",
+        [sys.executable, "-m", "text_recognizer.leasing.gpu_manager", "run", "--run-name",
          "status demo", "--", sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "up"
-        out = run_script("-m", "text_recognizer.experiment.gpu_manager", "status", env=env)
+        out = run_script("-m", "text_recognizer.leasing.gpu_manager", "status", env=env)
         assert out.returncode == 0, out.stderr
         text = out.stdout
         assert str(tmp_path / "leases") in text
@@ -380,7 +381,7 @@ def test_status_lists_gpus_leases_holders_and_free_memory(tmp_path):
         assert text.count("slot 0: free") == 1
         report = json.loads(
             run_script(
-                "-m", "text_recognizer.experiment.gpu_manager", "status", "--json", env=env
+                "-m", "text_recognizer.leasing.gpu_manager", "status", "--json", env=env
             ).stdout
         )  # fmt: skip
         held = {g["uuid"]: g["slots"][0] for g in report["gpus"]}
@@ -389,7 +390,7 @@ def test_status_lists_gpus_leases_holders_and_free_memory(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    after = run_script("-m", "text_recognizer.experiment.gpu_manager", "status", env=env).stdout
+    after = run_script("-m", "text_recognizer.leasing.gpu_manager", "status", env=env).stdout
     assert after.count("slot 0: free") == 2  # the kernel released it on kill -9
     script = run_script_sh("tasks/gpu_status.sh", env=env)
     assert script.returncode == 0 and "GPU 1  GPU-bbbb-1111" in script.stdout
@@ -403,10 +404,10 @@ def run_script_sh(path: str, env: dict[str, str]) -> subprocess.CompletedProcess
 
 def test_status_without_driver(tmp_path):
     env = {
-        gm.ENV_FAKE_GPUS: str(write_fake(tmp_path / "nodriver.json", driver=False)),
-        gm.ENV_LEASES: str(tmp_path / "leases"),
+        ENV_FAKE_GPUS: str(write_fake(tmp_path / "nodriver.json", driver=False)),
+        ENV_LEASES: str(tmp_path / "leases"),
     }
-    out = run_script("-m", "text_recognizer.experiment.gpu_manager", "status", env=env)
+    out = run_script("-m", "text_recognizer.leasing.gpu_manager", "status", env=env)
     assert out.returncode == 0 and "no NVIDIA GPU" in out.stdout
 
 
@@ -431,11 +432,11 @@ def cuda_torch(monkeypatch, tmp_path):
     """Pretend torch is a CUDA build with a working driver; the fake inventory has two GPUs."""
     import torch
 
-    from text_recognizer.experiment import devices
+    from text_recognizer.leasing import devices
 
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for key in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", gm.ENV_LEASE_INFO):
+    for key in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", ENV_LEASE_INFO):
         monkeypatch.delenv(key, raising=False)
     for key, value in fake_env(tmp_path, [GPU_A, GPU_B]).items():
         monkeypatch.setenv(key, value)
@@ -504,7 +505,7 @@ def test_thread_decision():
 
 
 def test_share_cpu_counts_runs_side_by_side(tmp_path):
-    env = {gm.ENV_LEASES: str(tmp_path / "leases")}
+    env = {ENV_LEASES: str(tmp_path / "leases")}
     first = cpu_share.share_cpu(None, "first", env=env, cores=8)
     second = cpu_share.share_cpu(None, "second", env=env, cores=8)
     third = cpu_share.share_cpu(None, "third", env=env, cores=8)
@@ -521,7 +522,7 @@ def test_share_cpu_counts_runs_side_by_side(tmp_path):
 def test_share_cpu_survives_a_broken_lease_folder(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     share = cpu_share.share_cpu(
-        None, "x", env={gm.ENV_LEASES: str(tmp_path / "file" / "sub")}, cores=4
+        None, "x", env={ENV_LEASES: str(tmp_path / "file" / "sub")}, cores=4
     )
     assert share.threads is None and share.lease is None
     assert "will not share the CPU cores" in capsys.readouterr().err
@@ -532,16 +533,16 @@ def test_a_run_under_a_leasing_parent_uses_the_parents_gpu(cuda_torch, tmp_path,
     devices = cuda_torch
     parent = GPUManager(lease_dir=tmp_path / "leases", env=os.environ)  # pins os.environ
     lease = parent.acquire("agent")
-    assert os.environ[gm.ENV_LEASE_INFO] == f"{GPU_B.uuid} slot 0"
+    assert os.environ[ENV_LEASE_INFO] == f"{GPU_B.uuid} slot 0"
     assert devices.select_device(-1, run_name="child") == "cuda:0"
     assert devices.lease_fields() == {}  # no lease of its own
     assert parent.holders(GPU_B)[0]["run"] == "agent"
     lease.release()  # a stale variable (the parent is gone) is ignored: lease as usual
-    assert gm.inherited_lease() is None
+    assert inherited_lease() is None
     assert devices.select_device(-1, run_name="alone") == "cuda:0"
     assert devices.lease_fields()["gpu_uuid"] == GPU_B.uuid
     devices.release_leases()
-    assert gm.ENV_LEASE_INFO not in os.environ  # our own lease's variable is not passed on
+    assert ENV_LEASE_INFO not in os.environ  # our own lease's variable is not passed on
 
 
 def test_sigterm_while_waiting_for_a_gpu_is_exit_130_without_traceback(

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from text_recognizer.config import TRAIN_ARGS
+from text_recognizer.config import TRAIN_ARGS, TrainArgs
 from text_recognizer.datasets.text import PADDING_INDEX, encode_many, make_mapping
+from text_recognizer.decoding import Decoder
 from text_recognizer.errors import DataError
 from text_recognizer.models.base import Model
 from text_recognizer.models.line_model import LineModel
@@ -85,11 +86,11 @@ class ToyLinesDataset:
         return "toy lines"
 
 
-def train_args(**overrides):
+def train_args(**overrides) -> TrainArgs:
     args = {k: p.default for k, p in TRAIN_ARGS.items()}
     args.update(batch_size=32, epochs=6, learning_rate=0.01, num_threads=1)
     args.update(overrides)
-    return args
+    return TrainArgs.from_config(args)
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +124,22 @@ def test_ctc_predict_on_image_and_beam_decoding(ctc_model, data):
     assert ctc_model.predict_on_image(data.x_test[0] / 255.0)[0] == truth
     assert isinstance(ctc_model.predict_on_image(np.zeros((16, 40), np.uint8))[0], str)
     greedy = ctc_model.evaluate(data.x_test, data.y_test)
-    ctc_model.decode = "beam"
-    try:
-        beam = ctc_model.evaluate(data.x_test, data.y_test)
-    finally:
-        ctc_model.decode = "greedy"
+    beam = ctc_model.evaluate(data.x_test, data.y_test, decoder=Decoder("beam", 10))
     assert beam["cer"] <= greedy["cer"] + 0.01
+    # the decoder is an argument: asking for beam search left the model as it was
+    assert ctc_model.evaluate(data.x_test, data.y_test) == greedy
 
 
 def test_examples_are_worst_and_best_by_cer(ctc_model, data):
-    rows = ctc_model.examples(data.x_test, data.y_test, k=3)
+    rows = ctc_model.examples(ctc_model.read_split(data.x_test, data.y_test), k=3)
     assert [r["rank"] for r in rows] == ["worst"] * 3 + ["best"] * 3
     worst, best = rows[:3], rows[3:]
     assert all(r["cer"] == 0 for r in best)
     assert worst[0]["cer"] >= worst[-1]["cer"] >= best[0]["cer"]
     assert set(rows[0]) == {"rank", "index", "cer", "confidence", "target", "prediction"}
     json.dumps(rows)  # the runner stores them as predictions.json
-    assert Model.examples(ctc_model, data.x_test, data.y_test) == []  # the base class has none
+    none = Model.examples(ctc_model, ctc_model.read_split(data.x_test, data.y_test))
+    assert none == []  # the base class has none
 
 
 def test_save_load_roundtrip_keeps_predictions(ctc_model, data, tmp_path):
@@ -149,7 +149,7 @@ def test_save_load_roundtrip_keeps_predictions(ctc_model, data, tmp_path):
     assert loaded.time_steps == ctc_model.time_steps == 7
     assert loaded.evaluate(data.x_test, data.y_test) == ctc_model.evaluate(data.x_test, data.y_test)
     assert loaded.predict_on_image(data.x_test[5]) == ctc_model.predict_on_image(data.x_test[5])
-    assert LineModel.load(path).decode == "greedy"  # a LineModelCtc is a LineModel
+    assert isinstance(LineModel.load(path), LineModelCtc)  # a LineModelCtc is a LineModel
 
 
 def test_line_model_learns_per_position(data):

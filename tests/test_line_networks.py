@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from text_recognizer.augment import augment_batch
 from text_recognizer.config import validate_config
 from text_recognizer.datasets import COMMON_ARGS, DATASETS
 from text_recognizer.errors import ConfigError
+from text_recognizer.images.augment import augment_batch
 from text_recognizer.networks import NETWORKS, build_network
 from text_recognizer.networks.sequence import count_time_steps
 from text_recognizer.registry import Entry

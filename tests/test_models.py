@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from text_recognizer.config import TRAIN_ARGS
+from text_recognizer.config import TRAIN_ARGS, TrainArgs
 from text_recognizer.errors import DataError
 from text_recognizer.models.base import Model
 from text_recognizer.models.character_model import CharacterModel
+from text_recognizer.models.training import lr_factor
 
 DATA_CONFIG = {
     "dataset": "Toy",
@@ -40,11 +41,11 @@ def toy_dataset(n: int = 256, seed: int = 0) -> SimpleNamespace:
     )
 
 
-def train_args(**overrides):
+def train_args(**overrides) -> TrainArgs:
     args = {k: p.default for k, p in TRAIN_ARGS.items()}
     args.update(batch_size=32, epochs=3, learning_rate=0.01, num_threads=1)
     args.update(overrides)
-    return args
+    return TrainArgs.from_config(args)
 
 
 def model(network_args=None) -> CharacterModel:
@@ -73,12 +74,12 @@ def test_seed_makes_training_repeatable():
 
 
 def test_cosine_schedule_and_warmup():
-    factor = Model._schedule(train_args(epochs=4, lr_schedule="cosine", warmup_epochs=1), 10)
+    factor = lr_factor(train_args(epochs=4, lr_schedule="cosine", warmup_epochs=1), 10)
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(10) == pytest.approx(1.0)
     assert factor(25) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert factor(40) == pytest.approx(0.0, abs=1e-9)
-    constant = Model._schedule(train_args(), 10)
+    constant = lr_factor(train_args(), 10)
     assert {constant(s) for s in range(30)} == {1.0}
     m, data = model(), toy_dataset()
     history = m.fit(data, train_args(lr_schedule="cosine", epochs=3))

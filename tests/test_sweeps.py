@@ -19,8 +19,18 @@ import yaml
 from conftest import PROJECT_ROOT, run_script
 from text_recognizer import errors
 from text_recognizer.config import validate_config
-from text_recognizer.experiment import local_sweep as ls
-from text_recognizer.experiment.sweep import (
+from text_recognizer.orchestration.local_sweep import local_sweep_main
+from text_recognizer.orchestration.scheduler import LocalSweep, _Active
+from text_recognizer.orchestration.sweep_state import Trial
+from text_recognizer.orchestration.sweep_yaml import (
+    check_parameter_space,
+    check_sweep,
+    grid_size,
+    load_sweep,
+    parameter_points,
+    trial_command,
+)
+from text_recognizer.orchestration.trial_args import (
     format_arg,
     parse_trial_args,
     parse_value,
@@ -181,7 +191,7 @@ def test_bad_sweep_yaml_is_refused_before_any_trial(tmp_path, runs_dir, capsys, 
         else:
             data[key] = value
     sweep.write_text(yaml.safe_dump(data))
-    assert ls.local_sweep_main([str(sweep)]) == 2
+    assert local_sweep_main([str(sweep)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err, err
     assert not (runs_dir / "sweeps" / "tiny" / "state.json").exists()
@@ -190,13 +200,13 @@ def test_bad_sweep_yaml_is_refused_before_any_trial(tmp_path, runs_dir, capsys, 
 def test_malformed_or_missing_yaml_and_bad_flags(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: grid\nparameters: {a: [1, 2}\n")
-    assert ls.local_sweep_main([str(bad)]) == 2
+    assert local_sweep_main([str(bad)]) == 2
     assert "malformed YAML" in capsys.readouterr().err
-    assert ls.local_sweep_main([str(tmp_path / "none.yaml")]) == 2
+    assert local_sweep_main([str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     sweep = write_sweep(tmp_path, write_base(tmp_path))
-    assert ls.local_sweep_main([str(sweep), "--jobs", "0"]) == 2
-    assert ls.local_sweep_main([str(sweep), "--state", str(tmp_path / "Not A Slug")]) == 2
+    assert local_sweep_main([str(sweep), "--jobs", "0"]) == 2
+    assert local_sweep_main([str(sweep), "--state", str(tmp_path / "Not A Slug")]) == 2
     assert "must be a plain name such as 'not-a-slug'" in capsys.readouterr().err
 
 
@@ -210,11 +220,11 @@ def test_shipped_sweeps_are_valid():
         "sweep_kaggle_names.yaml",
     }
     for path in files:
-        sweep = ls.load_sweep(path)
-        ls.check_sweep(sweep, str(path))
-        assert ls.check_parameter_space(sweep, str(path)) >= 1, path
+        sweep = load_sweep(path)
+        check_sweep(sweep, str(path))
+        assert check_parameter_space(sweep, str(path)) >= 1, path
         assert sweep["program"] == "training/run_sweep.py"
-    emnist = ls.load_sweep(PROJECT_ROOT / "training" / "sweep_emnist.yaml")
+    emnist = load_sweep(PROJECT_ROOT / "training" / "sweep_emnist.yaml")
     assert emnist["method"] == "grid" and emnist["metric"] == {
         "name": "val_loss",
         "goal": "minimize",
@@ -225,7 +235,7 @@ def test_shipped_sweeps_are_valid():
         "network_args.num_layers",
         "train_args.batch_size",
     }
-    assert ls.grid_size(emnist) == 16
+    assert grid_size(emnist) == 16
 
 
 def test_nested_parameters_form(tmp_path):
@@ -235,20 +245,20 @@ def test_nested_parameters_form(tmp_path):
         "config": sweep["parameters"]["config"],
         "network_args": {"parameters": {"layer_size": {"values": [8, 16]}}},
     }
-    ls.check_sweep(sweep)
-    assert ls.check_parameter_space(sweep) == 2
-    points = list(ls.parameter_points(sweep))
+    check_sweep(sweep)
+    assert check_parameter_space(sweep) == 2
+    points = list(parameter_points(sweep))
     assert points[0]["network_args"] == {"layer_size": 8}
     config = trial_config(parse_trial_args([format_arg(k, v) for k, v in points[1].items()]), {})
     assert config["network_args"] == {"num_layers": 1, "layer_size": 16}
     sweep["parameters"]["network_args"]["parameters"]["layer_size"]["values"] = [8, -1]
     with pytest.raises(errors.SweepError, match=r"network_args=\{'layer_size': -1\} is invalid"):
-        ls.check_parameter_space(sweep)
+        check_parameter_space(sweep)
 
 
 def test_trial_command_is_the_agents(tmp_path):
     sweep = yaml.safe_load(write_sweep(tmp_path, write_base(tmp_path)).read_text())
-    command = ls.trial_command(sweep, {"network_args.layer_size": 8}, ["--gpu=-1"])
+    command = trial_command(sweep, {"network_args.layer_size": 8}, ["--gpu=-1"])
     assert command[:2] == ["/usr/bin/env", sys.executable]
     assert command[2].endswith("training/run_sweep.py")
     assert command[3:] == ["--network_args.layer_size=8", "--gpu=-1"]
@@ -329,7 +339,7 @@ def test_grid_sweep_interrupted_and_resumed_without_rerunning_finished_trials(
 
     # A finished sweep resumed again runs nothing and prints the leaderboard.
     capsys.readouterr()
-    assert ls.local_sweep_main(cmd[2:]) == 0
+    assert local_sweep_main(cmd[2:]) == 0
     assert "start trial" not in capsys.readouterr().out
     assert all(t["attempts"] == final[t["id"]]["attempts"] for t in read_state(state_dir)["trials"])
 
@@ -383,7 +393,7 @@ def test_hyperband_stops_the_laggards(tmp_path, runs_dir):
         ).read_text()
     )
     state_dir = tmp_path / "hb"
-    runner = ls.LocalSweep(sweep, "sweep.yaml", state_dir, jobs=4, out=open(os.devnull, "w"))  # noqa: SIM115
+    runner = LocalSweep(sweep, "sweep.yaml", state_dir, jobs=4, out=open(os.devnull, "w"))  # noqa: SIM115
     histories = {
         "trial-0001": ([1.0, 0.5], 10, "running"),  # the best running one at epoch 2: goes on
         "trial-0002": ([1.0, 0.7], 10, "running"),  # behind: stopped
@@ -396,7 +406,7 @@ def test_hyperband_stops_the_laggards(tmp_path, runs_dir):
     procs = {}
     try:
         for i, (history, epochs, status) in histories.items():
-            trial = ls.Trial(id=i, params={"train_args.seed": int(i[-1])}, status=status)
+            trial = Trial(id=i, params={"train_args.seed": int(i[-1])}, status=status)
             runner.state.trials.append(trial)
             (state_dir / i).mkdir(parents=True)
             (state_dir / i / "config.json").write_text(
@@ -411,7 +421,7 @@ def test_hyperband_stops_the_laggards(tmp_path, runs_dir):
             if status != "running":
                 continue
             procs[i] = subprocess.Popen(["sleep", "60"])
-            runner.active[i] = ls._Active(trial, procs[i], open(os.devnull, "w"), time.monotonic())  # noqa: SIM115
+            runner.active[i] = _Active(trial, procs[i], open(os.devnull, "w"), time.monotonic())  # noqa: SIM115
         runner._early_terminate()
         stopped = {i for i, t in runner.active.items() if t.trial.stop_requested}
         assert stopped == {"trial-0002", "trial-0003"}
@@ -429,7 +439,7 @@ def test_hyperband_stops_the_laggards(tmp_path, runs_dir):
         for p in procs.values():
             p.kill()
             p.wait()
-    resumed = ls.LocalSweep(sweep, "sweep.yaml", state_dir, out=open(os.devnull, "w"))  # noqa: SIM115
+    resumed = LocalSweep(sweep, "sweep.yaml", state_dir, out=open(os.devnull, "w"))  # noqa: SIM115
     resumed._recover()
     by_id = {t.id: t for t in resumed.state.trials}
     assert by_id["trial-0004"].status == "stopped" and by_id["trial-0004"].metric == 1.0

@@ -15,12 +15,9 @@ from http_fixtures import HttpTestServer
 from conftest import run_script
 from text_recognizer.datasets import DATASETS
 from text_recognizer.datasets.base import summary_main
-from text_recognizer.datasets.synthetic_lines import (
-    CHARSETS,
-    SyntheticLinesDataset,
-    render_glyphs,
-    word_lines,
-)
+from text_recognizer.datasets.line_fonts import render_glyphs
+from text_recognizer.datasets.line_words import CHARSETS, word_lines
+from text_recognizer.datasets.synthetic_lines import SyntheticLinesDataset
 from text_recognizer.datasets.text import decode
 from text_recognizer.errors import ConfigError
 
@@ -162,7 +159,7 @@ def _write_bundled_font(path: Path) -> Path:
 
 
 def test_fonts_from_files_folders_and_globs(data_dirs, tmp_path, capsys) -> None:
-    from text_recognizer.datasets.synthetic_lines import find_fonts, missing_glyphs
+    from text_recognizer.datasets.line_fonts import find_fonts, missing_glyphs
 
     folder = tmp_path / "fonts"
     first = _write_bundled_font(folder / "a.ttf")
@@ -250,7 +247,7 @@ def test_no_glyph_is_clipped_at_line_start_end_or_edges(height: int) -> None:
 def test_tall_fonts_shrink_to_fit_the_line() -> None:
     from PIL import ImageFont
 
-    from text_recognizer.datasets.synthetic_lines import _fit_face, _ink_rows
+    from text_recognizer.datasets.line_fonts import _fit_face, _ink_rows
 
     chars = CHARSETS["text"]
     font, baseline = _fit_face(lambda z: ImageFont.load_default(size=z), 20, 16, chars)

@@ -1,9 +1,10 @@
 """``evaluate.py RUN_DIR [--dataset-args JSON] [--split test|validation] [--limit N] [--json OUT]``.
 
-Runs a saved model over a dataset split and reports its metrics (``Model.evaluate``), the time per
-item and the worst examples. Predictions come from the same predictor code the predict command
-uses (``predict_arrays`` on the dataset's arrays), so a test can check that images written out
-and read back through ``python -m text_recognizer.predict`` get exactly these predictions.
+Runs a saved model over a dataset split once (``Model.read_split``: the loss, the predictions and
+the metrics from one pass, with the predictor's decoder) and reports the metrics, the time per
+item and the worst examples. ``read_split`` turns outputs into text with the same method the
+predict command's ``Model.predict`` uses, so a test can check that images written out and read
+back through ``python -m text_recognizer.predict`` get exactly these predictions.
 Exit codes: 0 success, 2 bad input (one line).
 """
 
@@ -25,7 +26,8 @@ def evaluate_run(
     worst: int = 10,
 ) -> dict[str, Any]:
     """Metrics, timing, worst examples and per-item predictions of a run on a dataset split."""
-    from text_recognizer import decoding, paths
+    from text_recognizer import paths
+    from text_recognizer.config import TrainArgs
     from text_recognizer.datasets import DATASETS
     from text_recognizer.errors import UserError
     from text_recognizer.predictors import LinePredictor, load_predictor
@@ -33,8 +35,7 @@ def evaluate_run(
     from text_recognizer.spec import validate_args
 
     predictor = load_predictor(run)
-    model = predictor.model
-    config = model.config or {}
+    model, config = predictor.model, predictor.config
     name = model.data_config.get("dataset") or config.get("dataset")
     if not name:
         raise UserError(f"{run}: the weights do not name their dataset")
@@ -57,17 +58,15 @@ def evaluate_run(
             f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
             f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
         )
-    metrics = model.evaluate(x, y)
+    batch = TrainArgs.from_config({"eval_batch_size": predictor.batch_size(512)})
     start = time.perf_counter()
-    predictions = predictor.predict_arrays(x)
+    result = model.read_split(x, y, batch, decoder=predictor.decoder)
     seconds = time.perf_counter() - start
-    if isinstance(predictor, LinePredictor):
-        targets = decoding.label_texts(y, model.mapping)
-    else:
-        targets = [model.mapping[int(i)] for i in y]
     items = [
-        {"index": i, "target": t, "prediction": p.text, "confidence": round(p.confidence, 6)}
-        for i, (t, p) in enumerate(zip(targets, predictions, strict=True))
+        {"index": i, "target": t, "prediction": p, "confidence": round(c, 6)}
+        for i, (t, p, c) in enumerate(
+            zip(result.targets, result.predictions, result.confidences, strict=True)
+        )
     ]
     if isinstance(predictor, LinePredictor):
         from text_recognizer.metrics import cer
@@ -84,7 +83,7 @@ def evaluate_run(
         "dataset_args": args,
         "split": split,
         "items": len(items),
-        "metrics": metrics,
+        "metrics": result.metrics,
         "ms_per_item": 1000 * seconds / len(items),
         "worst": worst_items[:worst],
         "predictions": items,

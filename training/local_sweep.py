@@ -3,12 +3,12 @@
 
 The same YAML ``wandb sweep`` takes, run with W&B's open-source ``sweeps`` engine and no W&B server;
 interrupted sweeps resume where they stopped. A thin wrapper: the logic lives in
-``text_recognizer.experiment.local_sweep``. See README.md, "Tracking and sweeps".
+``text_recognizer.orchestration.local_sweep``. See README.md, "Tracking and sweeps".
 """
 
 import sys
 
-from text_recognizer.experiment.local_sweep import local_sweep_main
+from text_recognizer.orchestration.local_sweep import local_sweep_main
 
 if __name__ == "__main__":
     sys.exit(local_sweep_main())

@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.gpu is not None and args.gpu < -1:
         raise UserError(f"--gpu must be -1 (any free GPU) or a GPU index >= 0, got {args.gpu}")
     if args.gpu is not None and args.gpu >= 0:
-        from text_recognizer.experiment.devices import check_gpu_index
+        from text_recognizer.leasing.devices import check_gpu_index
 
         check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
     from text_recognizer.errors import Interrupted
@@ -132,8 +132,9 @@ def _resume_target(
                 "drop the config to resume, or start a new run"
             )
     from text_recognizer.checkpoint import Checkpointer  # torch: only once the input is sound
+    from text_recognizer.models.training import check_checkpoint
 
-    state = Checkpointer(run_dir).load()
+    state = Checkpointer(run_dir, check_checkpoint).load()
     if state is not None:
         _check_edits(config, state, config_path)
     return run_dir, config, state

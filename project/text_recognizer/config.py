@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Mapping
 from contextlib import suppress
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,8 @@ TRAIN_ARGS: dict[str, Param] = {
         help="strength of on-the-fly warps (line models add ink effects); 0 = off",
     ),
     "decode": Param(str, "greedy", choices=("greedy", "beam"), help="CTC decoding (LineModelCtc)"),
-    "beam_width": Param(int, 10, min=1, max=1000, help="beam search width (decode: beam)"),
+    # decoding.MAX_BEAM_WIDTH (not imported here: it would load torch)
+    "beam_width": Param(int, 10, min=1, max=100, help="beam search width (decode: beam)"),
 }
 
 TOP_LEVEL: dict[str, Param] = {
@@ -186,12 +189,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             f"network {resolved['network']!r} serves {', '.join(network.models)}, not "
             f"{resolved['model']}; networks for {resolved['model']}: {', '.join(valid)}"
         )
-    ta = resolved["train_args"]
-    if ta["warmup_epochs"] >= ta["epochs"] and ta["warmup_epochs"] > 0:
-        raise ConfigError(
-            f"train_args.warmup_epochs ({ta['warmup_epochs']}) must be less than "
-            f"train_args.epochs ({ta['epochs']})"
-        )
+    TrainArgs(**resolved["train_args"])  # the checks across fields
     data_dir = resolved["dataset_args"].get("data_dir")
     if data_dir is not None:
         resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
@@ -220,3 +218,52 @@ def load_config(text: str) -> dict[str, Any]:
 
 def resolved_copy(config: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(config)
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The validated ``train_args``, typed and frozen: what ``Model.fit`` and ``Model.evaluate``
+    take, so the training loop reads attributes a type checker knows instead of dictionary keys.
+
+    The defaults and bounds live in :data:`TRAIN_ARGS` alone; build one with :meth:`from_config`.
+    """
+
+    batch_size: int
+    eval_batch_size: int | None
+    epochs: int
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    weight_decay: float
+    lr_schedule: str
+    warmup_epochs: int
+    grad_clip: float | None
+    early_stopping_patience: int | None
+    early_stopping_min_delta: float
+    seed: int
+    num_threads: int | None
+    mixed_precision: str
+    max_nonfinite_batches: int
+    augment: float
+    decode: str
+    beam_width: int
+
+    def __post_init__(self) -> None:
+        if 0 < self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"train_args.warmup_epochs ({self.warmup_epochs}) must be less than "
+                f"train_args.epochs ({self.epochs})"
+            )
+
+    @classmethod
+    def from_config(cls, train_args: Mapping[str, Any] | None = None) -> TrainArgs:
+        """Validate a ``train_args`` mapping (missing keys take their defaults) into TrainArgs."""
+        return cls(**validate_args(dict(train_args or {}), TRAIN_ARGS, "train_args"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def eval_batch(self) -> int:
+        """Evaluation holds no gradients, so it takes 4x the training batch unless told."""
+        return self.eval_batch_size or 4 * self.batch_size

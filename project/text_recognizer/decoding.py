@@ -3,20 +3,14 @@
 Greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks) is vectorised in
 torch over the whole batch; only the final split into per-sample lists is Python.
 
-Beam search uses ``fast-ctc-decode`` (nanoporetech, Rust, on PyPI, last release 2025). Measured
-with ``bench/bench_decoding.py`` on this 2-core CPU (one thread; 512 posteriors shaped like a
-trained network's), against the other maintained CPU decoder that installs here, in sequences/s:
-
-    shape (T x C)            greedy   beam 1   beam 5   beam 10   beam 25   flashlight-text 10
-    names (64 x 30)          61,000   14,300    2,700     1,380       520                  230
-    digit lines (53 x 13)   116,000   30,900    6,100     3,000     1,130                  700
-
-``fast-ctc-decode`` is 4-6x faster than flashlight-text's lexicon-free decoder at the same width,
-takes a numpy array per sample, needs no language-model plumbing, and has wheels for Linux, macOS
-and Windows; ``pyctcdecode`` (pure Python) ran at 47/s at width 10 and ``ctcdecode`` does not
-build here. We have no lexicon or n-gram LM for handwriting; if one is added, flashlight-text
-(lexicon + KenLM) is the one to switch to. Greedy stays the default: 20-45x faster, and on
-confident outputs beam search rarely changes the labels.
+Beam search uses ``fast-ctc-decode`` (nanoporetech, Rust, on PyPI, last release 2025): of the
+maintained CPU decoders that install here it is the fastest at the same width (flashlight-text's
+lexicon-free decoder is the other; ``pyctcdecode`` is pure Python and far slower; ``ctcdecode``
+does not build), takes a numpy array per sample, needs no language-model plumbing, and has wheels
+for Linux, macOS and Windows. We have no lexicon or n-gram LM for handwriting; if one is added,
+flashlight-text (lexicon + KenLM) is the one to switch to. Greedy stays the default: it is much
+faster, and on confident outputs beam search rarely changes the labels. The measurements behind
+these choices (``bench/bench_decoding.py``) are in bench/README.md.
 
 Confidence of a decoded sequence is its CTC probability ``P(labels | image)`` (the sum over all
 alignments), computed exactly with ``F.ctc_loss``: the same quantity whichever decoder chose the
@@ -26,6 +20,7 @@ labels, unlike the best-path probability.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,8 +29,8 @@ import torch.nn.functional as F
 from text_recognizer.datasets.text import BLANK_INDEX, PADDING_INDEX, SPECIAL_TOKENS
 
 DECODERS = ("greedy", "beam")
-# Beam search costs time and memory in proportion to the width (width 1000 took 10 s on one
-# 256-step line, 10000 ran out of memory); widths past ~25 rarely change the text.
+# Beam search costs time and memory in proportion to the width (bench/README.md has what very
+# wide beams cost); widths past ~25 rarely change the text.
 MAX_BEAM_WIDTH = 100
 # fast-ctc-decode returns a string of its alphabet's labels; one private-use code point per class
 # (Unicode plane 15) maps it back to class indices whatever characters the mapping holds.
@@ -94,6 +89,31 @@ def check_beam_width(width: object, where: str = "beam width") -> int:
     if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_BEAM_WIDTH:
         raise ValueError(f"{where} must be an integer from 1 to {MAX_BEAM_WIDTH}, got {width!r}")
     return width
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """How a CTC model's frames become text: ``greedy`` (best path) or ``beam`` search.
+
+    A decoder is passed to ``predict`` / ``evaluate`` explicitly, so a predictor that reads with
+    beam search never changes the model another caller shares.
+    """
+
+    method: str = "greedy"
+    beam_width: int = 10
+
+    def __post_init__(self) -> None:
+        if self.method not in DECODERS:
+            raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.method!r}")
+        check_beam_width(self.beam_width)
+
+    @classmethod
+    def with_beam(cls, beam: int | None) -> Decoder:
+        """The decoder a ``--beam N`` option asks for: greedy for None or 1, else beam search."""
+        return cls() if beam is None or beam == 1 else cls("beam", beam)
+
+
+GREEDY = Decoder()
 
 
 def fixed_length_decode(

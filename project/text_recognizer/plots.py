@@ -1,5 +1,7 @@
 """Plots of a trained model: confusion matrix, a montage of predictions, training curves (PNG).
 
+They draw a model's ``Predictions`` (models/predictions.py), made once by ``Model.read_split``.
+
 matplotlib is imported lazily (Agg backend, no display needed) so importing the package, and runs
 that never plot, do not pay for it. Every function takes plain arrays or a model and writes a PNG
 atomically; ``run_plots`` writes them all into a run folder at the end of a run.
@@ -7,11 +9,12 @@ atomically; ``run_plots`` writes them all into a run folder at the end of a run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from text_recognizer.models.predictions import Predictions
 
 CONFUSION_NAME = "confusion_matrix.png"
 MONTAGE_NAME = "predictions.png"
@@ -39,66 +42,7 @@ def _save(fig: Any, out: Path | str, dpi: int = 100) -> Path:
     return out
 
 
-# ----- predictions ---------------------------------------------------------------------------------
-@dataclass
-class Predictions:
-    """Targets, predictions and confidences on some images; class indices for character models."""
-
-    images: np.ndarray
-    targets: list[str]
-    predictions: list[str]
-    confidences: list[float]
-    target_ids: np.ndarray | None = None
-    predicted_ids: np.ndarray | None = None
-
-    @property
-    def correct(self) -> list[bool]:
-        return [p == t for p, t in zip(self.predictions, self.targets, strict=True)]
-
-
-def is_line_model(model: Any) -> bool:
-    """Line models decode a sequence (``predict`` returns texts); character models classify."""
-    return hasattr(model, "decode_outputs")
-
-
-def predict(model: Any, x: Any, y: Any, batch_size: int = 512) -> Predictions:
-    """Run ``model`` over (x, y) in eval mode; the network's train/eval mode is restored after."""
-    import torch
-
-    from text_recognizer import decoding
-
-    images = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    labels = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    was_training = model.network.training
-    try:
-        if is_line_model(model):
-            texts, confidences = model.predict(images, batch_size=batch_size)
-            targets = decoding.label_texts(labels, model.mapping)
-            return Predictions(images, targets, list(texts), [float(c) for c in confidences])
-        model.network.eval()
-        ids, confs = [], []
-        with torch.no_grad():
-            for i in range(0, len(images), batch_size):
-                xb = model.preprocess(model.to_tensor(images[i : i + batch_size]))
-                probs = model.network(xb).float().softmax(-1)
-                conf, idx = probs.max(-1)
-                ids.append(idx.cpu().numpy())
-                confs.append(conf.cpu().numpy())
-        pred_ids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-        conf_all = np.concatenate(confs) if confs else np.zeros(0)
-        labels = labels.astype(np.int64).reshape(-1)
-        return Predictions(
-            images,
-            [model.mapping[int(i)] for i in labels],
-            [model.mapping[int(i)] for i in pred_ids],
-            [float(c) for c in conf_all],
-            target_ids=labels,
-            predicted_ids=pred_ids,
-        )
-    finally:
-        model.network.train(was_training)
-
-
+# ----- samples and captions ----------------------------------------------------------------------
 def sample_indices(n: int, k: int, seed: int = 0) -> np.ndarray:
     """A fixed random choice of ``k`` of ``n`` items (sorted), so every epoch shows the same ones."""
     if n <= 0 or k <= 0:
@@ -191,31 +135,23 @@ def montage_sample(preds: Predictions, k: int = 32) -> Predictions:
     wrong = [i for i, ok in enumerate(preds.correct) if not ok]
     right = [i for i, ok in enumerate(preds.correct) if ok]
     half = min(len(wrong), max(k // 2, k - len(right)))
-    chosen = sorted(wrong[:half]) + right[: k - half]
-    return Predictions(
-        preds.images[chosen],
-        [preds.targets[i] for i in chosen],
-        [preds.predictions[i] for i in chosen],
-        [preds.confidences[i] for i in chosen],
-    )
+    return preds.subset(sorted(wrong[:half]) + right[: k - half])
 
 
 def run_plots(
-    model: Any, x: Any, y: Any, run_dir: Path | str, k: int = 32
-) -> tuple[dict[str, Path], Predictions]:
-    """Write the confusion matrix (characters), prediction montage and curves into ``run_dir``."""
+    preds: Predictions, mapping: list[str], run_dir: Path | str, k: int = 32
+) -> dict[str, Path]:
+    """Write the confusion matrix (characters), prediction montage and curves into ``run_dir``,
+    from the predictions the run's end already made (nothing is predicted again here)."""
     run_dir = Path(run_dir)
-    preds = predict(model, x, y)
     written: dict[str, Path] = {}
     if preds.target_ids is not None and preds.predicted_ids is not None and len(preds.images):
-        cm = confusion_matrix(preds.target_ids, preds.predicted_ids, len(model.mapping))
-        written["confusion_matrix"] = plot_confusion_matrix(
-            cm, model.mapping, run_dir / CONFUSION_NAME
-        )
+        cm = confusion_matrix(preds.target_ids, preds.predicted_ids, len(mapping))
+        written["confusion_matrix"] = plot_confusion_matrix(cm, mapping, run_dir / CONFUSION_NAME)
     if len(preds.images):
         k = k // 2 if preds.target_ids is None else k  # lines take more room
         written["predictions"] = plot_montage(montage_sample(preds, k), run_dir / MONTAGE_NAME)
     curves = plot_training_curves(run_dir)
     if curves is not None:
         written["curves"] = curves
-    return written, preds
+    return written

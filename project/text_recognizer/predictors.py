@@ -13,13 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from text_recognizer.errors import UserError
-from text_recognizer.preprocessing import preprocess_image, preprocessing_for
+from text_recognizer.preprocessing import preprocess_image
+
+if TYPE_CHECKING:
+    from text_recognizer.decoding import Decoder
 
 WEIGHTS_NAME = "weights.pt"
 # Pixels per batch: 128 EMNIST characters are 0.1 M; wider inputs get smaller batches, so memory
@@ -55,12 +57,18 @@ def weights_path(path: str | Path) -> Path:
 
 
 class Predictor:
-    """Base: loads the model, preprocesses images like training, predicts in batches."""
+    """A saved model, its decoder and the training preprocessing, applied to images in batches.
+
+    Reading goes through ``Model.predict`` (the model kind's one prediction path) with this
+    predictor's own :class:`Decoder`: choosing beam search here never changes a shared model.
+    """
 
     kind: ClassVar[str] = ""
     model_class: ClassVar[str] = ""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(
+        self, model: Any, config: dict[str, Any] | None = None, beam: int | None = None
+    ) -> None:
         if not isinstance(model, _model_base(self.model_class)):
             raise UserError(
                 f"{type(self).__name__} needs a {self.kind} model ({self.model_class}), "
@@ -68,19 +76,34 @@ class Predictor:
             )
         self.model = model
         self.model.network.eval()
-        self.preprocessing = preprocessing_for(model.data_config, model.config)
+        self.config = config or {}  # the run's config, saved with the weights: provenance only
+        self.preprocessing = model.preprocessing
+        self.decoder = self._decoder(config or {}, beam)
+
+    def _decoder(self, config: dict[str, Any], beam: int | None) -> Decoder:
+        """``beam`` (a --beam option) if given, else the decoding the run was trained with."""
+        from text_recognizer.decoding import GREEDY
+
+        if beam is not None:
+            beam = check_beam(beam)
+            if beam > 1:
+                raise UserError(
+                    f"--beam needs a CTC line model; this is a {type(self.model).__name__}"
+                )
+        return GREEDY
 
     @classmethod
-    def from_weights(cls, path: str | Path) -> Predictor:
+    def from_weights(cls, path: str | Path, beam: int | None = None) -> Predictor:
         """Build from a weights file (``torch.load(weights_only=True)``, CPU)."""
         from text_recognizer.models.base import Model
 
-        return cls(Model.load(weights_path(path)))
+        model, config = Model.load_with_config(weights_path(path))
+        return cls(model, config, beam)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Predictor:
+    def from_run(cls, run_dir: str | Path, beam: int | None = None) -> Predictor:
         """Build from a run directory holding ``weights.pt``."""
-        return cls.from_weights(run_dir)
+        return cls.from_weights(run_dir, beam)
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -110,7 +133,9 @@ class Predictor:
 
     def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
         """Predictions for already prepared (N, H, W) uint8 arrays (what evaluate.py runs)."""
-        raise NotImplementedError
+        x, size = np.ascontiguousarray(x), self.batch_size(batch_size)
+        texts, confidences = self.model.predict(x, batch_size=size, decoder=self.decoder)
+        return [Prediction(t, float(c)) for t, c in zip(texts, confidences, strict=True)]
 
 
 def _model_base(name: str) -> type:
@@ -126,57 +151,26 @@ class CharacterPredictor(Predictor):
     kind = "character"
     model_class = "CharacterModel"
 
-    @torch.no_grad()
-    def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
-        model = self.model
-        out: list[Prediction] = []
-        batch_size = self.batch_size(batch_size)
-        for i in range(0, len(x), batch_size):
-            xb = model.preprocess(model.to_tensor(np.ascontiguousarray(x[i : i + batch_size])))
-            conf, idx = model.network(xb).float().softmax(-1).max(-1)
-            out += [
-                Prediction(model.mapping[int(j)], float(c))
-                for j, c in zip(idx.tolist(), conf.tolist(), strict=True)
-            ]
-        return out
-
 
 class LinePredictor(Predictor):
-    """A line of text per image (LineModel or LineModelCtc); ``beam`` > 1 uses CTC beam search."""
+    """A line of text per image (LineModel or LineModelCtc); ``beam`` > 1 uses CTC beam search,
+    ``beam`` None the decoding the run was trained with."""
 
     kind = "line"
     model_class = "LineModel"
 
-    def __init__(self, model: Any, beam: int | None = None) -> None:
-        super().__init__(model)
+    def _decoder(self, config: dict[str, Any], beam: int | None) -> Decoder:
+        from text_recognizer.decoding import GREEDY, Decoder
+        from text_recognizer.models.line_model_ctc import LineModelCtc
+
+        if not isinstance(self.model, LineModelCtc):
+            return super()._decoder(config, beam)  # a fixed-length LineModel has nothing to choose
         if beam is not None:
-            self.set_beam(beam)
-
-    def set_beam(self, beam: int) -> None:
-        """Decode with CTC beam search of this width (1 = greedy); CTC models only."""
-        beam = check_beam(beam)
-        if not hasattr(self.model, "beam_width"):
-            if beam == 1:
-                return  # greedy is what a fixed-length LineModel does anyway
-            raise UserError(f"--beam needs a CTC line model; this is a {type(self.model).__name__}")
-        self.model.decode = "beam" if beam > 1 else "greedy"
-        self.model.beam_width = beam
-
-    @classmethod
-    def from_weights(cls, path: str | Path, beam: int | None = None) -> LinePredictor:
-        from text_recognizer.models.base import Model
-
-        return cls(Model.load(weights_path(path)), beam=beam)
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path, beam: int | None = None) -> LinePredictor:
-        return cls.from_weights(run_dir, beam=beam)
-
-    @torch.no_grad()  # no autograd graph: memory is the batch's activations only
-    def predict_arrays(self, x: np.ndarray, batch_size: int = 128) -> list[Prediction]:
-        x, size = np.ascontiguousarray(x), self.batch_size(batch_size)
-        texts, confidences = self.model.predict(x, batch_size=size)
-        return [Prediction(t, float(c)) for t, c in zip(texts, confidences, strict=True)]
+            return Decoder.with_beam(check_beam(beam))
+        train_args = config.get("train_args") or {}
+        if train_args.get("decode") == "beam":
+            return Decoder("beam", int(train_args.get("beam_width") or 10))
+        return GREEDY
 
 
 def load_predictor(path: str | Path, beam: int | None = None) -> Predictor:
@@ -186,12 +180,12 @@ def load_predictor(path: str | Path, beam: int | None = None) -> Predictor:
 
     if beam is not None:
         check_beam(beam)
-    model = Model.load(weights_path(path))
+    model, config = Model.load_with_config(weights_path(path))
     if isinstance(model, CharacterModel):
         if beam is not None and beam > 1:
             raise UserError("--beam applies to CTC line models; this is a CharacterModel")
-        return CharacterPredictor(model)
-    return LinePredictor(model, beam=beam)
+        return CharacterPredictor(model, config)
+    return LinePredictor(model, config, beam)
 
 
 def check_beam(beam: object) -> int:

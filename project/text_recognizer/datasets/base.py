@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import struct
-import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
-from text_recognizer import paths
+from text_recognizer import paths, progress
 from text_recognizer.errors import (
     DataError,
     StorageError,
@@ -201,7 +200,7 @@ class Dataset:
         if cached is not None:
             problem = self._cache_problem(*cached)
         if problem or cached is None:
-            print(f"warning: cache {path} {problem}; rebuilding", file=sys.stderr)
+            progress.line(f"warning: cache {path} {problem}; rebuilding")
             return None
         arrays, mapping, attrs = cached
         self.skipped = attrs["skipped"]
@@ -289,8 +288,6 @@ class Dataset:
         cached = self._read_cache(self.cache_path)
         if cached is None:
             import time
-
-            from text_recognizer import progress
 
             clean_stale_temps(self.cache_path.parent)  # leftovers of killed writers, first
             try:  # refuse a read-only or full processed folder now, not after processing

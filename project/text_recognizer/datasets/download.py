@@ -57,6 +57,7 @@ from text_recognizer.errors import (
     storage_error,
 )
 from text_recognizer.fileio import read_small_text, write_json_atomic
+from text_recognizer.progress import line as progress_line
 
 try:  # POSIX only; elsewhere concurrent downloads of one file are simply not serialized.
     import fcntl
@@ -950,7 +951,7 @@ def _acquire(handle: IO[str], path: Path, wait_s: float) -> None:
                 "run again"
             )
         if not announced:
-            print(f"waiting for another process to finish {path} ...", file=sys.stderr)
+            progress_line(f"waiting for another process to finish {path} ...")
             announced = True
         time.sleep(LOCK_POLL_S)
 
@@ -1013,7 +1014,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
                 continue
             if why:
                 notes[remote.filename] = why
-                print(f"{path} {why}; downloading it again", file=sys.stderr)
+                progress_line(f"{path} {why}; downloading it again")
             # Once the network is known to be down, give other files one quick try each.
             retries = 4 if offline_reason is None else 0
             try:

@@ -22,7 +22,8 @@ FSDL's ``EmnistLinesDataset``, rebuilt to be fast and leak-free:
   independent streams, so changing ``num_train`` never changes the test lines.
 - **Fast.** :func:`place_glyphs` places a chunk of lines' glyphs with one numpy fancy assignment
   per phase (no per-character or per-pixel Python loop), into an output allocated by
-  :func:`zeroed_pages`; 11-14x FSDL's per-character loop, see ``bench/bench_lines.py``.
+  :func:`zeroed_pages`; how it compares with FSDL's per-character loop: bench/README.md
+  (``bench/bench_lines.py``).
 
 Arguments are flat (the config spec has no nested dicts): ``char_source`` picks the character
 dataset, ``char_data_dir`` is passed as its ``data_dir``, ``emnist_split`` as EmnistDataset's

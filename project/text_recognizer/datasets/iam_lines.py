@@ -33,7 +33,6 @@ and counted with examples in ``skipped`` and the summary.
 from __future__ import annotations
 
 import re
-import sys
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,10 +438,7 @@ class IamLinesDataset(Dataset):
         bad = {k: v for k, v in self.skipped.items() if k in ("missing_image", "undecodable_image")}
         for reason, count in bad.items():
             examples = ", ".join(self.skipped_examples.get(reason, [])[:3])
-            print(
-                f"warning: IAM: {count} line(s) skipped, {reason} (e.g. {examples})",
-                file=sys.stderr,
-            )
+            progress.line(f"warning: IAM: {count} line(s) skipped, {reason} (e.g. {examples})")
 
     def _assemble(
         self, items: dict[str, list[tuple[np.ndarray, np.ndarray]]]

@@ -45,7 +45,6 @@ import io
 import json
 import os
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -416,10 +415,9 @@ class KaggleNamesDataset(Dataset):
             count = self.skipped.get(reason, 0)
             if count:
                 examples = ", ".join(self.skipped_examples.get(reason, [])[:3])
-                print(
+                progress.line(
                     f"warning: Kaggle names: {count} row(s) skipped, {reason} in {tree.where()} "
-                    f"(e.g. {examples})",
-                    file=sys.stderr,
+                    f"(e.g. {examples})"
                 )
 
     def _assemble(

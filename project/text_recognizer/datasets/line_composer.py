@@ -1,6 +1,6 @@
 """Composing lines from glyph images, vectorised: no per-character or per-pixel Python loop.
 
-Used by EmnistLinesDataset (and its benchmark). Glyphs are placed every ``step`` pixels; where
+Used by EmnistLinesDataset and SyntheticLinesDataset (and bench/bench_lines.py). Glyphs are placed every ``step`` pixels; where
 neighbours overlap the ink takes the maximum (white ink on black). :func:`place_glyphs` writes a
 chunk of lines with one numpy fancy assignment per phase, into an output from :func:`zeroed_pages`.
 """
@@ -21,12 +21,12 @@ def zeroed_pages(shape: tuple[int, ...]) -> np.ndarray:
     """A zero-filled uint8 array, allocated so that first-touch page faults cost little.
 
     ``np.zeros`` of a large array gets fresh 4 KB pages from the kernel, each zeroed by a fault
-    when first written: 9-12 us per 28 x 896 line on the 2-core benchmark machine, more than
-    composing the line. Blocks below glibc's largest mmap threshold (32 MiB) come from ``malloc``,
+    when first written, which can cost more than composing the line (bench/README.md,
+    bench_lines.py). Blocks below glibc's largest mmap threshold (32 MiB) come from ``malloc``,
     which hands back freed memory without faults, so ``np.empty`` + ``fill`` costs a memset
     (numpy advises fresh blocks of 4 MiB or more for huge pages). Larger blocks always come fresh
     from the kernel: private anonymous memory advised for transparent huge pages is zeroed 2 MB
-    per fault, about 3x cheaper (shared anonymous memory would not get huge pages).
+    per fault instead of 4 KB (shared anonymous memory would not get huge pages).
     """
     size = int(np.prod(shape))
     if size < MMAP_BYTES or not hasattr(mmap, "MADV_HUGEPAGE") or not hasattr(mmap, "MAP_PRIVATE"):
@@ -134,8 +134,8 @@ def place_glyphs(
     Why it is fast: ``out`` is viewed as ``spots``, one entry per byte offset holding the ``H``
     rows (``Wg``-byte records, ``width`` apart) of a glyph whose top-left corner is there. One
     numpy fancy assignment ``spots[offsets] = glyphs`` then places a whole chunk's glyphs: one
-    index per glyph, a memmove per row, no per-pixel work (bytes moved one by one, or a
-    column-major canvas needing a byte transpose per line, cost 3-5x more). Phase 0 is copied
+    index per glyph, a memmove per row, no per-pixel work (unlike moving bytes one by one, or a
+    column-major canvas needing a byte transpose per line). Phase 0 is copied
     into place; later phases read back the rows under their glyphs, take the maximum with the
     glyphs and write them back. Lines go in order, ``CHUNK_LINES`` at a time, so a chunk's
     glyphs and output rows stay in cache between its phases.
@@ -294,6 +294,3 @@ def pick_glyphs(classes: np.ndarray, glyph_class: np.ndarray, uniform: np.ndarra
         raise ValueError("a character has no glyph image")
     pick = starts[classes] + (uniform * available).astype(np.int64)
     return order[np.minimum(pick, len(order) - 1)]
-
-
-# ----- text ----------------------------------------------------------------------------------------

@@ -9,12 +9,15 @@ contrast and noise; white ink on black like EMNIST and MNIST.
 from __future__ import annotations
 
 import string
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from text_recognizer import progress
 from text_recognizer.datasets.base import Dataset, summary_main
+
+if TYPE_CHECKING:
+    import torch
 
 CHARSETS = {
     "digits": string.digits,
@@ -29,6 +32,8 @@ CHUNK = 4096
 
 
 class SyntheticCharactersDataset(Dataset):
+    """Rendered, distorted characters ``(image_size, image_size)`` uint8: works offline."""
+
     name = "synthetic_characters"
     shaping_args: ClassVar[tuple[str, ...]] = (
         "charset",
@@ -61,6 +66,7 @@ class SyntheticCharactersDataset(Dataset):
         """Nothing to fetch: the font ships with Pillow."""
 
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Train then test from one seeded stream: the same images on every machine."""
         chars = CHARSETS[self.args["charset"]]
         templates, template_class = render_templates(chars)
         size, d = self.args["image_size"], self.args["distortion"]
@@ -127,46 +133,44 @@ def generate(
     return out, labels
 
 
-def _distort(glyphs, image_size: int, d: float, gen) -> np.ndarray:
+def _distort(glyphs: torch.Tensor, image_size: int, d: float, gen: torch.Generator) -> np.ndarray:
+    """Each 64x64 template warped, blurred, dimmed and noised into one ``image_size`` sample.
+
+    Sampling at twice the size and average-pooling is cheap anti-aliasing.
+    """
     import torch
     import torch.nn.functional as F
 
+    from text_recognizer.images.warp import (
+        affine_grid,
+        blur_each,
+        gaussian_kernels,
+        rotation_shear,
+        sample,
+        smooth_field,
+        uniform,
+    )
+
     n = glyphs.shape[0]
 
-    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return torch.rand(n, *shape, generator=gen) * (hi - lo) + lo
+    def draw(low: float, high: float, *shape: int) -> torch.Tensor:
+        return uniform(gen, n, low, high, *shape)
 
-    angle = uniform(-15, 15).mul(d).deg2rad()
-    scale = uniform(
-        0.85, 1.1 + 0.1 * d
-    )  # >1 zooms out; glyphs fill most of the frame, as in EMNIST
-    aspect = uniform(-0.12, 0.12).mul(d).exp()
-    shear = uniform(-0.3, 0.3).mul(d)
-    shift = uniform(-0.1, 0.1, 2).mul(d)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale * aspect * cos
-    theta[:, 0, 1] = scale * (shear * cos - sin)
-    theta[:, 1, 0] = scale * aspect * sin
-    theta[:, 1, 1] = scale * (shear * sin + cos)
-    theta[:, :, 2] = shift
-    hi = 2 * image_size  # sample at 2x, then average-pool: cheap anti-aliasing
-    grid = F.affine_grid(theta, [n, 1, hi, hi], align_corners=False)
+    angle = draw(-15, 15).mul(d).deg2rad()
+    scale = draw(0.85, 1.1 + 0.1 * d)  # >1 zooms out; glyphs fill most of the frame, as in EMNIST
+    aspect = draw(-0.12, 0.12).mul(d).exp()
+    shear = draw(-0.3, 0.3).mul(d)
+    shift = draw(-0.1, 0.1, 2).mul(d)
+    linear = rotation_shear(angle, shear)
+    linear[:, :, 0] *= (scale * aspect)[:, None]
+    linear[:, :, 1] *= scale[:, None]
+    hi = 2 * image_size
     coarse = torch.randn(n, 2, 4, 4, generator=gen) * (0.035 * d)  # smooth elastic field
-    grid = grid + F.interpolate(coarse, size=(hi, hi), mode="bicubic", align_corners=False).permute(
-        0, 2, 3, 1
-    )
-    img = F.avg_pool2d(F.grid_sample(glyphs, grid, align_corners=False), 2)
-    sigma = uniform(0.01, 0.4 + 0.5 * d)  # per-sample Gaussian blur by a grouped convolution
-    r = torch.arange(-2, 3, dtype=torch.float32)
-    k1 = torch.exp(-(r**2) / (2 * sigma[:, None] ** 2))
-    k1 = k1 / k1.sum(1, keepdim=True)
-    kernels = (k1[:, :, None] * k1[:, None, :]).unsqueeze(1)
-    img = F.conv2d(img.view(1, n, image_size, image_size), kernels, padding=2, groups=n).view(
-        n, 1, image_size, image_size
-    )
-    img = img * uniform(0.65, 1.0)[:, None, None, None]
-    img = img + torch.randn(img.shape, generator=gen) * uniform(0.0, 0.05 * d)[:, None, None, None]
+    grid = affine_grid(linear, shift, hi, hi) + smooth_field(coarse, hi, hi, mode="bicubic")
+    img = F.avg_pool2d(sample(glyphs, grid), 2)
+    img = blur_each(img, gaussian_kernels(draw(0.01, 0.4 + 0.5 * d)))  # per-sample Gaussian blur
+    img = img * draw(0.65, 1.0)[:, None, None, None]
+    img = img + torch.randn(img.shape, generator=gen) * draw(0.0, 0.05 * d)[:, None, None, None]
     return (img.clamp_(0, 1) * 255).round_().to(torch.uint8).squeeze(1).numpy()
 
 

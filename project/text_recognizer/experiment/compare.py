@@ -1,6 +1,6 @@
 """Compare run records side by side: what differs in their configs, their metrics, status and time.
 
-Reads only the run records (DESIGN.md §5), so it works offline, on runs still in progress, and on
+Reads only the run records (docs/design.md §5), so it works offline, on runs still in progress, and on
 the trials of a local sweep (whose leaderboard is this table). A run that has not finished has no
 best validation metrics in its summary yet; they are taken from its best epoch in metrics.jsonl.
 

@@ -2,18 +2,18 @@
 
 Both hooks are called from runner.py and never raise: a plot or W&B failure is one warning and the
 run keeps its result. Per-epoch images are predicted on a fixed sample of a few validation items
-(a handful of forward passes, far below 2% of an epoch) and only when W&B is on.
+(a handful of forward passes, little next to an epoch; bench/README.md) and only when W&B is on.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from text_recognizer import progress
 from text_recognizer.experiment.tracking import Tracker, brief
 
 EPOCH_IMAGES = 8
@@ -21,17 +21,16 @@ VAL_KEY = "val_examples"
 
 
 def _warn(what: str, e: BaseException) -> None:
-    print(
-        f"warning: {what} failed ({type(e).__name__}: {brief(str(e))}); the run goes on",
-        file=sys.stderr,
-    )
+    progress.line(f"warning: {what} failed ({type(e).__name__}: {brief(str(e))}); the run goes on")
 
 
 class EpochImages:
     """A fixed validation sample, predicted at each epoch end into captioned W&B images."""
 
-    def __init__(self, model: Any, dataset: Any, tracker: Tracker, k: int = EPOCH_IMAGES) -> None:
-        self.model, self.tracker = model, tracker
+    def __init__(
+        self, model: Any, dataset: Any, tracker: Tracker, args: Any, k: int = EPOCH_IMAGES
+    ) -> None:
+        self.model, self.tracker, self.args = model, tracker, args
         self.x: np.ndarray | None = None
         self.y: np.ndarray | None = None
         self.seconds = 0.0  # time spent here, for the overhead check
@@ -55,9 +54,9 @@ class EpochImages:
             return {}
         start = time.perf_counter()
         try:
-            from text_recognizer.plots import caption, predict
+            from text_recognizer.plots import caption
 
-            p = predict(self.model, self.x, self.y)
+            p = self.model.read_split(self.x, self.y, self.args)
             captions = [
                 caption(t, q, c)
                 for t, q, c in zip(p.targets, p.predictions, p.confidences, strict=True)
@@ -73,7 +72,7 @@ class EpochImages:
 
 def report_run(
     model: Any,
-    dataset: Any,
+    preds: Any,
     run_dir: Path,
     tracker: Tracker,
     examples: list[dict[str, Any]] | None = None,
@@ -81,21 +80,21 @@ def report_run(
 ) -> dict[str, str]:
     """End of a run: PNG plots in ``run_dir``; to W&B the plots, confusion matrix, worst lines, weights.
 
-    Returns {plot name: file name} of what was written (for summary.json); never raises.
+    ``preds`` is the run's one reading of the test split (``Model.read_split``). Returns
+    {plot name: file name} of what was written (for summary.json); never raises.
     """
     written: dict[str, Path] = {}
-    preds = None
     try:
         from text_recognizer.plots import run_plots
 
-        written, preds = run_plots(model, dataset.x_test, dataset.y_test, run_dir)
+        written = run_plots(preds, model.mapping, run_dir)
     except Exception as e:
         _warn("writing plots", e)
     if tracker.enabled:
         media: dict[str, Any] = {}
         for name, path in written.items():
             media.update(tracker.images(f"plots/{name}", [str(path)], [name]))
-        if preds is not None and preds.target_ids is not None:
+        if preds.target_ids is not None:
             media.update(
                 tracker.confusion_matrix(
                     "confusion_matrix", preds.target_ids, preds.predicted_ids, model.mapping
@@ -106,7 +105,7 @@ def report_run(
             columns = ["image", "target", "prediction", "cer", "confidence"]
             rows = []
             for e in worst:
-                image = dataset.x_test[int(e["index"])]
+                image = preds.images[int(e["index"])]
                 rows.append([image, e["target"], e["prediction"], e["cer"], e["confidence"]])
             media.update(tracker.table("worst_lines", columns, rows, image_columns=("image",)))
         if media:

@@ -1,4 +1,4 @@
-"""Run records (DESIGN.md §5): runs/<group>/<run_name>/ with config, per-epoch metrics and a summary.
+"""Run records (docs/design.md §5): runs/<group>/<run_name>/ with config, per-epoch metrics and a summary.
 
 Every file is written atomically, so a crash or kill never leaves half a JSON document behind.
 A run holds an ``flock`` on its folder (``.lock`` says who) for as long as it writes there (the kernel drops

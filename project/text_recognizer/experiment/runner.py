@@ -14,6 +14,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from text_recognizer import progress
+from text_recognizer.config import TrainArgs
 from text_recognizer.errors import (
     Interrupted,
     StorageError,
@@ -45,8 +47,9 @@ def run_experiment(
 
     from text_recognizer import distributed
     from text_recognizer.datasets import DATASETS
-    from text_recognizer.experiment.devices import select_device, select_num_threads
+    from text_recognizer.leasing.devices import select_device, select_num_threads
     from text_recognizer.models import MODELS
+    from text_recognizer.models.training import check_fits
 
     started = time.time()
     label = config.get("run_name") or (
@@ -60,8 +63,8 @@ def run_experiment(
         dist_info = None
         device = select_device(gpu, run_name=label)  # leases a GPU before CUDA is touched
     is_main = dist_info is None or dist_info.is_main
-    train_args = config["train_args"]
-    threads = select_num_threads(train_args.get("num_threads"), run_name=label)
+    args = TrainArgs.from_config(config["train_args"])
+    threads = select_num_threads(args.num_threads, run_name=label)
     if threads:
         torch.set_num_threads(threads)
     if dist_info is not None and not is_main:
@@ -69,19 +72,29 @@ def run_experiment(
     dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"]).load_or_generate_data()
     if dist_info is not None and is_main:
         torch.distributed.barrier()
-    print(dataset.summary(), file=sys.stderr)
+    progress.line(dataset.summary())
     model_cls = MODELS[config["model"]].load()
-    torch.manual_seed(train_args["seed"])  # the initial weights depend on the seed alone
-    model = model_cls(dataset.config(), config["network"], config["network_args"], device, config)
+    seed_everything(args.seed)  # the initial weights and all that follows depend on it alone
+    model = model_cls(dataset.config(), config["network"], config["network_args"], device)
     if resume_state is not None:
-        from text_recognizer.checkpoint import check_fits
-
         check_fits(resume_state, model.network, resume_dir)  # before the record is touched
     if not is_main:
-        return _run_worker(model, dataset, train_args, resume_state)
+        return _run_worker(model, dataset, args, resume_state)
     record = _open_record(config, resume_dir, resume_state)
     _mark_running(record, model, device, started, dist_info, created=resume_dir is None)
     return _run_recorded(model, dataset, config, record, started, save, use_wandb, resume_state)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's RNGs: the one place a run's randomness starts from."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _mark_running(
@@ -90,7 +103,7 @@ def _mark_running(
     """summary.json says ``running``, or (disk full, read-only) the run never starts: exit 2."""
     import torch
 
-    from text_recognizer.experiment.devices import lease_fields
+    from text_recognizer.leasing.devices import lease_fields
 
     try:
         record.update_summary(
@@ -122,10 +135,10 @@ def _run_recorded(
 ) -> tuple[int, dict[str, Any]]:
     """Train and test inside the record: every way the run ends is written to summary.json."""
     from text_recognizer import distributed
-    from text_recognizer.experiment.devices import label_leases, release_leases
     from text_recognizer.experiment.tracking import Tracker
+    from text_recognizer.leasing.devices import label_leases, release_leases
 
-    print(f"run folder: {record.dir}", file=sys.stderr)
+    progress.line(f"run folder: {record.dir}")
     label_leases(run=f"{record.dir.parent.name}/{record.dir.name}", run_dir=str(record.dir))
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
     exit_code = 0
@@ -134,10 +147,9 @@ def _run_recorded(
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
         record.try_update_summary(status="interrupted")
-        print(
+        progress.line(
             f"interrupted; partial record in {record.dir}; continue with: "
             f"python training/run_experiment.py --resume {record.dir}",
-            file=sys.stderr,
         )
     except StorageError as e:
         exit_code = _storage_failure(record, e)
@@ -211,48 +223,44 @@ def _train_and_test(
     save: bool,
     resume_state: dict[str, Any] | None,
 ) -> None:
-    """Fit with per-epoch records and checkpoints, test once, write the results."""
+    """Fit with per-epoch records and checkpoints, read the test split once, write the results."""
     from text_recognizer.checkpoint import Checkpointer
     from text_recognizer.experiment.media import EpochImages, report_run
     from text_recognizer.fileio import write_json_atomic
+    from text_recognizer.models.training import best_epoch, check_checkpoint
 
-    train_args = config["train_args"]
-    epoch_images = EpochImages(model, dataset, tracker)  # W&B only: a fixed validation sample
+    args = TrainArgs.from_config(config["train_args"])
+    epoch_images = EpochImages(model, dataset, tracker, args)  # W&B only: a fixed sample
 
     def on_epoch_end(metrics: dict[str, Any]) -> None:
         record.log_epoch(metrics)
         tracker.log({**metrics, **epoch_images.media()})
 
-    history = model.fit(
-        dataset,
-        train_args,
-        on_epoch_end=on_epoch_end,
-        checkpoint=Checkpointer(record.dir, config=config),
-        resume=resume_state,
-    )
-    test = model.evaluate(dataset.x_test, dataset.y_test, train_args)
-    best = min(history, key=lambda m: m.get("val_loss", m["train_loss"]))
-    fields: dict[str, Any] = {f"test_{k}": v for k, v in test.items()}
+    checkpoint = Checkpointer(record.dir, check_checkpoint, config=config)
+    history = model.fit(dataset, args, on_epoch_end, checkpoint=checkpoint, resume=resume_state)
+    # The test split is read once (beam search, if chosen, runs once): the metrics, the
+    # worst/best examples and the plots all come from this one reading.
+    test = model.read_split(dataset.x_test, dataset.y_test, args)
+    best = best_epoch(history)  # the epoch whose weights fit() kept: those were just tested
+    fields: dict[str, Any] = {f"test_{k}": v for k, v in test.metrics.items()}
     fields.update({k: v for k, v in best.items() if k.startswith("val_")})
     fields.update(epochs_run=len(history), best_epoch=best["epoch"], **model.notes)
-    examples = model.examples(dataset.x_test, dataset.y_test, k=10)  # worst and best
+    examples = model.examples(test, k=10)  # worst and best
     if examples:
         write_json_atomic(record.dir / "predictions.json", examples)
-        print("test predictions, worst and best (predictions.json):", file=sys.stderr)
+        progress.line("test predictions, worst and best (predictions.json):")
         for e in examples:
-            print("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()), file=sys.stderr)
+            progress.line("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()))
     if save:
-        fields["weights"] = str(model.save_weights(record.weights_path))
+        fields["weights"] = str(model.save_weights(record.weights_path, config))
     # PNG plots in the run folder; W&B media and weights artifact. Never raises.
-    plots = report_run(model, dataset, record.dir, tracker, examples, fields.get("weights"))
+    plots = report_run(model, test, record.dir, tracker, examples, fields.get("weights"))
     if plots:
         fields["plots"] = plots
     record.update_summary(status="finished", **fields)
     tracker.summary(fields)
-    print(
-        "test: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()) + f"  ({record.dir})",
-        file=sys.stderr,
-    )
+    scores = "  ".join(f"{k} {v:.4f}" for k, v in test.metrics.items())
+    progress.line(f"test: {scores}  ({record.dir})")
 
 
 def _storage_failure(record: RunRecord, error: StorageError) -> int:
@@ -273,23 +281,22 @@ def _failure(record: RunRecord, e: Exception) -> int:
     with contextlib.suppress(OSError):
         write_text_atomic(record.dir / "error.log", traceback.format_exc())
     record.try_update_summary(status="failed", error=one_line(f"{type(e).__name__}: {e}"))
-    print(
+    progress.line(
         f"run failed: {type(e).__name__}: {one_line(e)[:500]} "
         f"(traceback in {record.dir / 'error.log'})",
-        file=sys.stderr,
     )
     return 1
 
 
 def _run_worker(
-    model: Any, dataset: Any, train_args: dict[str, Any], resume_state: dict[str, Any] | None
+    model: Any, dataset: Any, args: TrainArgs, resume_state: dict[str, Any] | None
 ) -> tuple[int, dict[str, Any]]:
     """A torchrun rank other than 0: train its shard in step with the others, record nothing."""
     from text_recognizer import distributed
 
     code = 0
     try:
-        model.fit(dataset, train_args, resume=resume_state)
+        model.fit(dataset, args, resume=resume_state)
     except (KeyboardInterrupt, Interrupted):
         code = 130
     except Exception as e:

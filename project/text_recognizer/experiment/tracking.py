@@ -46,8 +46,8 @@ def _stats_settings() -> dict[str, Any]:
     """W&B's system-metrics sampler competes with training for a small CPU's cores.
 
     ``TEXT_RECOGNIZER_WANDB_STATS`` = ``off`` turns it off, a number sets its sampling interval in
-    seconds. Default: 30 s on the GPU, off on a CPU-only machine (where it cost 30-45 % of a
-    2-core run's training time and its charts say little).
+    seconds. Default: 30 s on the GPU, off on a CPU-only machine (where it takes a large share of
+    a small CPU's time from training, see bench/README.md, and its charts say little).
     """
     value = os.environ.get("TEXT_RECOGNIZER_WANDB_STATS", "").strip().lower()
     if value in ("off", "0", "false", "no"):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from text_recognizer.decoding import Decoder
 from text_recognizer.models.base import Model
 
 
@@ -18,24 +19,18 @@ class CharacterModel(Model):
     ) -> dict[str, tuple[torch.Tensor, int]]:
         return {"accuracy": ((outputs.max(1).indices == targets).sum(), len(targets))}
 
-    @torch.no_grad()
-    def predict_on_image(self, image: np.ndarray) -> tuple[str, float]:
-        """The most likely character and its softmax probability, for one (H, W) image."""
-        x = torch.as_tensor(np.asarray(image))
-        if x.dtype != torch.uint8:
-            x = (
-                (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
-                if x.max() <= 1
-                else x.to(torch.uint8)
-            )
-        if tuple(x.shape) != self.input_shape:
-            from PIL import Image
+    def read_outputs(
+        self, outputs: torch.Tensor, decoder: Decoder, confidences: bool = True
+    ) -> tuple[list[str], list[float], list[int] | None]:
+        """The most likely class per image and its softmax probability (no decoding to choose)."""
+        conf, idx = outputs.float().softmax(-1).max(-1)
+        ids = idx.tolist()
+        return [self.mapping[i] for i in ids], conf.tolist() if confidences else [], ids
 
-            h, w = self.input_shape[-2:]
-            x = torch.from_numpy(
-                np.array(Image.fromarray(x.numpy()).resize((w, h), Image.BILINEAR))
-            )
-        self.network.eval()
-        probs = self.network(self.preprocess(x.unsqueeze(0).to(self.device))).softmax(-1)[0]
-        conf, idx = probs.max(0)
-        return self.mapping[int(idx)], float(conf)
+    def target_texts(self, y: np.ndarray | torch.Tensor) -> list[str]:
+        labels = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        return [self.mapping[int(i)] for i in labels.reshape(-1)]
+
+    def text_metrics(self, predictions: list[str], targets: list[str]) -> dict[str, float]:
+        right = sum(p == t for p, t in zip(predictions, targets, strict=True))
+        return {"accuracy": right / max(1, len(targets))}

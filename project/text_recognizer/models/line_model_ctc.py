@@ -4,8 +4,8 @@ The loss is ``F.ctc_loss`` in float32 on log-softmax outputs shaped (time, batch
 blank index from the dataset's config and ``zero_infinity=True``: a label the network cannot emit
 (more characters plus repeats than time steps) adds zero loss instead of inf. NaN is still caught
 by the training loop, which skips and counts the batch (models/base.py). Label lengths come from
-the padding. Decoding is greedy (best path) or beam search (``decode``, ``beam_width``; see
-decoding.py); the confidence of a text is its CTC probability.
+the padding. Decoding is greedy (best path) or beam search, as the ``Decoder`` passed in says
+(decoding.py); the confidence of a text is its CTC probability.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from text_recognizer import decoding, progress
+from text_recognizer.config import TrainArgs
+from text_recognizer.decoding import GREEDY, Decoder
 from text_recognizer.errors import DataError
 from text_recognizer.models.base import EpochCallback
 from text_recognizer.models.line_model import LineModel
@@ -32,16 +34,8 @@ class LineModelCtc(LineModel):
         network: str,
         network_args: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
-        config: dict[str, Any] | None = None,
-        decode: str | None = None,
-        beam_width: int | None = None,
     ) -> None:
-        super().__init__(data_config, network, network_args, device, config)
-        train_args = (config or {}).get("train_args") or {}
-        self.decode = decode or train_args.get("decode") or "greedy"
-        self.beam_width = int(beam_width or train_args.get("beam_width") or 10)
-        if self.decode not in decoding.DECODERS:
-            raise ValueError(f"decode must be one of {', '.join(decoding.DECODERS)}")
+        super().__init__(data_config, network, network_args, device)
         self.time_steps = getattr(self.network, "time_steps", 0) or count_time_steps(
             self.network, self.input_shape
         )
@@ -59,12 +53,12 @@ class LineModelCtc(LineModel):
             zero_infinity=True,
         )
 
-    def decode_outputs(self, outputs: torch.Tensor) -> list[list[int]]:
+    def decode_outputs(self, outputs: torch.Tensor, decoder: Decoder = GREEDY) -> list[list[int]]:
         log_probs = outputs.float().log_softmax(-1).cpu()
         ignore = (self.padding_index,)
-        if self.decode == "beam":
+        if decoder.method == "beam":
             return decoding.beam_ctc_decode(
-                log_probs.exp(), self.beam_width, self.blank_index, ignore
+                log_probs.exp(), decoder.beam_width, self.blank_index, ignore
             )
         return decoding.greedy_ctc_decode(log_probs, self.blank_index, ignore)
 
@@ -107,10 +101,10 @@ class LineModelCtc(LineModel):
     def fit(
         self,
         dataset: Any,
-        train_args: dict[str, Any],
+        args: TrainArgs,
         on_epoch_end: EpochCallback | None = None,
         **kwargs: Any,
     ) -> list[dict[str, Any]]:
         """Check that the network can emit the training labels, then train as usual."""
         self.check_labels(dataset.y_train)
-        return super().fit(dataset, train_args, on_epoch_end, **kwargs)
+        return super().fit(dataset, args, on_epoch_end, **kwargs)

@@ -13,6 +13,8 @@ from text_recognizer.spec import Param
 DROPOUT = Param(float, 0.2, min=0.0, lt=1.0)
 # Upper bounds (spec.Param insists on one): far above any useful size, below an out-of-memory crash.
 CHANNELS = {"min": 1, "max": 2048, "max_items": 8}
+# The window networks (line_cnn, line_lstm_ctc) have exactly two convolutions: one size each.
+WINDOW_CHANNELS = {**CHANNELS, "min_items": 2, "max_items": 2}
 BLOCKS = {"min": 1, "max": 64, "min_items": 1, "max_items": 8}
 LSTM_MAX = 8192
 
@@ -52,7 +54,7 @@ NETWORKS: dict[str, Entry] = {
         {
             "window_width": Param(int, 28, min=2, max=1024),
             "window_stride": Param(int, 14, min=2, max=1024),
-            "conv_channels": Param(list, [32, 64], item_type=int, **CHANNELS, min_items=2),
+            "conv_channels": Param(list, [32, 64], item_type=int, **WINDOW_CHANNELS),
             "window_features": Param(int, 128, min=1, max=16384),
             "dropout_amount": DROPOUT,
         },
@@ -65,7 +67,7 @@ NETWORKS: dict[str, Entry] = {
         {
             "window_width": Param(int, 28, min=2, max=1024),
             "window_stride": Param(int, 14, min=2, max=1024),
-            "conv_channels": Param(list, [32, 64], item_type=int, **CHANNELS, min_items=2),
+            "conv_channels": Param(list, [32, 64], item_type=int, **WINDOW_CHANNELS),
             "window_features": Param(int, 128, min=1, max=16384),
             "lstm_hidden": Param(int, 128, min=1, max=LSTM_MAX),
             "lstm_layers": Param(int, 1, min=1, max=8),

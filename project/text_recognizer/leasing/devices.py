@@ -1,6 +1,6 @@
 """Pick the device and the CPU thread count of a run, holding the leases that back them.
 
-``--gpu=-1`` leases a GPU from the GPUManager (DESIGN.md §6) and ``--gpu=N`` leases GPU N (nvidia-smi
+``--gpu=-1`` leases a GPU from the GPUManager (docs/design.md §6) and ``--gpu=N`` leases GPU N (nvidia-smi
 order) when a slot is free; either way ``CUDA_VISIBLE_DEVICES`` then names that one GPU and the run
 uses ``cuda:0``. This happens before anything touches CUDA, because CUDA reads the variable once.
 With no NVIDIA driver or no CUDA build of torch the run goes on the CPU after one notice.
@@ -12,18 +12,14 @@ does too, however it ends).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
-from text_recognizer.errors import UserError
-from text_recognizer.experiment.cpu_share import share_cpu
-from text_recognizer.experiment.gpu_manager import (
-    ENV_LEASE_INFO,
-    GPUManager,
-    Lease,
-    NoGpuDriver,
-    inherited_lease,
-)
+from text_recognizer import progress
+from text_recognizer.errors import NoGpuDriver, UserError
+from text_recognizer.leasing.cpu_share import share_cpu
+from text_recognizer.leasing.gpu_inventory import GpuInfo
+from text_recognizer.leasing.leases import ENV_LEASE_INFO, Lease, inherited_lease
+from text_recognizer.leasing.manager import GPUManager
 
 _NO_GPU = "notice: no GPU available ({why}); running on the CPU"
 _HELD: list[Lease] = []
@@ -31,7 +27,7 @@ _FIELDS: dict[str, Any] = {}
 
 
 def _notice(why: str) -> None:
-    print(_NO_GPU.format(why=why), file=sys.stderr)
+    progress.line(_NO_GPU.format(why=why))
 
 
 def _hold(lease: Lease | None) -> None:
@@ -74,7 +70,7 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
         if not torch.cuda.is_available():
             _notice("CUDA cannot be initialised; a CPU build of torch or no driver")
             return "cpu"
-        print(f"using the GPU leased by the parent process ({parent})", file=sys.stderr)
+        progress.line(f"using the GPU leased by the parent process ({parent})")
         return "cuda:0"
     manager = GPUManager()
     try:
@@ -82,7 +78,7 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
     except NoGpuDriver as e:
         return _without_nvml(gpu, str(e))
     if not visible:
-        print(manager.none_visible_notice(), file=sys.stderr)
+        progress.line(manager.none_visible_notice())
         return "cpu"
     if gpu >= len(visible):
         raise _index_error(gpu, len(visible), manager)
@@ -96,16 +92,7 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
         if lease is None:
             return "cpu"
     else:
-        lease = manager.lease_gpu(visible[gpu], run_name)
-        if lease is None:
-            holders = manager.holders(visible[gpu])
-            who = ", ".join(f"pid {h.get('pid', '?')} {h.get('run', '?')!r}" for h in holders)
-            print(
-                f"warning: GPU {visible[gpu].index} is leased by {who or 'another run'}; using it "
-                "anyway as --gpu asked (--gpu=-1 waits for a free GPU)",
-                file=sys.stderr,
-            )
-        manager.pin(visible[gpu], lease)
+        lease = _lease_by_index(manager, visible[gpu], run_name)
     if not torch.cuda.is_available():
         if lease is not None:
             lease.release()
@@ -115,6 +102,21 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
     if lease is not None:
         _FIELDS["_owns_lease_env"] = True
     return "cuda:0"
+
+
+def _lease_by_index(manager: GPUManager, gpu: GpuInfo, run_name: str | None) -> Lease | None:
+    """``--gpu=N``: lease a slot on that GPU when one is free; when none is, say who holds them and
+    use it anyway (the user named it), unleased. Either way the process is pinned to it."""
+    lease = manager.lease_gpu(gpu, run_name)
+    if lease is None:
+        holders = manager.holders(gpu)
+        who = ", ".join(f"pid {h.get('pid', '?')} {h.get('run', '?')!r}" for h in holders)
+        progress.line(
+            f"warning: GPU {gpu.index} is leased by {who or 'another run'}; using it "
+            "anyway as --gpu asked (--gpu=-1 waits for a free GPU)"
+        )
+    manager.pin(gpu, lease)
+    return lease
 
 
 def _without_nvml(gpu: int, why: str) -> str:
@@ -129,9 +131,7 @@ def _without_nvml(gpu: int, why: str) -> str:
         raise UserError(
             f"--gpu={gpu} does not exist; this machine has GPUs 0..{count - 1} (or -1 for any)"
         )
-    print(
-        f"warning: cannot lease a GPU ({why}); using cuda:{max(gpu, 0)} unleased", file=sys.stderr
-    )
+    progress.line(f"warning: cannot lease a GPU ({why}); using cuda:{max(gpu, 0)} unleased")
     return f"cuda:{max(gpu, 0)}"
 
 
@@ -141,7 +141,7 @@ def select_num_threads(requested: int | None, run_name: str | None = None) -> in
     share = share_cpu(requested, run_name)
     _hold(share.lease)
     if share.threads and not requested:
-        print(f"threads: {share.threads} ({share.reason})", file=sys.stderr)
+        progress.line(f"threads: {share.threads} ({share.reason})")
     _FIELDS["threads_reason"] = share.reason
     return share.threads
 

@@ -2,7 +2,7 @@
 
 torch takes every core by default, so N runs side by side would start N times as many threads as
 there are cores and each would run slower than alone. Each run therefore holds a ``cpu-run.N.lock``
-in the GPU lease folder (:mod:`~text_recognizer.experiment.gpu_manager`) for its lifetime: the held
+in the GPU lease folder (:mod:`~text_recognizer.leasing.lease_folder`) for its lifetime: the held
 locks count the runs sharing the machine, and GNU parallel's ``-j`` counts them before they have all
 started.
 
@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from text_recognizer import progress
 from text_recognizer.errors import UserError
-from text_recognizer.experiment.gpu_manager import (
-    CPU_RUN_PREFIX,
-    Lease,
-    LeaseFolder,
-    _holder_info,
-)
+from text_recognizer.leasing.lease_folder import LeaseFolder
+from text_recognizer.leasing.leases import CPU_RUN_PREFIX, Lease, holder_info
 
 ENV_FAIR_THREADS = "TEXT_RECOGNIZER_FAIR_THREADS"
 
@@ -74,6 +70,7 @@ def parse_parallel_jobs(argv: Sequence[str], cores: int) -> int | None:
 
 
 def _cmdline(pid: int) -> list[str] | None:
+    """A process's arguments from /proc (None when gone or not ours to read)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -149,11 +146,11 @@ def share_cpu(
             name = f"{CPU_RUN_PREFIX}{k}.lock"
             fd = folder.try_lock(name)
             if fd is not None:
-                lease = Lease(folder, name, fd, _holder_info(run_name, slot=k))
+                lease = Lease(folder, name, fd, holder_info(run_name, slot=k))
                 break
         active = max(1, sum(folder.is_held(n) for n in folder.names(CPU_RUN_PREFIX)))
     except (UserError, OSError) as e:
-        print(f"warning: runs side by side will not share the CPU cores ({e})", file=sys.stderr)
+        progress.line(f"warning: runs side by side will not share the CPU cores ({e})")
     decision = _decide_threads(requested, env, cores, parallel_jobs(env), active)
     decision.lease = lease
     if lease is not None:
@@ -164,6 +161,8 @@ def share_cpu(
 def _decide_threads(
     requested: int | None, env: Mapping[str, str], cores: int, hint: int | None, active: int
 ) -> CpuShare:
+    """The decision alone, apart from the locks, so it can be tested as a plain function: the
+    run's own setting wins, then the switches, then cores / max(parallel's -j, runs holding)."""
     if requested:
         return CpuShare(requested, "train_args.num_threads", runs_side_by_side=active)
     if _off(env.get(ENV_FAIR_THREADS, "1")):

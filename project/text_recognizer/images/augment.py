@@ -14,17 +14,25 @@ draws, same result).
 
 ``ink=True`` (what the line and word models use) adds, per image: stroke thickness changes
 (dilation or erosion by a 3x3 max-pool, blended in partially so thin strokes are thinned, not
-erased), blur (a 3x3 Gaussian blended in partially) and Gaussian pixel noise.
-Images are ink-on-black floats in [0, 1].
+erased), blur (a 3x3 binomial blended in partially) and pixel noise (uniform, unit variance,
+scaled per image). Images are ink-on-black floats in [0, 1]. The grids and filters are the shared
+primitives of :mod:`text_recognizer.images.warp`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+
+from text_recognizer.images.warp import (
+    affine_grid,
+    binomial_blur3,
+    max_filter3,
+    rotation_shear,
+    sample,
+    smooth_field,
+)
 
 
 def augment_batch(
@@ -41,40 +49,25 @@ def augment_batch(
         r = torch.rand(n, *shape, generator=generator) * 2 - 1
         return (r * limit * strength).to(x.device)
 
-    # affine in normalised coordinates ([-1, 1] on both axes): conjugate by the aspect ratio so
-    # the rotation and shear are the pixel-space ones
     aspect = w / h
     # a wide line tilted by 10 degrees would lose its ends: cap the tilt so they move <= 10 % of h
     angle = uniform(min(10.0, math.degrees(math.atan(0.2 / aspect)))).deg2rad()
     scale = 1 + uniform(0.10)
     shear = uniform(0.15)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = cos / scale
-    theta[:, 0, 1] = (shear * cos - sin) / scale / aspect
-    theta[:, 1, 0] = sin / scale * aspect
-    theta[:, 1, 1] = (shear * sin + cos) / scale
-    shift = uniform(0.16, 2)  # grid units span 2, so 0.16 is 8 % of the height
-    shift[:, 0] /= aspect
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    linear = rotation_shear(angle, shear) / scale[:, None, None]
+    shift = uniform(0.16, 2)  # in half-heights, so 0.16 is 8 % of the height
+    grid = affine_grid(linear, shift, h, w)
     columns = max(3, round(3 * aspect))  # control points about a third of the height apart
     coarse = uniform(0.03, 2, 3, columns)
     coarse[:, 0] /= aspect
-    field = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
-    grid = grid + field.permute(0, 2, 3, 1)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = sample(x, grid + smooth_field(coarse, h, w))
     if ink:
         out = _ink(out, strength, generator)
     return out.squeeze(1) if squeeze else out
 
 
 def _ink(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Stroke thickness, blur and noise, each with a per-image random amount.
-
-    The 3x3 filters are written as shifted slices (elementwise maxima and sums, separable), which
-    on a CPU is several times faster than ``max_pool2d``/``conv2d`` on single-channel images.
-    """
+    """Stroke thickness, blur and noise, each with a per-image random amount."""
     n = x.shape[0]
 
     def amount(limit: float) -> torch.Tensor:
@@ -84,25 +77,8 @@ def _ink(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.
     # dilation is a 3x3 max; erosion is the same on the negated image: s * max3x3(s * x), s = +-1
     sign = torch.where(torch.rand(n, generator=generator) < 0.5, 1.0, -1.0)
     sign = sign.to(x.device, x.dtype).view(n, 1, 1, 1)
-    morphed = sign * _filter3(sign * x, torch.maximum)
+    morphed = sign * max_filter3(sign * x)
     x = x + amount(0.6) * (morphed - x)
-    blurred = _filter3(x, lambda a, b: a + b, center_weight=2.0) / 16
-    x = x + amount(0.8) * (blurred - x)
+    x = x + amount(0.8) * (binomial_blur3(x) - x)
     noise = torch.rand(x.shape, generator=generator).to(x.device).sub_(0.5).mul_(12**0.5)  # std 1
     return (x + amount(0.05) * noise).clamp_(0.0, 1.0)
-
-
-def _filter3(
-    x: torch.Tensor,
-    combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    center_weight: float | None = None,
-) -> torch.Tensor:
-    """Separable 3x3 filter over (N, C, H, W), edges replicated: combine(left, centre, right)
-    along each axis; with ``center_weight`` the centre is scaled (a [1, w, 1] kernel)."""
-    for dim in (3, 2):
-        p = torch.cat([x.narrow(dim, 0, 1), x, x.narrow(dim, x.shape[dim] - 1, 1)], dim)
-        size = x.shape[dim]
-        left, mid, right = (p.narrow(dim, i, size) for i in range(3))
-        mid = mid * center_weight if center_weight is not None else mid
-        x = combine(combine(left, mid), right)
-    return x

@@ -38,12 +38,14 @@ class GpuInfo:
 
     @property
     def memory_percent(self) -> float:
+        """Memory in use, in %: what the memory threshold is compared with."""
         if self.memory_total_mib <= 0:
             return 0.0
         return 100.0 * self.memory_used_mib / self.memory_total_mib
 
     @property
     def memory_free_mib(self) -> float:
+        """Memory not in use, in MiB (never negative, whatever the driver reports)."""
         return max(0.0, self.memory_total_mib - self.memory_used_mib)
 
 
@@ -63,6 +65,7 @@ class NvmlInventory:
     """The real inventory: NVML through ``pynvml`` (package nvidia-ml-py); never touches CUDA."""
 
     def gpus(self) -> list[GpuInfo]:
+        """Every GPU NVML sees, in nvidia-smi order; NoGpuDriver without a usable NVML."""
         try:
             import pynvml
         except ImportError:
@@ -110,6 +113,7 @@ class FakeInventory:
         self.source = source
 
     def gpus(self) -> list[GpuInfo]:
+        """The list, or the file read afresh; a malformed file is a one-line UserError."""
         if isinstance(self.source, (str, Path)):
             from text_recognizer.fileio import read_small_text
 

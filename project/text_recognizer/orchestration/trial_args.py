@@ -1,4 +1,5 @@
-"""One sweep trial: what ``wandb agent`` (or ``local_sweep.py``) passes to training/run_sweep.py.
+"""One sweep trial's arguments: what ``wandb agent`` (or ``local_sweep.py``) passes to
+training/run_sweep.py, turned into one validated experiment config, and run_sweep's command.
 
 The agent runs the sweep YAML's command, ``${env} ${interpreter} ${program} ${args}``, which becomes
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from text_recognizer import progress
 from text_recognizer.errors import ConfigError, UserError, print_error, storage_error
 
 DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
@@ -97,7 +99,7 @@ def parse_trial_args(argv: list[str]) -> TrialArgs:
                 raise UserError("--config needs a path to a base experiment .json file")
             args.base = value
         elif key == "gpu":
-            args.gpu = _parse_gpu(value)
+            args.gpu = parse_gpu(value)
         elif key in ("nowandb", "save"):
             setattr(args, key, _flag_bool(key, value))
         else:
@@ -105,7 +107,8 @@ def parse_trial_args(argv: list[str]) -> TrialArgs:
     return args
 
 
-def _parse_gpu(value: str | None) -> int | None:
+def parse_gpu(value: str | None) -> int | None:
+    """``--gpu``: None for the CPU (cpu/none/null), -1 for any free GPU, else a GPU index."""
     if value is None or value.strip().lower() in ("cpu", "none", "null"):
         return None
     try:
@@ -168,7 +171,7 @@ def resolve_path(path: str) -> Path:
 def load_base_config(path: str) -> dict[str, Any]:
     """The base experiment config a sweep varies (an experiments/*.json file)."""
     from text_recognizer.config import parse_config_text
-    from text_recognizer.experiment.prepare import MAX_DEPTH, nesting_depth
+    from text_recognizer.orchestration.prepare import MAX_DEPTH, nesting_depth
 
     resolved = resolve_path(path)
     if not resolved.is_file():
@@ -235,11 +238,10 @@ def run_sweep_main(argv: list[str] | None = None) -> int:
         config, args = resolve_trial(argv)
     except UserError as e:
         return print_error(e)
-    print(
+    progress.line(
         "sweep trial: "
         + " ".join(format_arg(k, v) for k, v in args.overrides)
-        + f" over {args.base}",
-        file=sys.stderr,
+        + f" over {args.base}"
     )
     from text_recognizer.cli import run_experiment_main
 

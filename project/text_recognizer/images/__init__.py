@@ -1,0 +1,1 @@
+"""Image operations shared by training-time augmentation and the synthetic datasets."""
