@@ -285,7 +285,7 @@ import tempfile
 
 os.environ.setdefault("TEXT_RECOGNIZER_RUNS_DIR", tempfile.mkdtemp(prefix="notebook-runs-"))
 from text_recognizer.config import validate_config
-from text_recognizer.experiment.runner import run_experiment
+from text_recognizer.run.runner import run_experiment
 
 config = validate_config({
     "experiment_group": "notebook",

@@ -23,8 +23,8 @@ def train_run(tmp: Path, raw: dict[str, Any]) -> Path:
 
     from text_recognizer.config import TrainArgs, validate_config
     from text_recognizer.datasets import DATASETS
-    from text_recognizer.experiment.runner import seed_everything
     from text_recognizer.models import MODELS
+    from text_recognizer.run.runner import seed_everything
 
     torch.set_num_threads(2)
     config = validate_config(raw)

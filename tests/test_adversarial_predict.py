@@ -25,12 +25,9 @@ import torch
 from PIL import Image
 
 from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from evaluate import evaluate_main
-
 from text_recognizer import page_ocr
 from text_recognizer.errors import UserError
+from text_recognizer.evaluate import evaluate_main
 from text_recognizer.page_ocr import page_ocr_main
 from text_recognizer.paragraph_ocr import paragraph_ocr_main
 from text_recognizer.paths import SHARED_DATA_DIR

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
-from text_recognizer.cli import run_experiment_main
 from text_recognizer.config import parse_config_text, validate_config
 from text_recognizer.errors import ConfigError
-from text_recognizer.experiment.records import LOCK_NAME, RESERVE_NAME, RunRecord
+from text_recognizer.run.cli import run_experiment_main
+from text_recognizer.run.records import LOCK_NAME, RESERVE_NAME, RunRecord
 from text_recognizer.spec import Param
 
 CONFIG = {
@@ -378,8 +378,8 @@ def test_read_only_runs_folder_is_one_line(small_disk, monkeypatch, capsys):
 PAUSING = textwrap.dedent(
     """
     import sys
-    from text_recognizer.checkpoint import Checkpointer
-    from text_recognizer.cli import run_experiment_main
+    from text_recognizer.run.checkpoint import Checkpointer
+    from text_recognizer.run.cli import run_experiment_main
     save = Checkpointer.save
     def pausing_save(self, state):
         save(self, state)

@@ -21,18 +21,18 @@ import yaml
 
 from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
 from text_recognizer import errors
-from text_recognizer.experiment.compare import compare_main
-from text_recognizer.experiment.tracking import MAX_REPLY_CHARS, Tracker, brief
 from text_recognizer.leasing import cpu_share
 from text_recognizer.leasing.gpu_inventory import ENV_FAKE_GPUS, FakeInventory, GpuInfo
 from text_recognizer.leasing.lease_folder import ENV_LEASES, JUNK_HINT
 from text_recognizer.leasing.leases import CPU_RUN_PREFIX, slot_file
 from text_recognizer.leasing.manager import GPUManager, check_number
 from text_recognizer.orchestration import local_sweep as ls
+from text_recognizer.orchestration.compare import compare_main
 from text_recognizer.orchestration.prepare import prepare_experiments_main
 from text_recognizer.orchestration.scheduler import LocalSweep
 from text_recognizer.orchestration.sweep_state import check_state_folder, is_plain_name, plain_name
 from text_recognizer.orchestration.sweep_yaml import MAX_YAML_BYTES, load_sweep, trial_command
+from text_recognizer.run.tracking import MAX_REPLY_CHARS, Tracker, brief
 
 BASE = {
     "dataset": "SyntheticCharactersDataset",

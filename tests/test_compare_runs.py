@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_script
 from text_recognizer.config import validate_config
-from text_recognizer.experiment.compare import (
+from text_recognizer.orchestration.compare import (
     collect_runs,
     compare_main,
     differing_keys,

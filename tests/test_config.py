@@ -112,7 +112,7 @@ def test_cli_help_and_config_errors_are_instant_and_one_line():
 
 def test_cli_never_imports_torch_for_config_errors():
     code = (
-        "import sys; from text_recognizer.cli import run_experiment_main as m;"
+        "import sys; from text_recognizer.run.cli import run_experiment_main as m;"
         "rc = m(['{\"dataset\": 1}']); print('torch' in sys.modules, rc)"
     )
     out = run_script("-c", code)

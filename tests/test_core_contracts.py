@@ -22,9 +22,10 @@ from text_recognizer.config import TRAIN_ARGS, TrainArgs
 from text_recognizer.decoding import Decoder
 from text_recognizer.errors import CheckpointError, ConfigError
 from text_recognizer.models.character_model import CharacterModel
-from text_recognizer.models.training import best_epoch, check_checkpoint
+from text_recognizer.models.training import check_checkpoint
 from text_recognizer.predictors import CharacterPredictor, LinePredictor
 from text_recognizer.preprocessing import preprocess_image
+from text_recognizer.run.records import best_epoch
 
 MODELS_DIR = Path(text_recognizer.__file__).parent / "models"
 CHAR_CONFIG = {
@@ -143,7 +144,7 @@ def test_best_epoch_rule_on_records():
 def test_summary_best_epoch_names_the_kept_epoch(tmp_path, monkeypatch):
     """Through the runner: summary.json's best_epoch and val_* are the kept epoch's."""
     from text_recognizer.config import validate_config
-    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.run.runner import run_experiment
 
     monkeypatch.setenv("TEXT_RECOGNIZER_RUNS_DIR", str(tmp_path))
     config = validate_config(
@@ -160,7 +161,8 @@ def test_summary_best_epoch_names_the_kept_epoch(tmp_path, monkeypatch):
     code, summary = run_experiment(config, use_wandb=False)
     assert code == 0
     history = [
-        json.loads(line) for line in Path(summary["run_dir"], "metrics.jsonl").read_text().splitlines()
+        json.loads(line)
+        for line in Path(summary["run_dir"], "metrics.jsonl").read_text().splitlines()
     ]
     kept = best_epoch(history)
     lowest = min(history, key=lambda h: h["val_loss"])
@@ -239,7 +241,7 @@ def test_a_predictor_choosing_beam_search_leaves_the_shared_model_alone(ctc):
 
 # ----- checkpoints -----------------------------------------------------------------------------------
 def test_a_checkpoint_missing_state_is_refused_in_one_line(tmp_path):
-    from text_recognizer.checkpoint import Checkpointer
+    from text_recognizer.run.checkpoint import Checkpointer
 
     state = {"epoch": 1, "done": False, "model": {}, "optimizer": {}, "rng": {}, "history": [{}]}
     with pytest.raises(ValueError, match="missing 'best_loss'"):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from text_recognizer.experiment.records import RunRecord
+from text_recognizer.run.records import RunRecord
 
 # No dropout and no augmentation: with batch_size per rank, 2 ranks x 32 see exactly the samples
 # of one process x 64 each step, so the two runs differ only by float summation order.

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from predict_fixtures import mnist_run  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from evaluate import evaluate_main
+from text_recognizer.evaluate import evaluate_main
 
 
 def test_evaluate_report(tmp_path: Path, mnist_run: Path, capsys) -> None:  # noqa: F811

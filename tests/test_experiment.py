@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_script
 from text_recognizer.config import validate_config
-from text_recognizer.experiment.records import RunRecord
+from text_recognizer.run.records import RunRecord
 
 TINY = {
     "experiment_group": "Test Group",
@@ -87,8 +87,8 @@ def test_missing_data_dir_files_exit_2_and_leave_nothing(runs_dir, tmp_path):
 
 
 def test_failed_run_is_recorded_with_exit_1(runs_dir, monkeypatch):
-    from text_recognizer.experiment.runner import run_experiment
     from text_recognizer.models.character_model import CharacterModel
+    from text_recognizer.run.runner import run_experiment
 
     def boom(self, *args, **kwargs):
         raise RuntimeError("simulated failure")
@@ -119,7 +119,7 @@ def test_wandb_offline_is_automatic_and_never_fatal(runs_dir, monkeypatch, tmp_p
 def test_wandb_failure_is_a_warning(runs_dir, monkeypatch):
     import wandb
 
-    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.run.runner import run_experiment
 
     def broken_init(*args, **kwargs):
         raise ConnectionError("api.wandb.ai unreachable")

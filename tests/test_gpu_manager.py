@@ -548,7 +548,7 @@ def test_a_run_under_a_leasing_parent_uses_the_parents_gpu(cuda_torch, tmp_path,
 def test_sigterm_while_waiting_for_a_gpu_is_exit_130_without_traceback(
     cuda_torch, tmp_path, capsys
 ):
-    from text_recognizer.cli import run_experiment_main
+    from text_recognizer.run.cli import run_experiment_main
 
     holders = [
         GPUManager(lease_dir=tmp_path / "leases", env={}).lease_gpu(g) for g in (GPU_A, GPU_B)

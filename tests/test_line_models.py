@@ -214,8 +214,8 @@ def test_network_too_short_for_the_labels_is_a_data_error():
 def test_run_records_the_worst_and_best_test_predictions(runs_dir, monkeypatch):
     from text_recognizer.config import validate_config
     from text_recognizer.datasets import DATASETS
-    from text_recognizer.experiment.runner import run_experiment
     from text_recognizer.registry import Entry
+    from text_recognizer.run.runner import run_experiment
 
     monkeypatch.setitem(
         DATASETS, "ToyLines", Entry("test_line_models:ToyLinesDataset", kind="lines")

@@ -72,7 +72,7 @@ def test_plot_functions_write_pngs(tmp_path: Path) -> None:
 
 
 def test_run_writes_plots_without_wandb(runs_dir: Path) -> None:
-    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.run.runner import run_experiment
 
     code, summary = run_experiment(validate_config(CHARS), use_wandb=False)
     assert code == 0 and summary["status"] == "finished"
@@ -88,7 +88,7 @@ def test_run_writes_plots_without_wandb(runs_dir: Path) -> None:
 
 def test_plot_failure_is_a_warning(runs_dir: Path, monkeypatch, capsys) -> None:
     from text_recognizer import plots
-    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.run.runner import run_experiment
 
     def broken(*args, **kwargs):
         raise RuntimeError("no backend")
@@ -145,7 +145,7 @@ class _RaisingRun:
 
 
 def test_tracker_media_calls_only_warn(tmp_path: Path, capsys) -> None:
-    from text_recognizer.experiment.tracking import Tracker
+    from text_recognizer.run.tracking import Tracker
 
     tracker = Tracker(False, {}, tmp_path, "t")
     assert tracker.images("k", [np.zeros((4, 4))]) == {} and not tracker.enabled
@@ -160,7 +160,7 @@ def test_tracker_media_calls_only_warn(tmp_path: Path, capsys) -> None:
 def test_raising_wandb_run_only_warns(runs_dir, monkeypatch, capsys) -> None:
     import wandb
 
-    from text_recognizer.experiment.runner import run_experiment
+    from text_recognizer.run.runner import run_experiment
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setattr(wandb, "init", lambda *a, **k: _RaisingRun())

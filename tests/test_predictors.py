@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,7 @@ import torch
 from PIL import Image
 from predict_fixtures import KAGGLE_DIR, kaggle_run, mnist_run  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-from evaluate import evaluate_run
-
+from text_recognizer.evaluate import evaluate_run
 from text_recognizer.predict import predict_main
 from text_recognizer.predictors import (
     CharacterPredictor,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PROJECT_ROOT, run_script
-from text_recognizer.experiment.records import RunRecord
 from text_recognizer.leasing.cpu_share import usable_cores
 from text_recognizer.leasing.lease_folder import ENV_LEASES
 from text_recognizer.orchestration.prepare import command_line, prepare_experiments_main
+from text_recognizer.run.records import RunRecord
 
 
 def gnu_parallel() -> str | None:

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from conftest import run_script
-from text_recognizer.cli import first_difference, run_experiment_main
-from text_recognizer.experiment.records import RunRecord
+from text_recognizer.run.cli import first_difference, run_experiment_main
+from text_recognizer.run.records import RunRecord
 
 EPOCHS = 4
 # Augmentation, dropout and a cosine schedule: RNG and scheduler state both matter on resume.
@@ -45,8 +45,8 @@ TIMING = {"epoch_time", "train_time", "samples_per_second"}
 INTERRUPTING = textwrap.dedent(
     """
     import os, sys
-    from text_recognizer.checkpoint import Checkpointer
-    from text_recognizer.cli import run_experiment_main
+    from text_recognizer.run.checkpoint import Checkpointer
+    from text_recognizer.run.cli import run_experiment_main
     sig, after, inside = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "inside"
     save = Checkpointer.save
     def interrupting_save(self, state):

@@ -3,12 +3,12 @@
 
 Prints what differs in the runs' configs, their key metrics, status and wall time, sorted by a metric,
 and saves a plot of their training curves. A thin wrapper: the logic lives in
-``text_recognizer.experiment.compare``. See README.md, "Tracking and sweeps".
+``text_recognizer.orchestration.compare``. See README.md, "Tracking and sweeps".
 """
 
 import sys
 
-from text_recognizer.experiment.compare import compare_main
+from text_recognizer.orchestration.compare import compare_main
 
 if __name__ == "__main__":
     sys.exit(compare_main())

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Run one experiment from a JSON config: ``python training/run_experiment.py CONFIG [--gpu=N] [--save] [--nowandb]``.
 
-A thin wrapper: the logic lives in ``text_recognizer.cli``. See README.md.
+A thin wrapper: the logic lives in ``text_recognizer.run.cli``. See README.md.
 """
 
 import sys
 
-from text_recognizer.cli import run_experiment_main
+from text_recognizer.run.cli import run_experiment_main
 
 if __name__ == "__main__":
     sys.exit(run_experiment_main())

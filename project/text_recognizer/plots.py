@@ -124,7 +124,7 @@ def plot_montage(preds: Predictions, out: Path | str, cols: int | None = None) -
 
 def plot_training_curves(run_dir: Path | str, out: Path | str | None = None) -> Path | None:
     """The run's loss and accuracy/CER per epoch (compare.py's plot for one run); None if no epochs."""
-    from text_recognizer.experiment.compare import load_run, plot_curves
+    from text_recognizer.orchestration.compare import load_run, plot_curves
 
     run_dir = Path(run_dir)
     return plot_curves([load_run(run_dir)], out or run_dir / CURVES_NAME, title=run_dir.name)

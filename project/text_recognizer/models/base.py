@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from text_recognizer import progress
-from text_recognizer.checkpoint import Checkpointer
 from text_recognizer.config import TrainArgs
 from text_recognizer.decoding import GREEDY, Decoder
 from text_recognizer.errors import DataError
@@ -38,6 +37,7 @@ from text_recognizer.models.training import (
 from text_recognizer.models.weights_file import WEIGHTS_FORMAT
 from text_recognizer.networks import build_network
 from text_recognizer.preprocessing import preprocess_image, preprocessing_for
+from text_recognizer.run.checkpoint import Checkpointer
 
 # 1e9 parameters take 16 GB to train with Adam (weights, gradients, two moments): far beyond any
 # handwriting model (TrOCR-large has 558 M), and the point past which a config is surely a mistake.

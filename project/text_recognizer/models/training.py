@@ -19,11 +19,12 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from text_recognizer import distributed, progress
-from text_recognizer.checkpoint import restore_rng_state, rng_state
+from text_recognizer import progress
 from text_recognizer.config import TrainArgs
 from text_recognizer.errors import CheckpointError, DataError, RunFailed
 from text_recognizer.models.precision import Precision
+from text_recognizer.run import distributed
+from text_recognizer.run.checkpoint import restore_rng_state, rng_state
 
 # The keys a checkpoint's training state must have, and their types (checked before a resume).
 CHECKPOINT_FIELDS = {
@@ -221,13 +222,6 @@ def _weights_mismatch(weights: Any, expected: dict[str, torch.Tensor]) -> str | 
         if got.shape != want.shape or got.dtype != want.dtype:
             return f"{name} is {list(got.shape)} {got.dtype}, the network has {list(want.shape)} {want.dtype}"
     return None
-
-
-def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The epoch whose weights a run keeps and tests: the last one that improved (``best``), or
-    the last epoch when none did (a loss that was never finite keeps the final weights)."""
-    kept = [m for m in history if m.get("best")]
-    return kept[-1] if kept else history[-1]
 
 
 # ----- one epoch, one step ---------------------------------------------------------------------------

@@ -54,9 +54,11 @@ def read_trial_record(run_dir: Path, part: str) -> Any:
     ``"summary"`` / ``"config"`` (that JSON object, {} when missing or unreadable), or ``"run"``
     (the whole record as a compare_runs row, ``compare.RunInfo``).
 
-    The sweep's only reader of run records, so unifying how records are read changes this alone.
+    The sweep's only reader of run records; the reading itself is run/records.py's, the one
+    that compare_runs, the runner and ``--resume`` use too.
     """
-    from text_recognizer.experiment.compare import load_run, read_history, read_json
+    from text_recognizer.orchestration.compare import load_run
+    from text_recognizer.run.records import read_history, read_json
 
     if part == "run":
         return load_run(run_dir, run_dir.name)
@@ -228,7 +230,7 @@ class LocalSweep:
 
     def _trial_metric(self, trial: Trial, summary: dict[str, Any]) -> float | None:
         """The sweep metric's best value (W&B's extremum over history and summary)."""
-        from text_recognizer.experiment.compare import _is_number
+        from text_recognizer.orchestration.compare import _is_number
 
         if not self.metric:
             return None
@@ -461,7 +463,7 @@ class LocalSweep:
 
     def rows(self) -> list[Any]:
         """The trials that started, as compare.RunInfo rows, with the sweep's status and metric."""
-        from text_recognizer.experiment.compare import RunInfo, flatten
+        from text_recognizer.orchestration.compare import RunInfo, flatten
 
         rows = []
         for trial in self.state.trials:

@@ -12,7 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from text_recognizer.experiment.compare import RunInfo, default_metrics, format_table, plot_curves
+from text_recognizer.orchestration.compare import (
+    RunInfo,
+    default_metrics,
+    format_table,
+    plot_curves,
+)
 from text_recognizer.orchestration.sweep_state import SweepState
 from text_recognizer.orchestration.sweep_yaml import describe_params, sweep_metric, swept_params
 

@@ -197,21 +197,21 @@ def load_or_create_state(
 def default_state_dir(sweep: dict[str, Any], source: str | Path) -> Path:
     """runs/sweeps/<the YAML's name, or its file name>."""
     from text_recognizer import paths
-    from text_recognizer.experiment.records import slug
+    from text_recognizer.run.records import slug
 
     return paths.runs_dir() / "sweeps" / slug(str(sweep.get("name") or Path(source).stem))
 
 
 def is_plain_name(name: str) -> bool:
     """Lowercase letters, digits and ._+=-, starting with a letter or digit (a folder, a group)."""
-    from text_recognizer.experiment.records import slug
+    from text_recognizer.run.records import slug
 
     return slug(name) == name and re.match(r"^[a-z0-9]", name) is not None
 
 
 def plain_name(text: str) -> str:
     """A plain name made from ``text`` ("../tmp/My Sweep" -> "tmp-my-sweep"), for a suggestion."""
-    from text_recognizer.experiment.records import slug
+    from text_recognizer.run.records import slug
 
     name = re.sub(r"[._+=-]*-[._+=-]*", "-", slug(text))
     name = re.sub(r"^[^a-z0-9]+", "", name)
@@ -232,7 +232,7 @@ def check_state_dir(state_dir: Path) -> str:
 
 def check_sweep_name(sweep: dict[str, Any], source: str | Path) -> None:
     """Without --state, the YAML's ``name`` (or its file name) names the state folder and group."""
-    from text_recognizer.experiment.records import slug
+    from text_recognizer.run.records import slug
 
     name = sweep.get("name")
     folder = slug(str(name or Path(source).stem))

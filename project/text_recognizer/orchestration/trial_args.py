@@ -243,7 +243,7 @@ def run_sweep_main(argv: list[str] | None = None) -> int:
         + " ".join(format_arg(k, v) for k, v in args.overrides)
         + f" over {args.base}"
     )
-    from text_recognizer.cli import run_experiment_main
+    from text_recognizer.run.cli import run_experiment_main
 
     cli_args = [json.dumps(config)]
     if args.gpu is not None:

@@ -17,12 +17,11 @@ import os
 import platform
 import re
 import stat
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from text_recognizer import paths
+from text_recognizer import paths, progress
 from text_recognizer.errors import ConfigError, UserError, one_line, storage_error
 from text_recognizer.fileio import (
     append_jsonl,
@@ -50,6 +49,9 @@ RECORD_NAMES = frozenset(
 )
 RESERVE_BYTES = 64 << 10  # room for summary.json and error.log once the disk is full
 MAX_RECORD_BYTES = 16 << 20
+# Bounds for reading run records, which may be damaged or not ours: no file is read whole past these.
+MAX_JSON_BYTES = 16 << 20
+MAX_HISTORY_BYTES = 64 << 20
 # run folder -> this process's locked descriptor of it, and of its .lock (which names the holder)
 _LOCKS: dict[Path, tuple[int, int]] = {}
 
@@ -93,9 +95,8 @@ def lock_run(run_dir: Path) -> None:
     except OSError as e:
         os.close(fd)
         os.close(holder)
-        print(
+        progress.line(
             f"warning: cannot lock {key} ({e.strerror}); two writers are not kept apart",
-            file=sys.stderr,
         )
         return
     _LOCKS[key] = (fd, holder)
@@ -161,6 +162,74 @@ def read_record_json(path: Path) -> dict[str, Any]:
     if why:
         raise ConfigError(f"{path} {why}{restore}")
     return obj
+
+
+# ----- reading records: strictly to resume one, tolerantly to compare, sweep and plot many -------------
+def _read_record(path: Path, limit: int, problems: list[str] | None) -> bytes | None:
+    """Up to ``limit + 1`` bytes of a record file, or None when it is missing or unreadable.
+
+    Opened without blocking and read only when it is a regular file: a FIFO planted in a run
+    folder would otherwise hang the reader for ever. Anything there that cannot be read is noted
+    in ``problems`` (a missing file is not: a run that is starting has none yet).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if problems is not None:
+            problems.append(f"{path.name}: {e.strerror or e}")
+        return None
+    with open(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                if problems is not None:
+                    problems.append(f"{path.name} is not a regular file (a folder, device or pipe)")
+                return None
+            return f.read(limit + 1)
+        except OSError as e:
+            if problems is not None:
+                problems.append(f"{path.name}: {e.strerror or e}")
+            return None
+
+
+def read_json(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
+    """A JSON object, or {} when the file is missing or unreadable (a record being written)."""
+    raw = _read_record(Path(path), MAX_JSON_BYTES, problems)
+    if raw is None or len(raw) > MAX_JSON_BYTES:
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_history(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """metrics.jsonl, skipping a torn last line of a run that was killed mid-write."""
+    raw = _read_record(Path(path), MAX_HISTORY_BYTES, problems)
+    if raw is None:
+        return []
+    if len(raw) > MAX_HISTORY_BYTES:  # keep the first epochs, drop the torn line at the cut
+        raw = raw[: raw.rfind(b"\n", 0, MAX_HISTORY_BYTES) + 1]
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    history = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(entry, dict):
+            history.append(entry)
+    return history
+
+
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch whose weights a run keeps and tests: the last one that improved (``best``), or
+    the last epoch when none did (a loss that was never finite keeps the final weights). The one
+    rule the runner's summary, compare_runs and the sweeps' leaderboard all use."""
+    kept = [m for m in history if m.get("best")]
+    return kept[-1] if kept else history[-1]
 
 
 class RunRecord:
@@ -259,9 +328,6 @@ class RunRecord:
         out: dict[str, Any] = {"dir": str(run_dir)}
         for name in ("config", "summary"):
             p = run_dir / f"{name}.json"
-            out[name] = json.loads(p.read_text()) if p.exists() else None
-        mp = run_dir / "metrics.jsonl"
-        out["metrics"] = (
-            [json.loads(x) for x in mp.read_text().splitlines() if x] if mp.exists() else []
-        )
+            out[name] = read_json(p) if p.exists() else None
+        out["metrics"] = read_history(run_dir / "metrics.jsonl")
         return out

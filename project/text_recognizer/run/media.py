@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from text_recognizer import progress
-from text_recognizer.experiment.tracking import Tracker, brief
+from text_recognizer.run.tracking import Tracker, brief
 
 EPOCH_IMAGES = 8
 VAL_KEY = "val_examples"

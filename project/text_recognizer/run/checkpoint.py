@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from text_recognizer import progress
 from text_recognizer.errors import CheckpointError, storage_cause, storage_error
-from text_recognizer.experiment.records import CHECKPOINT_NAMES
 from text_recognizer.fileio import atomic_path
 from text_recognizer.interrupts import signals_deferred
+from text_recognizer.run.records import CHECKPOINT_NAMES
 
 CHECKPOINT_FORMAT = 1
 LATEST, PREVIOUS = CHECKPOINT_NAMES
@@ -150,9 +150,8 @@ class Checkpointer:
                 problems.append(f"{path.name} unreadable ({type(e).__name__}: {why})")
                 continue
             if problems:
-                print(
+                progress.line(
                     f"warning: {problems[0]}; resuming from {path.name} (epoch {state['epoch']})",
-                    file=sys.stderr,
                 )
             return state
         raise CheckpointError(f"no usable checkpoint in {self.dir} ({'; '.join(problems)})")

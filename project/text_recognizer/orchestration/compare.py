@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import os
-import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -22,15 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from text_recognizer import progress
 from text_recognizer.errors import UserError, print_error
+from text_recognizer.run.records import best_epoch, read_history, read_json
 
 # Config keys never shown as "differing": the run column already names the run.
 HIDDEN_KEYS = ("run_name",)
 EXTRA_SORT_KEYS = ("wall_time",)
 PLOT_NAME = "curves.png"
-# Bounds for reading run records, which may be damaged or not ours: no file is read whole past these.
-MAX_JSON_BYTES = 16 << 20
-MAX_HISTORY_BYTES = 64 << 20
 MAX_DEPTH = 16
 # Values a plot axis can hold: past about 1e308 matplotlib's autoscaling overflows (ValueError).
 PLOT_LIMIT = 1e100
@@ -88,72 +86,6 @@ def printable(text: object) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
-def _read_record(path: Path, limit: int, problems: list[str] | None) -> bytes | None:
-    """Up to ``limit + 1`` bytes of a record file, or None when it is missing or unreadable.
-
-    Opened without blocking and read only when it is a regular file: a FIFO planted in a run
-    folder would otherwise hang the reader for ever. Anything there that cannot be read is noted
-    in ``problems`` (a missing file is not: a run that is starting has none yet).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if problems is not None:
-            problems.append(f"{path.name}: {e.strerror or e}")
-        return None
-    with open(fd, "rb") as f:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                if problems is not None:
-                    problems.append(f"{path.name} is not a regular file (a folder, device or pipe)")
-                return None
-            return f.read(limit + 1)
-        except OSError as e:
-            if problems is not None:
-                problems.append(f"{path.name}: {e.strerror or e}")
-            return None
-
-
-def read_json(path: Path, problems: list[str] | None = None) -> dict[str, Any]:
-    """A JSON object, or {} when the file is missing or unreadable (a record being written)."""
-    raw = _read_record(Path(path), MAX_JSON_BYTES, problems)
-    if raw is None or len(raw) > MAX_JSON_BYTES:
-        return {}
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_history(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
-    """metrics.jsonl, skipping a torn last line of a run that was killed mid-write."""
-    raw = _read_record(Path(path), MAX_HISTORY_BYTES, problems)
-    if raw is None:
-        return []
-    if len(raw) > MAX_HISTORY_BYTES:  # keep the first epochs, drop the torn line at the cut
-        raw = raw[: raw.rfind(b"\n", 0, MAX_HISTORY_BYTES) + 1]
-    lines = raw.decode("utf-8", errors="replace").splitlines()
-    history = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(entry, dict):
-            history.append(entry)
-    return history
-
-
-def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch the runner keeps: the lowest val_loss (train_loss without a validation split)."""
-    key = "val_loss" if any(_is_number(h.get("val_loss")) for h in history) else "train_loss"
-    scored = [h for h in history if _is_number(h.get(key))]
-    return min(scored, key=lambda h: h[key]) if scored else None
-
-
 def load_run(run_dir: Path, name: str | None = None) -> RunInfo:
     """Read one run folder into a RunInfo (never raises for missing or partial files)."""
     run_dir = Path(run_dir)
@@ -162,7 +94,7 @@ def load_run(run_dir: Path, name: str | None = None) -> RunInfo:
     summary = read_json(run_dir / "summary.json", problems)
     history = read_history(run_dir / "metrics.jsonl", problems)
     metrics = {k: float(v) for k, v in summary.items() if _is_number(v)}
-    best = best_epoch(history)
+    best = best_epoch(history) if history else None
     if best is not None:
         for key, value in best.items():
             if key.startswith("val_") and _is_number(value):
@@ -486,9 +418,8 @@ def compare_main(argv: list[str] | None = None) -> int:
             sort = "val_loss"
         for run in runs:
             if run.problems:
-                print(
+                progress.line(
                     f"warning: {printable(run.name)}: {'; '.join(run.problems)}; not read",
-                    file=sys.stderr,
                 )
         print(format_table(runs, metrics, sort, args.desc))
         if args.no_plot:
@@ -502,14 +433,14 @@ def compare_main(argv: list[str] | None = None) -> int:
             message = "matplotlib is not installed (pip install matplotlib); no plot saved"
             if args.plot:
                 raise UserError(message) from None
-            print(f"warning: {message}", file=sys.stderr)
+            progress.line(f"warning: {message}")
             return 0
         except OSError as e:
             raise UserError(f"cannot write the plot to {out}: {e.strerror or e}") from None
         if saved is None:
-            print("no per-epoch metrics yet; no plot saved", file=sys.stderr)
+            progress.line("no per-epoch metrics yet; no plot saved")
         else:
-            print(f"curves: {saved}", file=sys.stderr)
+            progress.line(f"curves: {saved}")
         return 0
     except UserError as e:
         return print_error(e)

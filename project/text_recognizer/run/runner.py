@@ -25,8 +25,8 @@ from text_recognizer.errors import (
     storage_cause,
     storage_error,
 )
-from text_recognizer.experiment.records import RunRecord
 from text_recognizer.fileio import write_text_atomic
+from text_recognizer.run.records import RunRecord
 
 
 def run_experiment(
@@ -45,11 +45,11 @@ def run_experiment(
     """
     import torch
 
-    from text_recognizer import distributed
     from text_recognizer.datasets import DATASETS
     from text_recognizer.leasing.devices import select_device, select_num_threads
     from text_recognizer.models import MODELS
     from text_recognizer.models.training import check_fits
+    from text_recognizer.run import distributed
 
     started = time.time()
     label = config.get("run_name") or (
@@ -134,9 +134,9 @@ def _run_recorded(
     resume_state: dict[str, Any] | None,
 ) -> tuple[int, dict[str, Any]]:
     """Train and test inside the record: every way the run ends is written to summary.json."""
-    from text_recognizer import distributed
-    from text_recognizer.experiment.tracking import Tracker
     from text_recognizer.leasing.devices import label_leases, release_leases
+    from text_recognizer.run import distributed
+    from text_recognizer.run.tracking import Tracker
 
     progress.line(f"run folder: {record.dir}")
     label_leases(run=f"{record.dir.parent.name}/{record.dir.name}", run_dir=str(record.dir))
@@ -224,10 +224,11 @@ def _train_and_test(
     resume_state: dict[str, Any] | None,
 ) -> None:
     """Fit with per-epoch records and checkpoints, read the test split once, write the results."""
-    from text_recognizer.checkpoint import Checkpointer
-    from text_recognizer.experiment.media import EpochImages, report_run
     from text_recognizer.fileio import write_json_atomic
-    from text_recognizer.models.training import best_epoch, check_checkpoint
+    from text_recognizer.models.training import check_checkpoint
+    from text_recognizer.run.checkpoint import Checkpointer
+    from text_recognizer.run.media import EpochImages, report_run
+    from text_recognizer.run.records import best_epoch
 
     args = TrainArgs.from_config(config["train_args"])
     epoch_images = EpochImages(model, dataset, tracker, args)  # W&B only: a fixed sample
@@ -292,7 +293,7 @@ def _run_worker(
     model: Any, dataset: Any, args: TrainArgs, resume_state: dict[str, Any] | None
 ) -> tuple[int, dict[str, Any]]:
     """A torchrun rank other than 0: train its shard in step with the others, record nothing."""
-    from text_recognizer import distributed
+    from text_recognizer.run import distributed
 
     code = 0
     try:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from text_recognizer import progress
+
 
 def run_experiment_main(argv: list[str] | None = None) -> int:
     from text_recognizer.errors import one_line_parser
@@ -52,7 +54,7 @@ def run_experiment_main(argv: list[str] | None = None) -> int:
         parser.error("give a CONFIG, or --resume RUN_DIR")
 
     from text_recognizer.errors import run_command
-    from text_recognizer.experiment.records import release_locks
+    from text_recognizer.run.records import release_locks
 
     try:
         # Ctrl-C before the run's own handler is in place is 130; running out of memory before
@@ -84,8 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
         check_gpu_index(args.gpu)  # NVML only: a wrong index fails before torch loads
     from text_recognizer.errors import Interrupted
-    from text_recognizer.experiment.runner import run_experiment
     from text_recognizer.interrupts import interrupts_raised
+    from text_recognizer.run.runner import run_experiment
 
     try:
         with interrupts_raised():
@@ -98,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
                 resume_state=resume_state,
             )
     except (KeyboardInterrupt, Interrupted):  # e.g. while waiting for a GPU lease
-        print("interrupted before the run started", file=sys.stderr)
+        progress.line("interrupted before the run started")
         return 130
     return code
 
@@ -109,7 +111,7 @@ def _resume_target(
     """The run folder (locked), its recorded config and newest readable checkpoint (None: none)."""
     from text_recognizer.config import load_config, validate_config
     from text_recognizer.errors import ConfigError
-    from text_recognizer.experiment.records import lock_run, read_record_json
+    from text_recognizer.run.records import lock_run, read_record_json
 
     run_dir = Path(run_dir_arg).expanduser()
     config_path, summary_path = run_dir / "config.json", run_dir / "summary.json"
@@ -131,8 +133,8 @@ def _resume_target(
                 f"the config given differs from the one recorded in {config_path} at {key!r}; "
                 "drop the config to resume, or start a new run"
             )
-    from text_recognizer.checkpoint import Checkpointer  # torch: only once the input is sound
     from text_recognizer.models.training import check_checkpoint
+    from text_recognizer.run.checkpoint import Checkpointer  # torch: only once the input is sound
 
     state = Checkpointer(run_dir, check_checkpoint).load()
     if state is not None:
@@ -191,9 +193,7 @@ def _check_edits(recorded: dict[str, Any], state: dict[str, Any], config_path: P
         )
     if state["done"] and done == old:  # it finished (not an early stop): train on
         state["done"] = False
-    print(
-        f"train_args.epochs changed from {old} to {new}: training to epoch {new}", file=sys.stderr
-    )
+    progress.line(f"train_args.epochs changed from {old} to {new}: training to epoch {new}")
 
 
 def _torchrun_rank() -> int:

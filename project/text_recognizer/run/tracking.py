@@ -9,10 +9,10 @@ from __future__ import annotations
 import netrc
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
+from text_recognizer import progress
 from text_recognizer.errors import one_line
 
 MAX_REPLY_CHARS = 300
@@ -93,17 +93,15 @@ class Tracker:
             )
             self.mode = mode
             if mode == "offline":
-                print(
+                progress.line(
                     f"W&B: offline (no API key); sync later with: wandb sync {run_dir}/wandb/offline-run-*",
-                    file=sys.stderr,
                 )
         except Exception as e:
             self._warn(e)
 
     def _warn(self, e: Exception) -> None:
-        print(
+        progress.line(
             f"warning: W&B disabled for this run ({type(e).__name__}: {brief(str(e))})",
-            file=sys.stderr,
         )
         self.run = None
 

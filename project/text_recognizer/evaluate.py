@@ -1,0 +1,181 @@
+"""``python -m text_recognizer.evaluate RUN_DIR [--dataset-args JSON] [--split test|validation] [--limit N] [--json OUT]``.
+
+Runs a saved model over a dataset split once (``Model.read_split``: the loss, the predictions and
+the metrics from one pass, with the predictor's decoder) and reports the metrics, the time per
+item and the worst examples. ``read_split`` turns outputs into text with the same method the
+predict command's ``Model.predict`` uses, so a test can check that images written out and read
+back through ``python -m text_recognizer.predict`` get exactly these predictions.
+Exit codes: 0 success, 2 bad input (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def evaluate_run(
+    run: str | Path,
+    dataset_args: dict[str, Any] | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    worst: int = 10,
+) -> dict[str, Any]:
+    """Metrics, timing, worst examples and per-item predictions of a run on a dataset split."""
+    from text_recognizer import paths
+    from text_recognizer.config import TrainArgs
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.errors import UserError
+    from text_recognizer.predictors import LinePredictor, load_predictor
+    from text_recognizer.registry import lookup
+    from text_recognizer.spec import validate_args
+
+    predictor = load_predictor(run)
+    model, config = predictor.model, predictor.config
+    name = model.data_config.get("dataset") or config.get("dataset")
+    if not name:
+        raise UserError(f"{run}: the weights do not name their dataset")
+    args = {**(config.get("dataset_args") or {}), **(dataset_args or {})}
+    data_dir = args.get("data_dir")
+    if data_dir and not Path(data_dir).expanduser().exists():
+        for base in (paths.PROJECT_ROOT,):  # configs written relative to the project root
+            if (base / data_dir).exists():
+                args["data_dir"] = str(base / data_dir)
+    entry = lookup(DATASETS, name, "dataset")
+    dataset = entry.load()(**validate_args(args, entry.args, "dataset_args"))
+    dataset.load_or_generate_data()
+    x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
+    if x is None or len(x) == 0:
+        raise UserError(f"the {split} split of {name} is empty")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if tuple(x.shape[1:]) != tuple(model.input_shape[-2:]):
+        raise UserError(
+            f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
+            f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
+        )
+    batch = TrainArgs.from_config({"eval_batch_size": predictor.batch_size(512)})
+    start = time.perf_counter()
+    result = model.read_split(x, y, batch, decoder=predictor.decoder)
+    seconds = time.perf_counter() - start
+    items = [
+        {"index": i, "target": t, "prediction": p, "confidence": round(c, 6)}
+        for i, (t, p, c) in enumerate(
+            zip(result.targets, result.predictions, result.confidences, strict=True)
+        )
+    ]
+    if isinstance(predictor, LinePredictor):
+        from text_recognizer.metrics import cer
+
+        for item in items:
+            item["cer"] = round(cer(item["prediction"], item["target"]), 4)
+        worst_items = sorted(items, key=lambda r: (-r["cer"], -len(r["target"]), r["index"]))
+    else:
+        wrong = [r for r in items if r["prediction"] != r["target"]]
+        worst_items = sorted(wrong, key=lambda r: (-r["confidence"], r["index"]))
+    return {
+        "run": str(run),
+        "dataset": name,
+        "dataset_args": args,
+        "split": split,
+        "items": len(items),
+        "metrics": result.metrics,
+        "ms_per_item": 1000 * seconds / len(items),
+        "worst": worst_items[:worst],
+        "predictions": items,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['dataset']} {report['split']}: {report['items']} items, "
+        f"{report['ms_per_item']:.3f} ms per item",
+        "  " + "  ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items()),
+        "worst examples:",
+    ]
+    for r in report["worst"]:
+        extra = f" cer {r['cer']:.3f}" if "cer" in r else ""
+        lines.append(
+            f"  #{r['index']}: target {r['target']!r} predicted {r['prediction']!r} "
+            f"(confidence {r['confidence']:.3f}{extra})"
+        )
+    return "\n".join(lines)
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    from text_recognizer.errors import one_line_parser, run_command
+
+    parser = one_line_parser(description="Evaluate a saved run on a dataset split.")
+    parser.add_argument("run", help="run directory or weights.pt")
+    parser.add_argument("--dataset-args", default="{}", help="JSON overriding the run's")
+    parser.add_argument("--split", choices=("test", "validation"), default="test")
+    parser.add_argument("--limit", type=int, default=None, help="first N items only")
+    parser.add_argument("--worst", type=int, default=10, help="how many worst examples to show")
+    parser.add_argument("--json", dest="json_out", default=None, help="write the full report")
+    args = parser.parse_args(argv)
+    return run_command(lambda: _evaluate(args))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Check the arguments and the --json path before the work; a failed write after it is 1."""
+    from text_recognizer.errors import StorageError, UserError, print_error
+
+    try:
+        overrides = json.loads(args.dataset_args)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"--dataset-args is not valid JSON: {getattr(e, 'msg', e)}") from None
+    if not isinstance(overrides, dict):
+        raise UserError("--dataset-args must be a JSON object")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    if args.worst < 0:
+        raise UserError(f"--worst must be >= 0, got {args.worst}")
+    if args.json_out:
+        check_report_path(args.json_out, args.run)
+    report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst)
+    print(format_report(report))
+    if args.json_out:
+        try:
+            write_report(args.json_out, report)
+        except StorageError as e:  # the disk filled while evaluating: the run failed
+            print_error(e)
+            return 1
+    return 0
+
+
+def check_report_path(out: str, run: str) -> None:
+    """``--json`` must be a writable file, and neither the weights being evaluated nor one of
+    the run's own records (config.json, summary.json, checkpoints, ...) or plots."""
+    from text_recognizer.errors import UserError
+    from text_recognizer.fileio import check_output_file
+    from text_recognizer.run.records import RECORD_NAMES
+
+    weights = Path(run) / "weights.pt" if Path(run).is_dir() else Path(run)
+    if Path(out).is_file() and weights.is_file() and Path(out).samefile(weights):
+        raise UserError(f"--json {out} is the weights file being evaluated; give another name")
+    target = Path(out).expanduser().resolve()
+    if target.parent == weights.resolve().parent and (
+        target.name in RECORD_NAMES or target.suffix == ".png"
+    ):
+        raise UserError(
+            f"--json {out} is one of the run's own records; give another name (e.g. eval.json)"
+        )
+    check_output_file(out, "--json")
+
+
+def write_report(out: str, report: dict[str, Any]) -> None:
+    from text_recognizer.errors import storage_error
+    from text_recognizer.fileio import write_text_atomic
+
+    try:
+        write_text_atomic(out, json.dumps(report, indent=1, ensure_ascii=False))
+    except OSError as e:
+        raise storage_error(e, out) from None
+
+
+if __name__ == "__main__":
+    sys.exit(evaluate_main())
