@@ -30,9 +30,23 @@ setup(
             "nbformat>=5",
             "nbclient>=0.7",
             "ipykernel>=6",
-        ]
+        ],
+        # bench/bench_peers.py only (never a runtime dependency): the Lightning Trainer it races
+        "bench": ["lightning==2.6.6"],
     },
     entry_points={
-        "console_scripts": ["run-experiment=text_recognizer.cli:run_experiment_main"],
+        # Every command (kraken's way); the training/*.py scripts and `python -m` keep working.
+        "console_scripts": [
+            "run-experiment=text_recognizer.run.cli:run_experiment_main",
+            "prepare-experiments=text_recognizer.orchestration.prepare:prepare_experiments_main",
+            "run-sweep=text_recognizer.orchestration.trial_args:run_sweep_main",
+            "local-sweep=text_recognizer.orchestration.local_sweep:local_sweep_main",
+            "compare-runs=text_recognizer.orchestration.compare:compare_main",
+            "evaluate-run=text_recognizer.evaluate:evaluate_main",
+            "predict-text=text_recognizer.predict:predict_main",
+            "page-ocr=text_recognizer.page_ocr:page_ocr_main",
+            "paragraph-ocr=text_recognizer.paragraph_ocr:paragraph_ocr_main",
+            "gpu-manager=text_recognizer.leasing.gpu_manager:main",
+        ],
     },
 )
