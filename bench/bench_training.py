@@ -72,7 +72,7 @@ def run_pair(
     """One ``fit`` of ``epochs`` epochs with a bare epoch run after each platform epoch."""
     import torch
 
-    from text_recognizer.config import validate_config
+    from text_recognizer.config import TrainArgs, validate_config
     from text_recognizer.models.character_model import CharacterModel
     from text_recognizer.networks import build_network
 
@@ -90,7 +90,7 @@ def run_pair(
             },
         }
     )
-    train_args = config["train_args"]
+    train_args = TrainArgs.from_config(config["train_args"])
     data_config = {
         "input_shape": list(x.shape[1:]),
         "output_shape": [_common.NUM_CLASSES],
@@ -103,7 +103,7 @@ def run_pair(
         network, tuple(x.shape[1:]), (_common.NUM_CLASSES,), **config["network_args"]
     )
     net.train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=train_args["learning_rate"])
+    optimizer = torch.optim.Adam(net.parameters(), lr=train_args.learning_rate)
     x_float = torch.from_numpy(x).float().div_(255)
     y_long = torch.from_numpy(y)
     dataset = SimpleNamespace(x_train=x, y_train=y, x_val=x[:0], y_val=y[:0])

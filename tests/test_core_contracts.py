@@ -250,3 +250,17 @@ def test_a_checkpoint_missing_state_is_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="missing 'best_loss'") as caught:
         Checkpointer(tmp_path, check_checkpoint).load()
     assert "\n" not in str(caught.value)
+
+
+def test_read_split_takes_device_tensors_as_fit_passes_them():
+    """Validation hands read_split the split already on the device (a tensor): the class
+    indices and images come back through ``.cpu()``, never ``np.asarray`` on a device tensor."""
+    m, data = char_model(), bars(64)
+    from_numpy = m.read_split(data.x_test, data.y_test)
+    from_tensor = m.read_split(torch.as_tensor(data.x_test), torch.as_tensor(data.y_test))
+    assert from_tensor.metrics == from_numpy.metrics
+    assert np.array_equal(from_tensor.target_ids, from_numpy.target_ids)
+    assert from_tensor.predictions == from_numpy.predictions
+    assert m.evaluate(torch.as_tensor(data.x_test), torch.as_tensor(data.y_test)) == (
+        m.evaluate(data.x_test, data.y_test)
+    )

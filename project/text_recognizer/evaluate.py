@@ -58,7 +58,9 @@ def evaluate_run(
             f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
             f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
         )
-    batch = TrainArgs.from_config({"eval_batch_size": predictor.batch_size(512)})
+    batch = TrainArgs.from_config(
+        {"eval_batch_size": predictor.batch_size(512), "mixed_precision": "off"}
+    )
     start = time.perf_counter()
     result = model.read_split(x, y, batch, decoder=predictor.decoder)
     seconds = time.perf_counter() - start

@@ -155,7 +155,8 @@ class Model:
         checkpoint) continues from it, bit-exactly on the CPU. Under torchrun each rank trains on
         its shard through DistributedDataParallel; train metrics are summed over ranks and every
         rank validates on the whole split, so all ranks take the same decisions. The global RNGs
-        are seeded once, by the caller (the runner), before the network is built.
+        and the thread count are set once, by the caller (the runner's ``seed_everything`` and
+        ``select_num_threads``), before the network is built; ``args.seed`` seeds the shuffling.
         """
         data = TrainData.of(self, dataset, args)
         precision = Precision.choose(args.mixed_precision, self.device)
@@ -177,7 +178,8 @@ class Model:
                 )
             metrics["learning_rate"] = parts.optimizer.param_groups[0]["lr"]
             metrics["epoch_time"] = time.perf_counter() - start
-            metrics["samples_per_second"] = data.per_rank * data.world / metrics["train_time"]
+            metrics["train_time"] = train_time = metrics.pop("train_time")  # the record's order
+            metrics["samples_per_second"] = data.per_rank * data.world / max(train_time, 1e-9)
             stop = state.end_epoch(metrics, self.network, args)
             if checkpoint is not None:
                 checkpoint.save(state.to_checkpoint(parts))
@@ -245,31 +247,16 @@ class Model:
         y: np.ndarray | torch.Tensor,
         args: TrainArgs | None = None,
         decoder: Decoder | None = None,
-        confidences: bool = True,
     ) -> Predictions:
-        """Read a labelled split once: the loss, the texts (and confidences) and the metrics all
-        come from the same forward pass and the same decoding."""
-        args = args or TrainArgs.from_config({})
-        if decoder is None:
-            decoder = Decoder(args.decode, args.beam_width)
-        precision = Precision.choose(args.mixed_precision if args else "off", self.device)
-        xt, yt = self.to_tensor(x), self.to_tensor(y)
-        loss_sum = torch.zeros((), device=self.device)
-        texts: list[str] = []
-        confs: list[float] = []
-        ids: list[int] = []
-        for rows, outputs in self.forward_batches(xt, args.eval_batch, precision):
-            with precision.autocast():
-                loss_sum += self.loss(outputs, yt[rows]).float() * len(outputs)
-            t, c, i = self.read_outputs(outputs, decoder, confidences)
-            texts, confs, ids = texts + t, confs + c, ids + (i or [])
-        targets = self.target_texts(y)
-        metrics = {"loss": loss_sum.item() / max(1, len(xt))}
-        metrics.update(self.text_metrics(texts, targets))
+        """Read a labelled split once: the loss, the texts and confidences and the metrics all
+        come from the same forward pass and the same decoding. ``args`` None: full precision,
+        the default evaluation batch and greedy decoding."""
+        metrics, texts, confidences, ids = self._read(x, y, args, decoder, confidences=True)
         images = x.cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        result = Predictions(images, targets, texts, confs, metrics=metrics)
+        result = Predictions(images, self.target_texts(y), texts, confidences, metrics=metrics)
         if ids:
-            result.target_ids = np.asarray(y).astype(np.int64).reshape(-1)
+            labels = y.cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+            result.target_ids = labels.astype(np.int64).reshape(-1)
             result.predicted_ids = np.asarray(ids, dtype=np.int64)
         return result
 
@@ -280,8 +267,38 @@ class Model:
         args: TrainArgs | None = None,
         decoder: Decoder | None = None,
     ) -> dict[str, float]:
-        """Mean loss and metrics over a split, in eval mode (``read_split`` without confidences)."""
-        return self.read_split(x, y, args, decoder, confidences=False).metrics
+        """Mean loss and metrics over a split, in eval mode: ``read_split`` without keeping the
+        images or computing confidences (what validation runs every epoch)."""
+        return self._read(x, y, args, decoder, confidences=False)[0]
+
+    def _read(
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        args: TrainArgs | None,
+        decoder: Decoder | None,
+        confidences: bool,
+    ) -> tuple[dict[str, float], list[str], list[float], list[int]]:
+        """One pass over a labelled split: (metrics, texts, confidences, class indices)."""
+        precision = Precision.choose(args.mixed_precision if args else "off", self.device)
+        batch_size = args.eval_batch if args else TrainArgs.from_config({}).eval_batch
+        if decoder is None:
+            decoder = Decoder(args.decode, args.beam_width) if args else GREEDY
+        xt, yt = self.to_tensor(x), self.to_tensor(y)
+        loss_sum = torch.zeros((), device=self.device)
+        texts: list[str] = []
+        confs: list[float] = []
+        ids: list[int] = []
+        for rows, outputs in self.forward_batches(xt, batch_size, precision):
+            with precision.autocast():
+                loss_sum += self.loss(outputs, yt[rows]).float() * len(outputs)
+            t, c, i = self.read_outputs(outputs, decoder, confidences)
+            texts.extend(t)
+            confs.extend(c)
+            ids.extend(i or [])
+        metrics = {"loss": loss_sum.item() / max(1, len(xt))}
+        metrics.update(self.text_metrics(texts, self.target_texts(y)))
+        return metrics, texts, confs, ids
 
     @property
     def preprocessing(self) -> dict[str, Any]:
