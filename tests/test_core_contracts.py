@@ -10,12 +10,12 @@ import ast
 import json
 from dataclasses import fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_models import DATA_CONFIG, toy_dataset
 
 import text_recognizer
 from text_recognizer.config import TRAIN_ARGS, TrainArgs
@@ -28,34 +28,12 @@ from text_recognizer.preprocessing import preprocess_image
 from text_recognizer.run.records import best_epoch
 
 MODELS_DIR = Path(text_recognizer.__file__).parent / "models"
-CHAR_CONFIG = {
-    "dataset": "Toy",
-    "kind": "characters",
-    "input_shape": [8, 8],
-    "output_shape": [2],
-    "mapping": ["-", "|"],
-}
-
-
-def bars(n: int = 256, seed: int = 0) -> SimpleNamespace:
-    """Horizontal (class 0) and vertical (class 1) bars on 8x8: trivially learnable."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, size=n)
-    x = np.zeros((n, 8, 8), dtype=np.uint8)
-    for i, pos in enumerate(rng.integers(1, 7, size=n)):
-        if y[i] == 0:
-            x[i, pos, :] = 255
-        else:
-            x[i, :, pos] = 255
-    split = n * 3 // 4
-    return SimpleNamespace(
-        x_train=x[:split], y_train=y[:split], x_val=x[split:], y_val=y[split:], x_test=x, y_test=y
-    )
+bars = toy_dataset  # horizontal (class 0) and vertical (class 1) bars on 8x8: trivially learnable
 
 
 def char_model() -> CharacterModel:
     torch.manual_seed(0)
-    return CharacterModel(CHAR_CONFIG, "mlp", {"num_layers": 1, "layer_size": 16})
+    return CharacterModel(DATA_CONFIG, "mlp", {"num_layers": 1, "layer_size": 16})
 
 
 def args(**overrides) -> TrainArgs:
