@@ -50,6 +50,7 @@ def run_experiment(
     from text_recognizer.models import MODELS
     from text_recognizer.models.training import check_fits
     from text_recognizer.run import distributed
+    from text_recognizer.run.heap import keep_freed_memory
 
     started = time.time()
     label = config.get("run_name") or (
@@ -67,6 +68,8 @@ def run_experiment(
     threads = select_num_threads(args.num_threads, run_name=label)
     if threads:
         torch.set_num_threads(threads)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # a CPU step stops faulting its activations in again (run/heap.py)
     if dist_info is not None and not is_main:
         torch.distributed.barrier()  # rank 0 generates and caches the data first
     dataset = DATASETS[config["dataset"]].load()(**config["dataset_args"]).load_or_generate_data()
