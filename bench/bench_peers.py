@@ -472,7 +472,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller, faster run (~40 s)")
     parser.add_argument(
@@ -500,79 +500,61 @@ def main(argv: list[str] | None = None) -> int:
         "glibc: neither does",
     )
     args = parser.parse_args(argv)
-    reps = args.reps or (2 if args.quick else 4)
+    args.reps = args.reps or (2 if args.quick else 4)
     if args.epochs is not None and args.epochs < 2:
         parser.error("--epochs must be at least 2 (epoch 1 is warm-up)")
-    try:
-        import lightning
-    except ImportError:
-        print(
-            f"error: PyTorch Lightning is not installed; install the bench extra: {INSTALL_HINT}",
-            file=sys.stderr,
-        )
-        return 2
+    return args
 
-    _common.setup_threads(args.threads)
-    quiet_lightning()
-    env = _common.environment()
-    env["lightning"] = lightning.__version__
-    _common.print_header("training throughput: Model.fit vs a PyTorch Lightning Trainer", env)
-    print(f"# lightning {lightning.__version__}; {reps} repetitions per case; epoch 1 of each fit")
-    print("# is warm-up (excluded); epochs interleaved platform/lightning; Adam; no validation on")
-    print("# either side; Lightning: TensorDataset + DataLoader(shuffle=True, num_workers=0)")
-    print(f"# malloc: {MALLOC_MODES[args.malloc]}")
 
-    started = time.perf_counter()
-    results: dict[str, Any] = {}
-    notes: list[str] = []
-    for name in args.cases:
-        case = CASES[name]
-        samples = case["samples"][args.quick]
-        epochs = args.epochs or case["epochs"][args.quick]
-        config, note = build_config(name, epochs, args.threads, seed=0)
-        if note:
-            notes.append(f"{name}: {note}")
-        dataset = load_dataset(config, samples)
-        n = len(dataset.x_train)
-        runs = []
-        for rep in range(reps):
-            config["train_args"]["seed"] = rep  # both sides: the same seed per repetition
-            # who goes first alternates: a side that always ran first (or second) in its pair
-            # could gain or lose from it (caches, the scheduler), so neither always does
-            first = ("platform", "lightning")[rep % 2]
-            runs.append(run_pair(name, config, dataset, args.malloc, first))
+def measure_case(name: str, args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:
+    """Every repetition of one case, and its medians and ratios."""
+    case = CASES[name]
+    epochs = args.epochs or case["epochs"][args.quick]
+    config, note = build_config(name, epochs, args.threads, seed=0)
+    if note:
+        notes.append(f"{name}: {note}")
+    dataset = load_dataset(config, case["samples"][args.quick])
+    n = len(dataset.x_train)
+    runs = []
+    for rep in range(args.reps):
+        config["train_args"]["seed"] = rep  # both sides: the same seed per repetition
+        # who goes first alternates: a side that always ran first (or second) in its pair
+        # could gain or lose from it (caches, the scheduler), so neither always does
+        first = ("platform", "lightning")[rep % 2]
+        runs.append(run_pair(name, config, dataset, args.malloc, first))
 
-        def sps(times: list[float], n: int = n) -> float:
-            return n * len(times[1:]) / sum(times[1:])
+    def sps(times: list[float]) -> float:
+        return n * len(times[1:]) / sum(times[1:])
 
-        platform = [sps(r["platform_epoch_s"]) for r in runs]
-        peer = [sps(r["lightning_epoch_s"]) for r in runs]
-        paired, paired_cpu = paired_ratios(runs, ""), paired_ratios(runs, "_cpu")
-        results[name] = {
-            "dataset": config["dataset"],
-            "model": config["model"],
-            "network": config["network"],
-            "batch_size": config["train_args"]["batch_size"],
-            "grad_clip": config["train_args"]["grad_clip"],
-            "samples_per_epoch": n,
-            "epochs": epochs,
-            "steps_per_epoch": -(-n // config["train_args"]["batch_size"]),
-            "platform_samples_per_s": _common.median(platform),
-            "lightning_samples_per_s": _common.median(peer),
-            "ratio_of_medians": _common.median(platform) / _common.median(peer),
-            "ratio_paired_median": _common.median(paired),
-            "ratio_paired_min": min(paired),
-            "ratio_paired_max": max(paired),
-            # on each side's process CPU time (with --threads > 1 it counts OpenMP spinning too)
-            "ratio_cpu_paired_median": _common.median(paired_cpu),
-            "threads_seen": sorted({t for r in runs for t in r["threads_seen"]}),
-            "steady_malloc": runs[0]["steady_malloc"],
-            "platform_page_faults_per_epoch": median_after_first(runs, "platform"),
-            "lightning_page_faults_per_epoch": median_after_first(runs, "lightning"),
-            "runs": runs,
-        }
+    platform = [sps(r["platform_epoch_s"]) for r in runs]
+    peer = [sps(r["lightning_epoch_s"]) for r in runs]
+    paired, paired_cpu = paired_ratios(runs, ""), paired_ratios(runs, "_cpu")
+    return {
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "network": config["network"],
+        "batch_size": config["train_args"]["batch_size"],
+        "grad_clip": config["train_args"]["grad_clip"],
+        "samples_per_epoch": n,
+        "epochs": epochs,
+        "steps_per_epoch": -(-n // config["train_args"]["batch_size"]),
+        "platform_samples_per_s": _common.median(platform),
+        "lightning_samples_per_s": _common.median(peer),
+        "ratio_of_medians": _common.median(platform) / _common.median(peer),
+        "ratio_paired_median": _common.median(paired),
+        "ratio_paired_min": min(paired),
+        "ratio_paired_max": max(paired),
+        # on each side's process CPU time (with --threads > 1 it counts OpenMP spinning too)
+        "ratio_cpu_paired_median": _common.median(paired_cpu),
+        "threads_seen": sorted({t for r in runs for t in r["threads_seen"]}),
+        "steady_malloc": runs[0]["steady_malloc"],
+        "platform_page_faults_per_epoch": median_after_first(runs, "platform"),
+        "lightning_page_faults_per_epoch": median_after_first(runs, "lightning"),
+        "runs": runs,
+    }
 
-    elapsed = time.perf_counter() - started
+
+def print_table(results: dict[str, Any], elapsed: float, notes: list[str]) -> None:
     header = (
         f"\n{'case':5} {'network':13} {'dataset':21} {'batch':>5} {'n x ep':>8} "
         f"{'platform/s':>10} {'lightning/s':>11} {'ratio med':>9} {'paired med':>10} "
@@ -601,6 +583,34 @@ def main(argv: list[str] | None = None) -> int:
     for line in notes:
         print(f"note: {line}")
     print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import lightning
+    except ImportError:
+        print(
+            f"error: PyTorch Lightning is not installed; install the bench extra: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+
+    _common.setup_threads(args.threads)
+    quiet_lightning()
+    env = _common.environment()
+    env["lightning"] = lightning.__version__
+    _common.print_header("training throughput: Model.fit vs a PyTorch Lightning Trainer", env)
+    print(f"# lightning {lightning.__version__}; {args.reps} repetitions per case; epoch 1 of")
+    print("# each fit is warm-up (excluded); epochs interleaved platform/lightning; Adam; no")
+    print("# validation on either side; Lightning: TensorDataset + DataLoader(shuffle=True,")
+    print(f"# num_workers=0)\n# malloc: {MALLOC_MODES[args.malloc]}")
+
+    started = time.perf_counter()
+    notes: list[str] = []
+    results = {name: measure_case(name, args, notes) for name in args.cases}
+    elapsed = time.perf_counter() - started
+    print_table(results, elapsed, notes)
     env["load_average_at_end"] = _common.load_average()
     path = _common.write_results(
         "bench_peers",
@@ -609,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": TARGET,
             "quick": args.quick,
             "malloc": args.malloc,
-            "reps": reps,
+            "reps": args.reps,
             "elapsed_s": elapsed,
             "notes": notes,
             "environment": env,
