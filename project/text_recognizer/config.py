@@ -78,6 +78,12 @@ TOP_LEVEL: dict[str, Param] = {
     "network": Param(str),
     "network_args": Param(dict, None, nullable=True),
     "train_args": Param(dict, None, nullable=True),
+    "init_from": Param(
+        str,
+        None,
+        nullable=True,
+        help="a run folder or weights.pt whose weights this run starts from",
+    ),
 }
 REQUIRED = ("dataset", "model", "network")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+=-]{0,99}")  # used with fullmatch
@@ -190,6 +196,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             f"{resolved['model']}; networks for {resolved['model']}: {', '.join(valid)}"
         )
     TrainArgs(**resolved["train_args"])  # the checks across fields
+    if resolved.get("init_from") is not None:
+        resolved["init_from"] = str(resolve_init_from(resolved["init_from"]))
     data_dir = resolved["dataset_args"].get("data_dir")
     if data_dir is not None:
         resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
@@ -208,6 +216,30 @@ def resolve_data_dir(data_dir: str) -> Path:
     raise ConfigError(
         f"dataset_args.data_dir {short_repr(data_dir)} is not a folder (relative paths are looked up from "
         f"the current folder, then from {PROJECT_ROOT})"
+    )
+
+
+def resolve_init_from(init_from: str) -> Path:
+    """The weights file ``init_from`` names (a run folder holds it as weights.pt), looked up like
+    data_dir: from the current folder, then from the project root. Checked before torch loads."""
+    from text_recognizer.paths import PROJECT_ROOT
+
+    path = Path(init_from).expanduser()
+    for candidate in (path, PROJECT_ROOT / path) if not path.is_absolute() else (path,):
+        with suppress(OSError, ValueError):
+            if candidate.is_dir():
+                weights = candidate / "weights.pt"
+                if not weights.is_file():
+                    raise ConfigError(
+                        f"init_from {short_repr(init_from)} is a run folder without weights.pt "
+                        "(train that run with --save)"
+                    )
+                return weights.resolve()
+            if candidate.is_file():
+                return candidate.resolve()
+    raise ConfigError(
+        f"init_from {short_repr(init_from)} is neither a run folder nor a weights file (relative "
+        f"paths are looked up from the current folder, then from {PROJECT_ROOT})"
     )
 
 

@@ -48,6 +48,7 @@ def run_experiment(
     from text_recognizer.datasets import DATASETS
     from text_recognizer.leasing.devices import select_device, select_num_threads
     from text_recognizer.models import MODELS
+    from text_recognizer.models.finetune import init_from
     from text_recognizer.models.training import check_fits
     from text_recognizer.run import distributed
     from text_recognizer.run.heap import keep_freed_memory
@@ -79,6 +80,9 @@ def run_experiment(
     model_cls = MODELS[config["model"]].load()
     seed_everything(args.seed)  # the initial weights and all that follows depend on it alone
     model = model_cls(dataset.config(), config["network"], config["network_args"], device)
+    if config.get("init_from") and resume_state is None:  # a resume restores its own weights
+        resized = init_from(model, config["init_from"])
+        model.notes.update(init_from=config["init_from"], init_classes=resized.as_dict())
     if resume_state is not None:
         check_fits(resume_state, model.network, resume_dir)  # before the record is touched
     if not is_main:
@@ -119,6 +123,7 @@ def _mark_running(
             started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             num_threads=torch.get_num_threads(),
             world_size=dist_info.world_size if dist_info is not None else 1,
+            **{k: v for k, v in model.notes.items() if k.startswith("init_")},
             **lease_fields(),
         )
     except OSError as e:
