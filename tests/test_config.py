@@ -40,7 +40,10 @@ def test_int_widens_to_float():
     [
         (with_(dataset="Nope"), "unknown dataset 'Nope'; valid datasets: EmnistDataset"),
         (with_(model="Nope"), "unknown model 'Nope'; valid models: CharacterModel"),
-        (with_(network="Nope"), "valid networks: crnn, lenet, line_cnn, line_lstm_ctc, mlp"),
+        (
+            with_(network="Nope"),
+            "valid networks: crnn, htr_crnn, lenet, line_cnn, line_lstm_ctc, mlp",
+        ),
         (with_(colour="red"), "unknown key 'colour' in the config"),
         (with_(network_args={"layer_siz": 3}), "did you mean 'layer_size'?"),
         (with_(dataset_args={"foo": 1}), "unknown key 'foo' in dataset_args"),

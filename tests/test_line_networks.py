@@ -20,6 +20,7 @@ CASES = {  # network: (input_shape, output_shape, expected time steps or None fo
     "line_lstm_ctc": ((28, 224), (8, 13), 15),  # (112 - 14) // 7 + 1
     "crnn": ((64, 128), (16, 30), 32),  # W / 4
     "resnet_crnn": ((32, 128), (16, 30), 32),
+    "htr_crnn": ((32, 128), (16, 30), 32),  # W / 4
 }
 
 
@@ -35,7 +36,7 @@ def test_every_line_network_has_a_case():
 def test_defaults_build_and_yield_the_declared_time_steps(name):
     input_shape, output_shape, steps = CASES[name]
     net = build_network(name, input_shape, output_shape, **defaults(name))
-    out = net(torch.rand(2, *input_shape))
+    out = net.eval()(torch.rand(2, *input_shape))  # htr_crnn adds a shortcut in training
     if steps is None:
         assert out.shape == (2, *output_shape)
     else:
@@ -58,6 +59,7 @@ def test_crnn_options():
     [
         ("crnn", {}, "crnn yields 25 time steps but labels can be 32 characters long"),
         ("resnet_crnn", {}, "resnet_crnn yields 25 time steps but labels can be 32"),
+        ("htr_crnn", {}, "htr_crnn yields 25 time steps but labels can be 32"),
         ("line_lstm_ctc", {"window_stride": 28}, "line_lstm_ctc yields 3 time steps"),
         ("line_cnn", {"window_stride": 28}, "3 windows .* cannot cover max_length 32"),
     ],
@@ -93,7 +95,7 @@ def test_config_refuses_a_network_the_model_cannot_use(lines_dataset, model, net
         validate_config({"dataset": lines_dataset, "model": model, "network": network})
     assert "\n" not in str(info.value)
     if model == "LineModelCtc" and network == "line_cnn":
-        assert str(info.value).endswith("crnn, line_lstm_ctc, resnet_crnn")
+        assert str(info.value).endswith("crnn, htr_crnn, line_lstm_ctc, resnet_crnn")
 
 
 def test_config_accepts_matching_pairs_and_decoding_options(lines_dataset):

@@ -40,7 +40,18 @@ class LineModelCtc(LineModel):
             self.network, self.input_shape
         )
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor
+    ) -> torch.Tensor:
+        """CTC loss; a network with a training-only shortcut head (htr_crnn) returns
+        ``(main, shortcut)`` in training, and the shortcut's loss is added with its weight."""
+        if isinstance(outputs, tuple):
+            main, shortcut = outputs
+            weight = getattr(self.network, "shortcut_weight", 0.0)
+            return self._ctc(main, targets) + weight * self._ctc(shortcut, targets)
+        return self._ctc(outputs, targets)
+
+    def _ctc(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_probs = outputs.float().log_softmax(-1).transpose(0, 1)  # (T, B, C)
         steps, batch = log_probs.shape[:2]
         return F.ctc_loss(

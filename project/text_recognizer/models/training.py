@@ -332,6 +332,8 @@ def train_step(
     with precision.autocast():
         outputs = net(xb)
         loss = model.loss(outputs, yb)
+    if isinstance(outputs, tuple):  # a training-only auxiliary head: metrics read the main one
+        outputs = outputs[0]
     parts.optimizer.zero_grad(set_to_none=True)
     if parts.scaler.is_enabled():
         parts.scaler.scale(loss).backward()

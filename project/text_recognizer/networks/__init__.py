@@ -104,6 +104,23 @@ NETWORKS: dict[str, Entry] = {
         models=("LineModelCtc",),
         help="CRNN with a ResNet encoder (basic residual blocks) and a BiLSTM head",
     ),
+    "htr_crnn": Entry(
+        "text_recognizer.networks.htr_crnn:build",
+        {
+            "layers": Param(list, [1, 2, 2], item_type=int, **BLOCKS),
+            "base_channels": Param(int, 32, min=1, max=1024),
+            "lstm_hidden": Param(int, 256, min=1, max=LSTM_MAX),
+            "lstm_layers": Param(int, 3, min=1, max=8),
+            "dropout_amount": DROPOUT,
+            "shortcut_weight": Param(
+                float, 0.1, min=0.0, max=1.0, help="CTC loss weight of the training-only shortcut"
+            ),
+        },
+        kind="lines",
+        models=("LineModelCtc",),
+        help="HTR best practices (Retsinas et al. 2022): ResNet, column max-pool, deep BiLSTM, "
+        "CTC shortcut in training",
+    ),
 }
 
 
