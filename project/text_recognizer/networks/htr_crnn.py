@@ -20,18 +20,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from text_recognizer.networks.resnet import make_stages, make_stem
-from text_recognizer.networks.sequence import (
-    RecurrentHead,
-    check_time_steps,
-    image_shape_of,
-    output_shape_of,
-)
-
-WIDTH_STRIDES = 2  # stages that also halve the width
+from text_recognizer.networks.resnet_crnn import ResNetCRNN, stage_time_steps
+from text_recognizer.networks.sequence import image_shape_of, output_shape_of
 
 
-class HtrCRNN(nn.Module):
+class HtrCRNN(ResNetCRNN):
+    """resnet_crnn's encoder and head, with a column max-pool and the training-only shortcut."""
+
     def __init__(
         self,
         num_classes: int,
@@ -42,16 +37,12 @@ class HtrCRNN(nn.Module):
         dropout_amount: float,
         shortcut_weight: float,
     ) -> None:
-        super().__init__()
-        self.stem = make_stem(base_channels)
-        self.stages, channels = make_stages(
-            layers, base_channels, lambda i: (2, 2) if i < WIDTH_STRIDES else (2, 1)
+        super().__init__(
+            num_classes, layers, base_channels, lstm_hidden, lstm_layers, dropout_amount
         )
-        self.dropout = nn.Dropout(dropout_amount)
-        self.head = RecurrentHead(channels, lstm_hidden, lstm_layers, num_classes, dropout_amount)
+        channels = self.head.lstm.input_size
         self.shortcut_weight = shortcut_weight
         self.shortcut = nn.Conv1d(channels, num_classes, 3, padding=1) if shortcut_weight else None
-        self.time_steps = 0  # set by build()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = self.stages(self.stem(x.unsqueeze(1) if x.dim() == 3 else x))  # (B, C, H', T)
@@ -79,16 +70,7 @@ def build(
             f"htr_crnn: {len(layers)} stages halve the height {len(layers)} times; images "
             f"{height} pixels high are too small (use fewer layers or taller lines)"
         )
-    time_steps = width
-    for _ in range(min(len(layers), WIDTH_STRIDES)):
-        time_steps = (time_steps + 1) // 2  # a 3x3 conv, padding 1, stride 2
-    check_time_steps(
-        "htr_crnn",
-        time_steps,
-        max_length,
-        f"its first {WIDTH_STRIDES} stages halve the width: use images at least "
-        f"{max_length << WIDTH_STRIDES} pixels wide (now {width})",
-    )
+    time_steps = stage_time_steps("htr_crnn", width, len(layers), max_length)
     net = HtrCRNN(
         num_classes,
         layers,

@@ -59,16 +59,22 @@ def build(
 ) -> nn.Module:
     _, width = image_shape_of(input_shape, "resnet_crnn")
     max_length, num_classes = output_shape_of(output_shape, "resnet_crnn")
+    time_steps = stage_time_steps("resnet_crnn", width, len(layers), max_length)
+    net = ResNetCRNN(num_classes, layers, base_channels, lstm_hidden, lstm_layers, dropout_amount)
+    net.time_steps = time_steps
+    return net
+
+
+def stage_time_steps(name: str, width: int, stages: int, max_length: int) -> int:
+    """Columns left after the stages that halve the width; refused when fewer than max_length."""
     time_steps = width
-    for _ in range(min(len(layers), WIDTH_STRIDES)):
+    for _ in range(min(stages, WIDTH_STRIDES)):
         time_steps = (time_steps + 1) // 2  # a 3x3 conv, padding 1, stride 2
     check_time_steps(
-        "resnet_crnn",
+        name,
         time_steps,
         max_length,
         f"its first {WIDTH_STRIDES} stages halve the width: use images at least "
         f"{max_length << WIDTH_STRIDES} pixels wide (now {width})",
     )
-    net = ResNetCRNN(num_classes, layers, base_channels, lstm_hidden, lstm_layers, dropout_amount)
-    net.time_steps = time_steps
-    return net
+    return time_steps
