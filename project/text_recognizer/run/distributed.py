@@ -8,6 +8,7 @@ rank). ``train_args.batch_size`` is per rank (the torch convention): the global 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -74,9 +75,18 @@ def _signals_end_the_process() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(finished: bool = False) -> None:
+    """Leave the process group. ``finished``: this rank's part went well, so wait for the others
+    to be done too before tearing down: a worker rank that destroyed its group (and exited) while
+    rank 0 was still testing and writing the record was seen to abort in gloo's destructor, and
+    torchrun then stopped rank 0 mid-record. After a failure no rank waits (the others may be
+    inside a collective that will never complete); a failed barrier is no reason to stay."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished and dist.get_world_size() > 1:
+        with contextlib.suppress(Exception):
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 def active() -> bool:

@@ -149,9 +149,10 @@ def _run_recorded(
     progress.line(f"run folder: {record.dir}")
     label_leases(run=f"{record.dir.parent.name}/{record.dir.name}", run_dir=str(record.dir))
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
-    exit_code = 0
+    exit_code, finished = 0, False
     try:
         _train_and_test(model, dataset, config, record, tracker, save, resume_state)
+        finished = True
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
         record.try_update_summary(status="interrupted")
@@ -175,7 +176,7 @@ def _run_recorded(
         record.close()
         tracker.finish(exit_code)
         release_leases()
-        distributed.teardown()
+        distributed.teardown(finished)
     return exit_code, record.summary
 
 
@@ -303,14 +304,15 @@ def _run_worker(
     """A torchrun rank other than 0: train its shard in step with the others, record nothing."""
     from text_recognizer.run import distributed
 
-    code = 0
+    code, finished = 0, False
     try:
         model.fit(dataset, args, resume=resume_state)
+        finished = True  # then wait for rank 0 to test and write the record before leaving
     except (KeyboardInterrupt, Interrupted):
         code = 130
     except Exception as e:
         code = 1
         print(f"rank {distributed.rank()} failed: {type(e).__name__}: {e}", file=sys.__stderr__)
     finally:
-        distributed.teardown()
+        distributed.teardown(finished)
     return code, {}
