@@ -287,9 +287,11 @@ def side_process(
     try:
         import torch
 
+        from text_recognizer.run.heap import keep_freed_memory
+
         train_args = config["train_args"]
         torch.set_num_threads(train_args["num_threads"])
-        steady = steady and steady_malloc()
+        steady = steady and keep_freed_memory()  # what run_experiment does on a CPU
         clock = {"wall": 0.0, "cpu": 0.0, "faults": 0}
 
         def wait_for_turn() -> None:
@@ -338,13 +340,6 @@ MALLOC_MODES = {
 def keeps_heap(malloc: str, side: str) -> bool:
     """Whether ``side`` keeps freed memory in its heap under the ``--malloc`` mode."""
     return malloc == "same-heap" or (malloc == "as-shipped" and side == "platform")
-
-
-def steady_malloc() -> bool:
-    """What ``run_experiment`` does on the CPU (run/heap.py): keep freed memory in glibc's heap."""
-    from text_recognizer.run.heap import keep_freed_memory
-
-    return keep_freed_memory()
 
 
 def page_faults() -> int:

@@ -89,7 +89,9 @@ def run_experiment(
         return _run_worker(model, dataset, args, resume_state)
     record = _open_record(config, resume_dir, resume_state)
     _mark_running(record, model, device, started, dist_info, created=resume_dir is None)
-    return _run_recorded(model, dataset, config, record, started, save, use_wandb, resume_state)
+    return _run_recorded(
+        model, dataset, config, args, record, started, save, use_wandb, resume_state
+    )
 
 
 def seed_everything(seed: int) -> None:
@@ -135,6 +137,7 @@ def _run_recorded(
     model: Any,
     dataset: Any,
     config: dict[str, Any],
+    args: TrainArgs,
     record: RunRecord,
     started: float,
     save: bool,
@@ -151,7 +154,7 @@ def _run_recorded(
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
     exit_code, finished = 0, False
     try:
-        _train_and_test(model, dataset, config, record, tracker, save, resume_state)
+        _train_and_test(model, dataset, config, args, record, tracker, save, resume_state)
         finished = True
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
@@ -227,6 +230,7 @@ def _train_and_test(
     model: Any,
     dataset: Any,
     config: dict[str, Any],
+    args: TrainArgs,
     record: RunRecord,
     tracker: Any,
     save: bool,
@@ -239,7 +243,6 @@ def _train_and_test(
     from text_recognizer.run.media import EpochImages, report_run
     from text_recognizer.run.records import best_epoch
 
-    args = TrainArgs.from_config(config["train_args"])
     epoch_images = EpochImages(model, dataset, tracker, args)  # W&B only: a fixed sample
 
     def on_epoch_end(metrics: dict[str, Any]) -> None:
