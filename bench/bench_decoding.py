@@ -1,12 +1,14 @@
-"""CTC decoding throughput: greedy (vectorised torch) versus beam search (fast-ctc-decode), plus the
-text metrics that follow decoding at evaluation.
+"""CTC decoding throughput: greedy (vectorised torch) versus beam search (flashlight-text), plain and
+with a character 6-gram LM (KenLM; with and without an insertion bonus), plus the text metrics that
+follow decoding at evaluation.
 
 Posteriors are made to look like a trained CTC network's: for each sample a random label sequence
 is laid along T frames (about half the frames blank, a character held for 1-3 frames), and each
 frame's distribution puts a random 0.55-0.99 on its class and the rest mostly on a few others
 (Dirichlet, alpha 0.1), as a softmax does.
 Two shapes: names (crnn on 64x256 images: T=64, 30 classes) and digit lines (line_lstm_ctc on
-28x448: T=53, 13 classes). flashlight-text's lexicon-free decoder is timed too when installed.
+28x448: T=53, 13 classes). The LM is estimated (ngram.py) from random words of the classes' letters:
+its content does not matter for the timing.
 
 Trials are interleaved (greedy, beam 1, beam 5, ..., greedy, ...); the first is warm-up; the median
 of the rest is reported, in sequences per second (one thread, as at evaluation on a shared CPU).
@@ -21,12 +23,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import _common
 import numpy as np
 
 WIDTHS = (1, 5, 10, 25)
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ -'"
 SHAPES = {"names": (64, 30), "digit_lines": (53, 13)}
 
 
@@ -55,36 +59,23 @@ def decoders(classes: int) -> dict[str, Callable[[Any, Any], list]]:
     }
     for width in WIDTHS:
         out[f"beam{width}"] = lambda probs, log_probs, w=width: decoding.beam_ctc_decode(probs, w)
-    try:
-        from flashlight.lib.text.decoder import (
-            CriterionType,
-            LexiconFreeDecoder,
-            LexiconFreeDecoderOptions,
-            ZeroLM,
-        )
-    except ImportError:
-        return out
+    import tempfile
 
-    def flashlight(width: int) -> Callable[[Any, Any], list]:
-        options = LexiconFreeDecoderOptions(
-            beam_size=width,
-            beam_size_token=classes,
-            beam_threshold=50.0,
-            lm_weight=0.0,
-            sil_score=0.0,
-            log_add=True,
-            criterion_type=CriterionType.CTC,
-        )
-        decoder = LexiconFreeDecoder(options, ZeroLM(), 1, 0, [])
+    from text_recognizer import ngram
+    from text_recognizer.datasets.text import make_mapping
 
-        def run(probs: Any, log_probs: Any) -> list:
-            lp = np.ascontiguousarray(log_probs.numpy(), dtype=np.float32)
-            steps = lp.shape[1]
-            return [decoder.decode(row.ctypes.data, steps, classes)[0].tokens for row in lp]
-
-        return run
-
-    out["flashlight10"] = flashlight(10)
+    mapping = make_mapping(LETTERS[: classes - 2])
+    rng = np.random.default_rng(1)  # text for the LM: random words of the mapping's characters
+    letters = mapping[2:]
+    lines = [
+        " ".join("".join(rng.choice(letters, int(rng.integers(2, 8)))) for _ in range(5))
+        for _ in range(2000)
+    ]
+    arpa = Path(tempfile.mkdtemp(prefix="bench-lm-")) / "lm.arpa"
+    ngram.write_arpa(ngram.estimate(lines, 6), arpa)
+    for name, weight, bonus in (("lm10", 1.0, 0.0), ("lm10bonus", 1.0, 1.0)):
+        decoder = decoding.Decoder("beam", 10, str(arpa), weight, bonus)
+        out[name] = lambda probs, log_probs, d=decoder: d.decode(log_probs, mapping, 0, (1,))
     return out
 
 
@@ -119,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 run(probs_t, log_probs)
                 times[name].append(time.perf_counter() - start)
         rate = {name: n / _common.median(t[1:]) for name, t in times.items()}
-        mapping = make_mapping("ABCDEFGHIJKLMNOPQRSTUVWXYZ -'"[: classes - 2])
+        mapping = make_mapping(LETTERS[: classes - 2])
         predicted = decoding.to_texts(decoding.greedy_ctc_decode(log_probs), mapping)
         start = time.perf_counter()
         metrics.text_metrics(predicted, predicted[::-1])
@@ -164,11 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{per['greedy'] / per[f'beam{width}']:.1f} (beam{width}: {per[f'beam{width}']:,.0f} "
                 f"sequences/s, greedy: {per['greedy']:,.0f})"
             )
-        if "flashlight10" in per:
-            print(
-                f"ratio decoding[{shape_name}] fast-ctc-decode/flashlight-text (beam 10) = "
-                f"{per['beam10'] / per['flashlight10']:.1f}"
-            )
+        print(
+            f"ratio decoding[{shape_name}] beam10/beam10+LM = {per['beam10'] / per['lm10']:.1f} "
+            f"(LM: {per['lm10']:,.0f} sequences/s; with a bonus {per['lm10bonus']:,.0f})"
+        )
     return 0
 
 

@@ -2,8 +2,14 @@
 # Run every benchmark (each measures its ratios in one run), then print ONE table of all ratios.
 #   bash tasks/bench.sh [args passed to every bench/bench_*.py]
 # Exit status: the number of benchmarks that failed (a MISSED target is reported, not an error).
+#   bash tasks/bench.sh device [args]   the GPU readiness check instead (bench/device_check.py:
+#                                       precision, channels_last, compile; ~3 min on a GPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == device ]]; then
+  shift
+  exec python bench/device_check.py "$@"
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 failed=0

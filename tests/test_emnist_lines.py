@@ -383,3 +383,41 @@ def test_emnist_text_lines_use_brown_text_and_split_glyphs(tmp_path: Path, data_
     upper = [decode(y, letters.mapping) for y in letters.y_train]
     assert all(set(t) <= set(string.ascii_uppercase + " ") for t in upper)  # folded to upper case
     assert letters.cache_path != ds.cache_path
+
+
+@needs_mnist
+def test_taller_lines_are_the_28px_lines_scaled_as_serving_scales_them(data_dirs) -> None:
+    """image_height scales the drawn lines, aspect kept; a predictor reading the 28-px line from
+    a file (preprocess_image with the dataset's preprocessing) gets exactly the training array."""
+    from PIL import Image
+
+    from text_recognizer.preprocessing import preprocess_image
+
+    args = {
+        "char_source": "MnistDataset",
+        "char_data_dir": str(MNIST_DIR),
+        "mnist_test_set_only": True,
+        "max_length": 6,
+        "num_train": 20,
+        "num_test": 8,
+    }
+    base = EmnistLinesDataset(**args).load_or_generate_data()
+    tall = EmnistLinesDataset(**args, image_height=64).load_or_generate_data()
+    assert base.x_test.shape[1:] == (28, 168) and tall.x_test.shape[1:] == (64, 384)
+    np.testing.assert_array_equal(tall.y_test, base.y_test)  # the same lines, only taller
+    assert tall.cache_path != base.cache_path
+    pre = tall.config()["preprocessing"]
+    assert pre == {"resize": "fit_height", "height": 64, "width": 384}
+    for line, expected in zip(base.x_test, tall.x_test, strict=True):
+        scaled = np.asarray(Image.fromarray(line).resize((384, 64), Image.BILINEAR))
+        np.testing.assert_array_equal(scaled, expected)
+        np.testing.assert_array_equal(preprocess_image(line, pre, polarity="light"), expected)
+    with pytest.raises(ConfigError, match="image_height"):
+        EmnistLinesDataset(**args, image_height=256)
+
+
+def test_every_line_dataset_takes_lines_128_pixels_high() -> None:
+    for name, entry in DATASETS.items():
+        if entry.kind == "lines":
+            height = entry.args["image_height"]
+            assert height.max >= 128, name

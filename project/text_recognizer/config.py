@@ -67,6 +67,12 @@ TRAIN_ARGS: dict[str, Param] = {
     "decode": Param(str, "greedy", choices=("greedy", "beam"), help="CTC decoding (LineModelCtc)"),
     # decoding.MAX_BEAM_WIDTH (not imported here: it would load torch)
     "beam_width": Param(int, 10, min=1, max=100, help="beam search width (decode: beam)"),
+    "lm": Param(
+        str, None, nullable=True, help="character n-gram LM (ARPA) for beam search (decode: beam)"
+    ),
+    # decoding.MAX_LM_WEIGHT / MAX_LM_BONUS
+    "lm_weight": Param(float, 1.0, min=0.0, max=10.0, help="weight of the LM's log10 scores"),
+    "lm_bonus": Param(float, 0.0, min=-50.0, max=50.0, help="score added per decoded character"),
 }
 
 TOP_LEVEL: dict[str, Param] = {
@@ -198,6 +204,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     TrainArgs(**resolved["train_args"])  # the checks across fields
     if resolved.get("init_from") is not None:
         resolved["init_from"] = str(resolve_init_from(resolved["init_from"]))
+    if resolved["train_args"].get("lm") is not None:
+        resolved["train_args"]["lm"] = str(resolve_lm(resolved["train_args"]["lm"]))
     data_dir = resolved["dataset_args"].get("data_dir")
     if data_dir is not None:
         resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
@@ -216,6 +224,23 @@ def resolve_data_dir(data_dir: str) -> Path:
     raise ConfigError(
         f"dataset_args.data_dir {short_repr(data_dir)} is not a folder (relative paths are looked up from "
         f"the current folder, then from {PROJECT_ROOT})"
+    )
+
+
+def resolve_lm(lm: str) -> Path:
+    """The LM file ``train_args.lm`` names, looked up like data_dir; checked before torch loads
+    (whether KenLM can read it is checked when it is loaded, with one line as well)."""
+    from text_recognizer.paths import PROJECT_ROOT
+
+    path = Path(lm).expanduser()
+    for candidate in (path, PROJECT_ROOT / path) if not path.is_absolute() else (path,):
+        with suppress(OSError, ValueError):
+            if candidate.is_file():
+                return candidate.resolve()
+    raise ConfigError(
+        f"train_args.lm {short_repr(lm)} is not a file (build one with python -m "
+        f"text_recognizer.lm build; relative paths are looked up from the current folder, then "
+        f"from {PROJECT_ROOT})"
     )
 
 
@@ -279,8 +304,13 @@ class TrainArgs:
     augment: float
     decode: str
     beam_width: int
+    lm: str | None
+    lm_weight: float
+    lm_bonus: float
 
     def __post_init__(self) -> None:
+        if self.lm is not None and self.decode != "beam":
+            raise ConfigError('train_args.lm needs train_args.decode "beam"')
         if 0 < self.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"train_args.warmup_epochs ({self.warmup_epochs}) must be less than "

@@ -1,16 +1,21 @@
-"""Turning network outputs into label sequences: greedy and beam CTC decoding, fixed-length decoding.
+"""Turning network outputs into label sequences: greedy, beam and LM CTC decoding, fixed-length.
 
 Greedy CTC decoding (best path: argmax per frame, merge repeats, drop blanks) is vectorised in
 torch over the whole batch; only the final split into per-sample lists is Python.
 
-Beam search uses ``fast-ctc-decode`` (nanoporetech, Rust, on PyPI, last release 2025): of the
-maintained CPU decoders that install here it is the fastest at the same width (flashlight-text's
-lexicon-free decoder is the other; ``pyctcdecode`` is pure Python and far slower; ``ctcdecode``
-does not build), takes a numpy array per sample, needs no language-model plumbing, and has wheels
-for Linux, macOS and Windows. We have no lexicon or n-gram LM for handwriting; if one is added,
-flashlight-text (lexicon + KenLM) is the one to switch to. Greedy stays the default: it is much
-faster, and on confident outputs beam search rarely changes the labels. The measurements behind
-these choices (``bench/bench_decoding.py``) are in bench/README.md.
+Beam search is flashlight-text's lexicon-free CTC prefix beam search (``LexiconFreeDecoder``),
+with or without a character n-gram language model (KenLM, loaded from ARPA; ngram.py estimates
+one, lm.py builds and tunes it). It used to be fast-ctc-decode, which has no LM hook and whose
+beam search returns other texts than flashlight's on flat outputs (74 % agreement on random
+posteriors), so "LM weight 0 equals plain beam search" could only hold if both ran on one
+decoder. Trying the likeliest ``TOKEN_BEAM`` (8) classes per frame keeps flashlight as fast as
+fast-ctc-decode was, with the same texts as trying all classes on every benchmark and test
+output. Each new character adds ``lm_weight * log10 P_lm(char | history) + lm_bonus`` to a
+hypothesis' score; the bonus (flashlight's lexicon-free decoder has none) goes through a small
+Python LM wrapper, ~10x slower, so a zero bonus passes KenLM to the decoder directly. LMs are
+loaded once per process and mapping. Greedy stays the default: it is much faster, and on
+confident outputs beam search rarely changes the labels. The measurements
+(``bench/bench_decoding.py``) are in bench/README.md.
 
 Confidence of a decoded sequence is its CTC probability ``P(labels | image)`` (the sum over all
 alignments), computed exactly with ``F.ctc_loss``: the same quantity whichever decoder chose the
@@ -19,22 +24,34 @@ labels, unlike the best-path probability.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from text_recognizer.datasets.text import BLANK_INDEX, PADDING_INDEX, SPECIAL_TOKENS
+from text_recognizer.errors import UserError, one_line
 
 DECODERS = ("greedy", "beam")
 # Beam search costs time and memory in proportion to the width (bench/README.md has what very
 # wide beams cost); widths past ~25 rarely change the text.
 MAX_BEAM_WIDTH = 100
-# fast-ctc-decode returns a string of its alphabet's labels; one private-use code point per class
-# (Unicode plane 15) maps it back to class indices whatever characters the mapping holds.
-_CODE_BASE = 0xF0000
+# Classes tried per frame: the likeliest 8 give the same texts as all of them on every output in
+# bench_decoding.py and tests/test_lm.py, at the speed fast-ctc-decode had (bench/README.md).
+TOKEN_BEAM = 8
+BEAM_THRESHOLD = 50.0  # hypotheses this far (natural log) below the best are dropped
+DEFAULT_LM_BEAM = 16  # beam width when --lm is given without --beam
+MAX_LM_WEIGHT = 10.0  # weights are on log10 LM scores; tuned values are 0.5-2
+MAX_LM_BONUS = 50.0
 
 
 def _split_rows(tokens: torch.Tensor, keep: torch.Tensor) -> list[list[int]]:
@@ -59,28 +76,58 @@ def beam_ctc_decode(
     beam_width: int = 10,
     blank: int = BLANK_INDEX,
     ignore: Iterable[int] = (PADDING_INDEX,),
-    beam_cut_threshold: float | None = None,
 ) -> list[list[int]]:
-    """CTC prefix beam search (fast-ctc-decode) over (B, T, C) probabilities, not log-probabilities."""
-    from fast_ctc_decode import beam_search
+    """CTC prefix beam search (flashlight-text, no LM) over (B, T, C) probabilities."""
+    p = (
+        probs.detach().float().cpu()
+        if isinstance(probs, torch.Tensor)
+        else torch.from_numpy(np.asarray(probs, dtype=np.float32))
+    )
+    return lm_ctc_decode(p.clamp_min(1e-30).log(), beam_width, None, 0.0, 0.0, blank, ignore)
+
+
+def lm_ctc_decode(
+    log_probs: torch.Tensor,
+    beam_width: int,
+    lm: LanguageModel | None,
+    weight: float = 1.0,
+    bonus: float = 0.0,
+    blank: int = BLANK_INDEX,
+    ignore: Iterable[int] = (PADDING_INDEX,),
+) -> list[list[int]]:
+    """CTC prefix beam search over (B, T, C) log-probabilities, each new character scored
+    ``log P(c | frames) + weight * log10 P_lm(c | history) + bonus`` (``lm`` None: no LM term)."""
+    from flashlight.lib.text.decoder import (
+        CriterionType,
+        LexiconFreeDecoder,
+        LexiconFreeDecoderOptions,
+        ZeroLM,
+    )
 
     check_beam_width(beam_width)
-    p = probs.detach().float().cpu().numpy() if isinstance(probs, torch.Tensor) else probs
-    p = np.asarray(p, dtype=np.float32)
-    num_classes = p.shape[-1]
-    order = np.arange(num_classes)
-    if blank != 0:  # fast-ctc-decode wants the blank first
-        order = np.r_[blank, np.delete(order, blank)]
-        p = p[..., order]
-    alphabet = [chr(_CODE_BASE + int(i)) for i in order]
-    # frames below the threshold are pruned; the library needs it < 1 / classes
-    threshold = min(1e-3, 0.5 / num_classes) if beam_cut_threshold is None else beam_cut_threshold
+    lp = np.ascontiguousarray(log_probs.detach().float().cpu().numpy(), dtype=np.float32)
+    steps, classes = lp.shape[1], lp.shape[2]
+    scorer, lm_weight = ZeroLM(), 0.0
+    if lm is not None and bonus != 0.0:
+        scorer, lm_weight = _bonus_lm(lm.kenlm, weight, bonus), 1.0
+    elif lm is not None:
+        scorer, lm_weight = lm.kenlm, weight
+    options = LexiconFreeDecoderOptions(
+        beam_size=beam_width,
+        beam_size_token=min(classes, TOKEN_BEAM),
+        beam_threshold=BEAM_THRESHOLD,
+        lm_weight=lm_weight,
+        sil_score=0.0,
+        log_add=True,
+        criterion_type=CriterionType.CTC,
+    )
+    decoder = LexiconFreeDecoder(options, scorer, blank, blank, [])
     skip = {blank, *ignore}
     out = []
-    for sample in p:
-        labels, _ = beam_search(np.ascontiguousarray(sample), alphabet, beam_width, threshold)
-        indices = (ord(c) - _CODE_BASE for c in labels)
-        out.append([i for i in indices if i not in skip])
+    for row in lp:
+        path = list(decoder.decode(row.ctypes.data, steps, classes)[0].tokens)[1:-1]
+        merged = [t for i, t in enumerate(path) if i == 0 or t != path[i - 1]]
+        out.append([t for t in merged if t >= 0 and t not in skip])
     return out
 
 
@@ -91,9 +138,104 @@ def check_beam_width(width: object, where: str = "beam width") -> int:
     return width
 
 
+def check_lm_weights(
+    weight: object, bonus: object, names: tuple[str, str] = ("lm_weight", "lm_bonus")
+) -> tuple[float, float]:
+    """(weight, bonus) as floats within bounds, else a ValueError saying what is valid."""
+    for name, value, low, high in (
+        (names[0], weight, 0.0, MAX_LM_WEIGHT),
+        (names[1], bonus, -MAX_LM_BONUS, MAX_LM_BONUS),
+    ):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not low <= value <= high:  # type: ignore[arg-type]
+            raise ValueError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(weight), float(bonus)  # type: ignore[arg-type]
+
+
+class LanguageModel:
+    """A KenLM character model loaded for one model mapping (class index -> character)."""
+
+    def __init__(self, path: str, mapping: Sequence[str]) -> None:
+        from flashlight.lib.text.decoder.kenlm import KenLM
+        from flashlight.lib.text.dictionary import Dictionary
+
+        from text_recognizer.ngram import token_name
+
+        self.path = path
+        first = len(SPECIAL_TOKENS)  # blank and padding: never LM tokens (they map to <unk>)
+        names = [f"<class{i}>" if i < first else token_name(c) for i, c in enumerate(mapping)]
+        self.dictionary = Dictionary(names)
+        with _quiet():  # KenLM prints a progress bar and hints to stdout/stderr
+            self.kenlm = KenLM(path, self.dictionary)
+
+
+_LOADED: dict[tuple[str, tuple[str, ...]], LanguageModel] = {}
+
+
+def load_lm(path: str | Path, mapping: Sequence[str]) -> LanguageModel:
+    """The LM at ``path`` for ``mapping``, loaded once per process; a missing, unreadable or
+    corrupt file is a one-line UserError."""
+    resolved = str(Path(path).expanduser().resolve())
+    key = (resolved, tuple(mapping))
+    if key not in _LOADED:
+        if not Path(resolved).is_file():
+            raise UserError(f"language model {path}: no such file")
+        try:
+            _LOADED[key] = LanguageModel(resolved, mapping)
+        except Exception as e:  # KenLM raises RuntimeError subclasses with multi-line messages
+            reason = re.sub(r"^.*? threw \w+\.\s*", "", one_line(e))[:160] or type(e).__name__
+            raise UserError(
+                f"language model {path} is not a readable ARPA file: {reason}"
+            ) from None
+    return _LOADED[key]
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence file descriptors 1 and 2 (C++ output bypasses sys.stdout)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+def _bonus_lm(kenlm: Any, weight: float, bonus: float) -> Any:
+    from flashlight.lib.text.decoder import LM
+
+    class BonusLM(LM):
+        """``weight * log10 P + bonus`` per character: flashlight's lexicon-free decoder has no
+        insertion bonus of its own. Python per call, so ~10x slower than KenLM alone."""
+
+        def __init__(self) -> None:
+            LM.__init__(self)
+
+        def start(self, start_with_nothing: bool) -> Any:
+            return kenlm.start(start_with_nothing)
+
+        def score(self, state: Any, token: int) -> tuple[Any, float]:
+            next_state, score = kenlm.score(state, token)
+            return next_state, weight * score + bonus
+
+        def finish(self, state: Any) -> tuple[Any, float]:
+            next_state, score = kenlm.finish(state)
+            return next_state, weight * score
+
+    return BonusLM()
+
+
 @dataclass(frozen=True)
 class Decoder:
-    """How a CTC model's frames become text: ``greedy`` (best path) or ``beam`` search.
+    """How a CTC model's frames become text: ``greedy`` (best path) or ``beam`` search, the
+    latter optionally with a character n-gram LM (``lm`` path, ``lm_weight``, ``lm_bonus``).
 
     A decoder is passed to ``predict`` / ``evaluate`` explicitly, so a predictor that reads with
     beam search never changes the model another caller shares.
@@ -101,19 +243,56 @@ class Decoder:
 
     method: str = "greedy"
     beam_width: int = 10
+    lm: str | None = None
+    lm_weight: float = 1.0
+    lm_bonus: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.method!r}")
         check_beam_width(self.beam_width)
+        check_lm_weights(self.lm_weight, self.lm_bonus)
+        if self.lm is not None and self.method != "beam":
+            raise ValueError("a language model needs beam search (decode 'beam')")
 
     @classmethod
     def with_beam(cls, beam: int | None) -> Decoder:
         """The decoder a ``--beam N`` option asks for: greedy for None or 1, else beam search."""
         return cls() if beam is None or beam == 1 else cls("beam", beam)
 
+    @classmethod
+    def with_lm(cls, beam: int | None, lm: str, weight: float, bonus: float) -> Decoder:
+        """The decoder ``--lm`` asks for: beam search of width ``beam`` (default DEFAULT_LM_BEAM)."""
+        return cls("beam", beam or DEFAULT_LM_BEAM, lm, weight, bonus)
+
+    def decode(
+        self, log_probs: torch.Tensor, mapping: Sequence[str], blank: int, ignore: Iterable[int]
+    ) -> list[list[int]]:
+        """(B, T, C) log-probabilities -> class-index sequences, as this decoder says."""
+        if self.method == "greedy":
+            return greedy_ctc_decode(log_probs, blank, ignore)
+        lm = load_lm(self.lm, mapping) if self.lm is not None else None
+        return lm_ctc_decode(
+            log_probs, self.beam_width, lm, self.lm_weight, self.lm_bonus, blank, ignore
+        )
+
 
 GREEDY = Decoder()
+
+
+def decoder_from(train_args: Any) -> Decoder:
+    """The decoder ``train_args`` (a TrainArgs or a run config's dict) ask for at evaluation."""
+    get = train_args.get if isinstance(train_args, dict) else lambda k: getattr(train_args, k)
+    if get("decode") != "beam":
+        return GREEDY
+    weight, bonus = get("lm_weight"), get("lm_bonus")
+    return Decoder(
+        "beam",
+        int(get("beam_width") or 10),
+        get("lm"),
+        1.0 if weight is None else float(weight),
+        0.0 if bonus is None else float(bonus),
+    )
 
 
 def fixed_length_decode(

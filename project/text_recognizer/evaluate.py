@@ -26,38 +26,12 @@ def evaluate_run(
     worst: int = 10,
 ) -> dict[str, Any]:
     """Metrics, timing, worst examples and per-item predictions of a run on a dataset split."""
-    from text_recognizer import paths
     from text_recognizer.config import TrainArgs
-    from text_recognizer.datasets import DATASETS
-    from text_recognizer.errors import UserError
     from text_recognizer.predictors import LinePredictor, load_predictor
-    from text_recognizer.registry import lookup
-    from text_recognizer.spec import validate_args
 
     predictor = load_predictor(run)
-    model, config = predictor.model, predictor.config
-    name = model.data_config.get("dataset") or config.get("dataset")
-    if not name:
-        raise UserError(f"{run}: the weights do not name their dataset")
-    args = {**(config.get("dataset_args") or {}), **(dataset_args or {})}
-    data_dir = args.get("data_dir")
-    if data_dir and not Path(data_dir).expanduser().exists():
-        for base in (paths.PROJECT_ROOT,):  # configs written relative to the project root
-            if (base / data_dir).exists():
-                args["data_dir"] = str(base / data_dir)
-    entry = lookup(DATASETS, name, "dataset")
-    dataset = entry.load()(**validate_args(args, entry.args, "dataset_args"))
-    dataset.load_or_generate_data()
-    x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
-    if x is None or len(x) == 0:
-        raise UserError(f"the {split} split of {name} is empty")
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    if tuple(x.shape[1:]) != tuple(model.input_shape[-2:]):
-        raise UserError(
-            f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
-            f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
-        )
+    model = predictor.model
+    name, args, x, y = read_split_arrays(predictor, run, dataset_args, split, limit)
     batch = TrainArgs.from_config(
         {"eval_batch_size": predictor.batch_size(512), "mixed_precision": "off"}
     )
@@ -90,6 +64,47 @@ def evaluate_run(
         "worst": worst_items[:worst],
         "predictions": items,
     }
+
+
+def read_split_arrays(
+    predictor: Any,
+    run: str | Path,
+    dataset_args: dict[str, Any] | None,
+    split: str,
+    limit: int | None = None,
+) -> tuple[str, dict[str, Any], Any, Any]:
+    """(dataset name, dataset_args, x, y) of a run's dataset split, checked against the model's
+    input shape: what evaluation and LM tuning (``text_recognizer.lm tune``) both read."""
+    from text_recognizer import paths
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.errors import UserError
+    from text_recognizer.registry import lookup
+    from text_recognizer.spec import validate_args
+
+    model, config = predictor.model, predictor.config
+    name = model.data_config.get("dataset") or config.get("dataset")
+    if not name:
+        raise UserError(f"{run}: the weights do not name their dataset")
+    args = {**(config.get("dataset_args") or {}), **(dataset_args or {})}
+    data_dir = args.get("data_dir")
+    if data_dir and not Path(data_dir).expanduser().exists():
+        for base in (paths.PROJECT_ROOT,):  # configs written relative to the project root
+            if (base / data_dir).exists():
+                args["data_dir"] = str(base / data_dir)
+    entry = lookup(DATASETS, name, "dataset")
+    dataset = entry.load()(**validate_args(args, entry.args, "dataset_args"))
+    dataset.load_or_generate_data()
+    x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
+    if x is None or len(x) == 0:
+        raise UserError(f"the {split} split of {name} is empty")
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if tuple(x.shape[1:]) != tuple(model.input_shape[-2:]):
+        raise UserError(
+            f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
+            f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
+        )
+    return name, args, x, y
 
 
 def format_report(report: dict[str, Any]) -> str:

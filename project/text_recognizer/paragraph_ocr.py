@@ -224,6 +224,7 @@ def read_paragraph(image: Any, predictor: Any) -> tuple[str, list[tuple[int, int
 
 def paragraph_ocr_main(argv: list[str] | None = None) -> int:
     from text_recognizer.errors import one_line_parser, run_command
+    from text_recognizer.predictors import add_lm_arguments
 
     parser = one_line_parser(
         prog="python -m text_recognizer.paragraph_ocr",
@@ -232,6 +233,7 @@ def paragraph_ocr_main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", help="paragraph images")
     parser.add_argument("--model", required=True, help="line model run directory or weights")
     parser.add_argument("--beam", type=int, default=None, help="CTC beam width")
+    add_lm_arguments(parser)
     parser.add_argument(
         "--ground-truth",
         action="append",
@@ -265,15 +267,16 @@ def _targets(args: argparse.Namespace) -> tuple[dict[str, str] | None, dict[str,
 
 def _paragraph_ocr(args: argparse.Namespace) -> int:
     """Check the images (headers), beam and ground truth before loading the model and reading."""
-    from text_recognizer.predictors import LinePredictor, check_beam
+    from text_recognizer.predictors import LinePredictor, check_beam, lm_choice
     from text_recognizer.preprocessing import check_image_file
 
     if args.beam is not None:
         check_beam(args.beam)
+    lm = lm_choice(args)
     for path in args.images:
         check_image_file(path)
     truth, targets = _targets(args)
-    predictor = LinePredictor.from_weights(args.model, beam=args.beam)
+    predictor = LinePredictor.from_weights(args.model, beam=args.beam, lm=lm)
     report = ParagraphReport()
     for path in args.images:
         start = time.perf_counter()

@@ -1,10 +1,12 @@
-"""``python -m text_recognizer.predict IMAGE... --model RUN_DIR_OR_WEIGHTS [--beam N] [--json]``.
+"""``python -m text_recognizer.predict IMAGE... --model RUN [--beam N] [--lm ARPA] [--json]``.
 
 Prints one line of text per image, or with ``--json`` one JSON object per image (text,
 confidence, milliseconds). Exit codes: 0 success, 2 bad input (one ``error: ...`` line): an
 unreadable, empty or oversized image, a folder given as an image, a run directory without
 weights, weights that are corrupt, of a newer format or out of bounds, a model of the wrong kind,
-a beam width outside 1..100; 1 out of memory; 130 interrupted.
+a beam width outside 1..100, a missing or corrupt ``--lm`` file, an ``--lm-weight`` outside 0..10;
+1 out of memory; 130 interrupted. ``--lm`` (with ``--lm-weight``, ``--lm-bonus``) reads with beam
+search (``--beam``, default 16) and a character n-gram LM.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 
 def predict_main(argv: list[str] | None = None) -> int:
+    from text_recognizer import predictors
     from text_recognizer.errors import one_line_parser, run_command
 
     parser = one_line_parser(
@@ -25,6 +28,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--model", required=True, help="run directory or weights.pt")
     parser.add_argument("--beam", type=int, default=None, help="CTC beam width (line models)")
+    predictors.add_lm_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--kind", choices=("character", "line"), default=None, help="require this model kind"
@@ -40,14 +44,17 @@ def _predict(args: Any) -> int:
 
     if args.beam is not None:
         predictors.check_beam(args.beam)
+    lm = predictors.lm_choice(args)
     if args.kind == "character":
         if args.beam is not None and args.beam > 1:
             raise UserError("--beam applies to CTC line models, not to --kind character")
+        if lm is not None:
+            raise UserError("--lm applies to CTC line models, not to --kind character")
         predictor = predictors.CharacterPredictor.from_weights(args.model)
     elif args.kind == "line":
-        predictor = predictors.LinePredictor.from_weights(args.model, beam=args.beam)
+        predictor = predictors.LinePredictor.from_weights(args.model, beam=args.beam, lm=lm)
     else:
-        predictor = predictors.load_predictor(args.model, beam=args.beam)
+        predictor = predictors.load_predictor(args.model, beam=args.beam, lm=lm)
     for path in args.images:  # all checked before any output; read again one at a time below
         load_image(path)
     for path in args.images:

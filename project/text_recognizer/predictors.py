@@ -29,6 +29,15 @@ WEIGHTS_NAME = "weights.pt"
 BATCH_PIXELS = 1 << 22
 
 
+@dataclass(frozen=True)
+class LmChoice:
+    """A ``--lm PATH --lm-weight W --lm-bonus B`` choice: beam search with that character LM."""
+
+    path: str
+    weight: float = 1.0
+    bonus: float = 0.0
+
+
 @dataclass
 class Prediction:
     """The text read from one image and the model's probability for it."""
@@ -67,7 +76,11 @@ class Predictor:
     model_class: ClassVar[str] = ""
 
     def __init__(
-        self, model: Any, config: dict[str, Any] | None = None, beam: int | None = None
+        self,
+        model: Any,
+        config: dict[str, Any] | None = None,
+        beam: int | None = None,
+        lm: LmChoice | None = None,
     ) -> None:
         if not isinstance(model, _model_base(self.model_class)):
             raise UserError(
@@ -78,12 +91,14 @@ class Predictor:
         self.model.network.eval()
         self.config = config or {}  # the run's config, saved with the weights: provenance only
         self.preprocessing = model.preprocessing
-        self.decoder = self._decoder(config or {}, beam)
+        self.decoder = self._decoder(config or {}, beam, lm)
 
-    def _decoder(self, config: dict[str, Any], beam: int | None) -> Decoder:
+    def _decoder(self, config: dict[str, Any], beam: int | None, lm: LmChoice | None) -> Decoder:
         """``beam`` (a --beam option) if given, else the decoding the run was trained with."""
         from text_recognizer.decoding import GREEDY
 
+        if lm is not None:
+            raise UserError(f"--lm needs a CTC line model; this is a {type(self.model).__name__}")
         if beam is not None:
             beam = check_beam(beam)
             if beam > 1:
@@ -93,17 +108,21 @@ class Predictor:
         return GREEDY
 
     @classmethod
-    def from_weights(cls, path: str | Path, beam: int | None = None) -> Predictor:
+    def from_weights(
+        cls, path: str | Path, beam: int | None = None, lm: LmChoice | None = None
+    ) -> Predictor:
         """Build from a weights file (``torch.load(weights_only=True)``, CPU)."""
         from text_recognizer.models.base import Model
 
         model, config = Model.load_with_config(weights_path(path))
-        return cls(model, config, beam)
+        return cls(model, config, beam, lm)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, beam: int | None = None) -> Predictor:
+    def from_run(
+        cls, run_dir: str | Path, beam: int | None = None, lm: LmChoice | None = None
+    ) -> Predictor:
         """Build from a run directory holding ``weights.pt``."""
-        return cls.from_weights(run_dir, beam)
+        return cls.from_weights(run_dir, beam, lm)
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -159,21 +178,31 @@ class LinePredictor(Predictor):
     kind = "line"
     model_class = "LineModel"
 
-    def _decoder(self, config: dict[str, Any], beam: int | None) -> Decoder:
-        from text_recognizer.decoding import GREEDY, Decoder
+    def _decoder(self, config: dict[str, Any], beam: int | None, lm: LmChoice | None) -> Decoder:
+        from text_recognizer.decoding import Decoder, decoder_from, load_lm
         from text_recognizer.models.line_model_ctc import LineModelCtc
 
         if not isinstance(self.model, LineModelCtc):
-            return super()._decoder(config, beam)  # a fixed-length LineModel has nothing to choose
-        if beam is not None:
-            return Decoder.with_beam(check_beam(beam))
-        train_args = config.get("train_args") or {}
-        if train_args.get("decode") == "beam":
-            return Decoder("beam", int(train_args.get("beam_width") or 10))
-        return GREEDY
+            return super()._decoder(config, beam, lm)  # a fixed-length LineModel: nothing to choose
+        if lm is not None:
+            if beam == 1:
+                raise UserError("--lm needs beam search; --beam 1 is greedy decoding")
+            decoder = Decoder.with_lm(beam, lm.path, *check_lm(lm.weight, lm.bonus))
+        elif beam is not None:
+            decoder = Decoder.with_beam(check_beam(beam))
+        else:
+            try:
+                decoder = decoder_from(config.get("train_args") or {})
+            except ValueError as e:  # a saved config's lm_weight out of bounds
+                raise UserError(f"the run's train_args: {e}") from None
+        if decoder.lm is not None:
+            load_lm(decoder.lm, self.model.mapping)  # a missing or corrupt file fails here, once
+        return decoder
 
 
-def load_predictor(path: str | Path, beam: int | None = None) -> Predictor:
+def load_predictor(
+    path: str | Path, beam: int | None = None, lm: LmChoice | None = None
+) -> Predictor:
     """The right predictor for whatever model a run or weights file holds."""
     from text_recognizer.models.base import Model
     from text_recognizer.models.character_model import CharacterModel
@@ -184,8 +213,10 @@ def load_predictor(path: str | Path, beam: int | None = None) -> Predictor:
     if isinstance(model, CharacterModel):
         if beam is not None and beam > 1:
             raise UserError("--beam applies to CTC line models; this is a CharacterModel")
+        if lm is not None:
+            raise UserError("--lm applies to CTC line models; this is a CharacterModel")
         return CharacterPredictor(model, config)
-    return LinePredictor(model, config, beam)
+    return LinePredictor(model, config, beam, lm)
 
 
 def check_beam(beam: object) -> int:
@@ -197,3 +228,40 @@ def check_beam(beam: object) -> int:
         return check_beam_width(beam, "--beam")
     except ValueError as e:
         raise UserError(f"{e} (1 = greedy decoding)") from None
+
+
+def check_lm(weight: object, bonus: object) -> tuple[float, float]:
+    """--lm-weight and --lm-bonus as floats, else a one-line UserError saying what is valid."""
+    from text_recognizer.decoding import check_lm_weights
+
+    try:
+        return check_lm_weights(weight, bonus, ("--lm-weight", "--lm-bonus"))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def add_lm_arguments(parser: Any) -> None:
+    """--lm, --lm-weight, --lm-bonus: the same options on every reading command."""
+    parser.add_argument(
+        "--lm", default=None, metavar="ARPA", help="character n-gram LM: beam search with it"
+    )
+    parser.add_argument("--lm-weight", type=float, default=1.0, help="LM weight (default 1)")
+    parser.add_argument("--lm-bonus", type=float, default=0.0, help="score per character")
+
+
+def lm_choice(args: Any) -> LmChoice | None:
+    """The LmChoice of parsed --lm options (checked: one line for a missing file or a bad
+    weight), or None without --lm."""
+    if args.lm is None:
+        if args.lm_weight != 1.0 or args.lm_bonus != 0.0:
+            raise UserError("--lm-weight and --lm-bonus need --lm")
+        return None
+    weight, bonus = check_lm(args.lm_weight, args.lm_bonus)
+    path = Path(args.lm).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"--lm {args.lm}: no such file (build one: python -m text_recognizer.lm build)"
+        )
+    if args.beam is not None and check_beam(args.beam) == 1:
+        raise UserError("--lm needs beam search; --beam 1 is greedy decoding")
+    return LmChoice(str(path), weight, bonus)

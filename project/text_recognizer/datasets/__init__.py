@@ -20,8 +20,8 @@ COMMON_ARGS: dict[str, Param] = {
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
 SYNTHETIC_CHARSETS = ("digits", "digits_upper", "alphanumeric")
 LINE_CHAR_SOURCES = ("EmnistDataset", "MnistDataset")
-SYNTHETIC_LINE_CHARSETS = ("digits", "digits_upper", "alphanumeric", "text")
-TEXT_SOURCES = ("auto", "words", "brown")
+SYNTHETIC_LINE_CHARSETS = ("digits", "digits_upper", "alphanumeric", "text", "names")
+TEXT_SOURCES = ("auto", "words", "brown", "names")
 
 DATASETS: dict[str, Entry] = {
     "EmnistDataset": Entry(
@@ -63,7 +63,10 @@ DATASETS: dict[str, Entry] = {
         "text_recognizer.datasets.emnist_lines:EmnistLinesDataset",
         {
             **COMMON_ARGS,
-            "max_length": Param(int, 32, min=1, max=256, help="characters per line; width 28x"),
+            "max_length": Param(
+                int, 32, min=1, max=256, help="characters per line; width image_height x this"
+            ),
+            "image_height": Param(int, 28, min=16, max=128, help="28-px glyph lines scaled to it"),
             "min_overlap": Param(float, 0.0, min=0.0, lt=1.0),
             "max_overlap": Param(float, 0.33, min=0.0, lt=1.0),
             "num_train": Param(int, 10000, min=1, max=200_000),
@@ -129,8 +132,14 @@ DATASETS: dict[str, Entry] = {
             "image_height": Param(int, 28, min=16, max=128),
             "image_width": Param(int, 512, min=32, max=8192),
             "distortion": Param(float, 1.0, min=0.0, max=3.0, help="scales every distortion"),
+            "letter_spacing": Param(
+                float, 0.1, min=0.0, max=2.0, help="most extra space between letters (0.1: 10 %)"
+            ),
             "text_source": Param(
-                str, "auto", choices=TEXT_SOURCES, help="auto: brown if corpus_dir, else words"
+                str,
+                "auto",
+                choices=TEXT_SOURCES,
+                help="auto: names for the names charset, brown if corpus_dir, else words",
             ),
             "corpus_dir": Param(str, None, nullable=True, help="folder holding brown.zip"),
             "fonts": Param(
@@ -139,7 +148,8 @@ DATASETS: dict[str, Entry] = {
                 nullable=True,
                 item_type=str,
                 max_items=256,
-                help="font files, folders or globs (.ttf/.otf); default: Pillow's bundled font",
+                help="font files, folders, globs (.ttf/.otf) or 'handwriting' (Debian's handwriting "
+                "fonts); default: Pillow's bundled font",
             ),
         },
         kind="lines",

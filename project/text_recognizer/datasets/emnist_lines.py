@@ -15,7 +15,8 @@ FSDL's ``EmnistLinesDataset``, rebuilt to be fast and leak-free:
   pixels, ``overlap`` drawn per line from [``min_overlap``, ``max_overlap``]; a space is an empty
   glyph; overlapping ink takes the maximum (white ink on black, like EMNIST). Lines are
   ``28 x (28 * max_length)`` (896 pixels wide for the default 32; FSDL used 34 -> 952), so the
-  longest line fits without overlap, left-aligned.
+  longest line fits without overlap, left-aligned. ``image_height`` (16..128) scales the lines,
+  aspect ratio kept: 64 makes them ``64 x (64 * max_length)``, as the taller-line networks want.
 - **No leak.** Train lines are drawn only from the character dataset's train split (train +
   validation), test lines only from its test split. Lines are generated with a fixed seed
   (``GENERATION_SEED``; the run's ``seed`` only moves the validation carve), train and test from
@@ -85,6 +86,7 @@ class EmnistLinesDataset(Dataset):
         "emnist_split",
         "mnist_test_set_only",
         "max_length",
+        "image_height",
         "min_overlap",
         "max_overlap",
         "num_train",
@@ -95,6 +97,7 @@ class EmnistLinesDataset(Dataset):
     def __init__(
         self,
         max_length: int = 32,
+        image_height: int = GLYPH_SIZE,
         min_overlap: float = 0.0,
         max_overlap: float = 0.33,
         num_train: int = 10000,
@@ -115,6 +118,8 @@ class EmnistLinesDataset(Dataset):
             )
         if int(max_length) < 1 or int(num_train) < 1 or int(num_test) < 1:
             raise ConfigError("max_length, num_train and num_test must be >= 1")
+        if not 16 <= int(image_height) <= 128:
+            raise ConfigError(f"image_height must be 16..128; got {image_height}")
         corpus, data = resolve_dir(corpus_dir), resolve_dir(data_dir)
         if corpus and data and corpus != data:
             raise ConfigError(
@@ -124,6 +129,7 @@ class EmnistLinesDataset(Dataset):
         super().__init__(
             data_dir=None,
             max_length=int(max_length),
+            image_height=int(image_height),
             min_overlap=float(min_overlap),
             max_overlap=float(max_overlap),
             num_train=int(num_train),
@@ -217,7 +223,8 @@ class EmnistLinesDataset(Dataset):
             else:
                 texts = sampler.sample(count, rng)
             y = encode_many(texts, mapping, self.max_length)
-            arrays[f"x_{split}"] = self.draw(y, lut, images, labels, rng, split)
+            lines = self.draw(y, lut, images, labels, rng, split)
+            arrays[f"x_{split}"] = scale_lines(lines, self.args["image_height"], split)
             arrays[f"y_{split}"] = y
         return arrays, mapping
 
@@ -257,6 +264,27 @@ class EmnistLinesDataset(Dataset):
                 place_glyphs(images, line[i:j] - s, gid[i:j], x[i:j], out[s:e], phase[i:j])
                 bar.update(e - s)
         return out
+
+
+def scale_lines(lines: np.ndarray, height: int, split: str) -> np.ndarray:
+    """28-pixel lines scaled to ``height``, aspect ratio kept (the width scales with it).
+
+    Bilinear, as :func:`~text_recognizer.preprocessing.preprocess_image` scales an image read at
+    serving time; at the glyphs' own 28 pixels the lines are returned as drawn.
+    """
+    if height == GLYPH_SIZE:
+        return lines
+    from PIL import Image
+
+    n, h, w = lines.shape
+    width = round(w * height / h)
+    out = zeroed_pages((n, height, width))
+    with progress.bar(n, f"scaling {split} lines to {height} px", unit="line") as bar:
+        for i in range(n):
+            image = Image.fromarray(lines[i], "L").resize((width, height), Image.BILINEAR)
+            out[i] = np.asarray(image, dtype=np.uint8)
+            bar.update(1)
+    return out
 
 
 if __name__ == "__main__":

@@ -56,8 +56,13 @@ class GlyphFont:
         max_length: int,
         distortion: float,
         rng: np.random.Generator,
+        letter_spacing: float = 0.1,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Glyph ids ``(N, L)``, left columns ``(N, L)`` and each line's ink width ``(N,)``."""
+        """Glyph ids ``(N, L)``, left columns ``(N, L)`` and each line's ink width ``(N,)``.
+
+        ``letter_spacing`` is the most a line's advances grow (0.1: 10 %); forms with letter
+        boxes, such as the Kaggle names, space capitals far more.
+        """
         n = len(texts)
         sizes, strokes, num_chars = self.advance.shape
         cls = np.full((n, max_length), -1, dtype=np.int64)  # -1: space or padding
@@ -71,7 +76,7 @@ class GlyphFont:
         ids = (((size * strokes + stroke) * num_chars + c) * self.offsets) + offset
         ids = np.where(is_char, ids, -1)
         d = distortion
-        tracking = 1.0 + rng.uniform(-0.06, 0.1, size=(n, 1)) * d
+        tracking = 1.0 + rng.uniform(-0.06, letter_spacing, size=(n, 1)) * d
         word_gap = 1.0 + rng.uniform(-0.1, 0.6, size=(n, 1)) * d
         jitter = rng.uniform(-0.6, 0.6, size=(n, max_length)) * d
         lengths = np.array([len(t) for t in texts])
@@ -92,15 +97,37 @@ class GlyphFont:
 
 
 FONT_SUFFIXES = (".ttf", ".otf")
+# ``fonts: ["handwriting"]`` names the handwriting fonts Debian packages (free licences, no
+# download at run time): the folders they install into. .ci/run and the README install them.
+HANDWRITING = "handwriting"
+HANDWRITING_PACKAGES = {
+    "fonts-breip": "/usr/share/fonts/truetype/breip",
+    "fonts-bwht": "/usr/share/fonts/opentype/bwht",
+    "fonts-comic-neue": "/usr/share/fonts/opentype/comic-neue",
+    "fonts-dancingscript": "/usr/share/fonts/opentype/dancingscript",
+    "fonts-dkg-handwriting": "/usr/share/fonts/truetype/fifthhorseman",
+    "fonts-ecolier-court": "/usr/share/fonts/truetype/ecolier-court",
+    "fonts-femkeklaver": "/usr/share/fonts/truetype/femkeklaver",
+    "fonts-humor-sans": "/usr/share/fonts/truetype/humor-sans",
+    "fonts-kaushanscript": "/usr/share/fonts/opentype/kaushanscript",
+    "fonts-klee": "/usr/share/fonts/truetype/klee",
+    "fonts-kristi": "/usr/share/fonts/truetype/kristi",
+    "fonts-rufscript": "/usr/share/fonts/truetype/rufscript",
+    "fonts-sjfonts": "/usr/share/fonts/truetype/sjfonts",
+}
 
 
 def find_fonts(entries: list[str]) -> list[Path]:
     """Font files named by paths, folders (searched recursively) or glob patterns, sorted.
 
     Relative entries are tried against the working directory, then the project root.
+    ``handwriting`` stands for the installed Debian handwriting fonts (:data:`HANDWRITING_PACKAGES`).
     """
     found: set[Path] = set()
     for entry in entries:
+        if entry == HANDWRITING:
+            found.update(handwriting_fonts())
+            continue
         if not entry.strip():
             raise ConfigError(
                 "dataset_args.fonts: an empty entry; give a font file, folder or glob"
@@ -124,6 +151,23 @@ def find_fonts(entries: list[str]) -> list[Path]:
             )
         found.update(f.resolve() for f in files)
     return sorted(found)
+
+
+def handwriting_fonts() -> list[Path]:
+    """The font files of the Debian handwriting packages that are installed; none is an error."""
+    files = sorted(
+        f.resolve()
+        for folder in HANDWRITING_PACKAGES.values()
+        if Path(folder).is_dir()
+        for f in Path(folder).rglob("*")
+        if f.is_file() and f.suffix.lower() in FONT_SUFFIXES
+    )
+    if not files:
+        raise ConfigError(
+            "dataset_args.fonts: 'handwriting' needs Debian's handwriting fonts, none is installed; "
+            f"as root: apt-get install {' '.join(HANDWRITING_PACKAGES)}"
+        )
+    return files
 
 
 def fonts_digest(files: list[Path]) -> str:

@@ -15,6 +15,8 @@ CHARSETS = {
     "digits_upper": string.digits + string.ascii_uppercase,
     "alphanumeric": string.digits + string.ascii_uppercase + string.ascii_lowercase,
     "text": string.digits + string.ascii_uppercase + string.ascii_lowercase + ".,;:!?'\"()-&/",
+    # handwritten name fields (the Kaggle names' alphabet): capitals, hyphen, apostrophe
+    "names": string.ascii_uppercase + "-'",
 }
 # Common English words (a small, fixed vocabulary so the dataset needs no download).
 _VOCABULARY = """
@@ -46,6 +48,8 @@ def word_lines(count: int, max_length: int, charset: str, rng: np.random.Generat
     ]
     if charset != "text":
         words = [w for w in words if "'" not in w]
+    upper_only = not any(c.islower() for c in allowed)
+    numbers = "0" in allowed
     targets = rng.integers(1, max_length + 1, size=count)
     picks = rng.integers(0, len(words), size=(count, max_length))
     coins = rng.random((count, max_length, 4))
@@ -55,9 +59,9 @@ def word_lines(count: int, max_length: int, charset: str, rng: np.random.Generat
         for i in range(max_length):
             word = words[picks[n, i]]
             c = coins[n, i]
-            if c[0] < 0.1:
+            if c[0] < 0.1 and numbers:
                 word = str(int(c[1] * 10 ** (2 + int(c[3] * 4))))  # a number, 1-5 digits
-            elif charset == "digits_upper" or c[1] < 0.05:
+            elif upper_only or c[1] < 0.05:
                 word = word.upper()
             elif (i == 0 and c[1] < 0.6) or c[1] < 0.15:
                 word = word.capitalize()

@@ -6,13 +6,14 @@ The quick start's line dataset: it works anywhere, offline, in seconds. How a ba
    words (with capitals, numbers and, for the ``text`` charset, punctuation; ``line_words.py``);
    ``brown`` samples phrases of the Brown corpus as EmnistLinesDataset does (``corpus_dir``, or
    downloaded once); ``auto`` (default) is ``brown`` when ``corpus_dir`` is given, else ``words``,
-   so a config never silently depends on what happens to be on disk. The ``digits`` charset draws
-   digit groups. Line lengths are drawn up to ``max_length`` characters.
+   so a config never silently depends on what happens to be on disk. ``names`` draws name-like
+   lines from Faker's name lists (``line_names.py``; the default for the ``names`` charset, which
+   is the Kaggle names' alphabet). The ``digits`` charset draws digit groups. Line lengths are drawn up to ``max_length`` characters.
 2. **Glyphs** (``line_fonts.py``). Every character is rendered once per font, font size (3
    sizes), stroke width (0, 1) and baseline offset (-1, 0, +1 pixel at height 28). The font is
    Pillow's bundled scalable font (``ImageFont.load_default(size=...)``, Aileron) unless
-   ``fonts`` lists font files, folders or glob patterns (``.ttf``/``.otf``), for example the
-   handwriting fonts Debian packages; a font that lacks a character of the charset is left out
+   ``fonts`` lists font files, folders or glob patterns (``.ttf``/``.otf``), or ``handwriting``
+   for the handwriting fonts Debian packages (``line_fonts.HANDWRITING_PACKAGES``); a font that lacks a character of the charset is left out
    with a printed note. A line keeps one font, size and stroke, as a writer does; each character
    gets its own baseline jitter and spacing jitter, letter spacing and word spacing vary per line.
 3. **Layout.** The glyphs are placed by
@@ -42,6 +43,7 @@ from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import resolve_dir
 from text_recognizer.datasets.line_composer import compose_lines
 from text_recognizer.datasets.line_fonts import GlyphFont, find_fonts, fonts_digest, render_glyphs
+from text_recognizer.datasets.line_names import name_lines, name_vocabulary
 from text_recognizer.datasets.line_texts import (
     PhraseSampler,
     corpus_path,
@@ -69,6 +71,7 @@ class SyntheticLinesDataset(Dataset):
         "image_height",
         "image_width",
         "distortion",
+        "letter_spacing",
         "num_train",
         "num_test",
     )
@@ -83,6 +86,7 @@ class SyntheticLinesDataset(Dataset):
         image_height: int = 28,
         image_width: int = 512,
         distortion: float = 1.0,
+        letter_spacing: float = 0.1,
         text_source: str = "auto",
         corpus_dir: str | None = None,
         fonts: list[str] | None = None,
@@ -94,7 +98,9 @@ class SyntheticLinesDataset(Dataset):
             raise ConfigError(f"text_source must be one of {', '.join(TEXT_SOURCES)}")
         corpus = resolve_dir(corpus_dir)
         if text_source == "auto":
-            text_source = "brown" if corpus is not None else "words"
+            text_source = (
+                "names" if charset == "names" else "brown" if corpus is not None else "words"
+            )
         super().__init__(
             num_train=int(num_train),
             num_test=int(num_test),
@@ -103,6 +109,7 @@ class SyntheticLinesDataset(Dataset):
             image_height=int(image_height),
             image_width=int(image_width),
             distortion=float(distortion),
+            letter_spacing=float(letter_spacing),
             text_source=text_source,
             **common,
         )
@@ -155,6 +162,9 @@ class SyntheticLinesDataset(Dataset):
                 read_brown_sentences(ensure_corpus(self.corpus_dir)), chars, length
             )
             return sampler.sample
+        if self.args["text_source"] == "names":
+            vocabulary = name_vocabulary(chars)
+            return lambda count, rng: name_lines(count, length, vocabulary, rng)
         return lambda count, rng: word_lines(count, length, self.args["charset"], rng)
 
     def render(
@@ -177,7 +187,9 @@ class SyntheticLinesDataset(Dataset):
             with progress.bar(len(texts), f"rendering {split} lines", unit="line") as bar:
                 for start in range(0, len(texts), CHUNK):
                     batch = texts[start : start + CHUNK]
-                    ids, x, line_w = font.layout(batch, index, self.args["max_length"], d, rng)
+                    ids, x, line_w = font.layout(
+                        batch, index, self.args["max_length"], d, rng, self.args["letter_spacing"]
+                    )
                     canvas = compose_lines(font.glyphs, ids, x, int(line_w.max()) + font.width)
                     out[start : start + len(batch)] = warp_lines(canvas, line_w, w, d, gen)
                     bar.update(len(batch))

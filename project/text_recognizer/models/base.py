@@ -21,7 +21,7 @@ from torch import nn
 
 from text_recognizer import progress
 from text_recognizer.config import TrainArgs
-from text_recognizer.decoding import GREEDY, Decoder
+from text_recognizer.decoding import GREEDY, Decoder, decoder_from
 from text_recognizer.errors import DataError
 from text_recognizer.images.augment import augment_batch
 from text_recognizer.models.precision import Precision
@@ -283,7 +283,7 @@ class Model:
         precision = Precision.choose(args.mixed_precision if args else "off", self.device)
         batch_size = args.eval_batch if args else TrainArgs.from_config({}).eval_batch
         if decoder is None:
-            decoder = Decoder(args.decode, args.beam_width) if args else GREEDY
+            decoder = decoder_from(args) if args else GREEDY
         xt, yt = self.to_tensor(x), self.to_tensor(y)
         loss_sum = torch.zeros((), device=self.device)
         texts: list[str] = []

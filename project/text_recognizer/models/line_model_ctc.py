@@ -66,12 +66,7 @@ class LineModelCtc(LineModel):
 
     def decode_outputs(self, outputs: torch.Tensor, decoder: Decoder = GREEDY) -> list[list[int]]:
         log_probs = outputs.float().log_softmax(-1).cpu()
-        ignore = (self.padding_index,)
-        if decoder.method == "beam":
-            return decoding.beam_ctc_decode(
-                log_probs.exp(), decoder.beam_width, self.blank_index, ignore
-            )
-        return decoding.greedy_ctc_decode(log_probs, self.blank_index, ignore)
+        return decoder.decode(log_probs, self.mapping, self.blank_index, (self.padding_index,))
 
     def confidences(self, outputs: torch.Tensor, sequences: list[list[int]]) -> torch.Tensor:
         log_probs = outputs.float().log_softmax(-1)

@@ -1,0 +1,105 @@
+"""tasks/train_kaggle_names.sh: pretraining on synthetic names, fine-tuning on real ones, end to end.
+
+Tiny configs stand in for the two experiment files (PRETRAIN_CONFIG / FINETUNE_CONFIG), so the chain
+runs in about a minute; the real figures come from the full chain (README, "Kaggle names").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+
+NETWORK_ARGS = {"layers": [1, 1, 1], "base_channels": 8, "lstm_hidden": 16, "lstm_layers": 1}
+
+
+def tiny_configs(tmp_path: Path) -> dict[str, str]:
+    """Both experiment files of the chain, shrunk: the same datasets, network and keys."""
+    configs = {}
+    for stage in ("pretrain", "finetune"):
+        config = json.loads(
+            (PROJECT_ROOT / "training" / "experiments" / f"kaggle_names_{stage}.json").read_text()
+        )
+        config["network_args"] = NETWORK_ARGS
+        config["train_args"].update(epochs=1, batch_size=16, warmup_epochs=0)
+        if stage == "pretrain":
+            del config["dataset_args"]["fonts"]  # Pillow's font: no system fonts needed here
+            config["dataset_args"].update(num_train=64, num_test=16)
+        path = tmp_path / f"{stage}.json"
+        path.write_text(json.dumps(config))
+        configs[f"{stage.upper()}_CONFIG"] = str(path)
+    return configs
+
+
+def run_chain(tmp_path: Path, data_dir: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    env = {**os.environ, **tiny_configs(tmp_path), "DATA_DIR": str(data_dir)}
+    result = subprocess.run(
+        ["bash", "tasks/train_kaggle_names.sh", "--nowandb"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, Path(result.stdout.strip().splitlines()[-1])
+
+
+def test_chain_pretrains_then_fine_tunes_the_shared_names(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    data_dir = shared_data / "kaggle_handwriting_names"
+    result, final = run_chain(tmp_path, data_dir)
+    config = json.loads((final / "config.json").read_text())
+    summary = json.loads((final / "summary.json").read_text())
+    assert config["dataset"] == "KaggleNamesDataset" and summary["status"] == "finished"
+    assert config["dataset_args"]["split_from_available"] == 0.2
+    assert Path(config["dataset_args"]["data_dir"]) == data_dir.resolve()
+    pretrained = Path(config["init_from"])  # the pretraining run's best weights
+    assert pretrained.name == "weights.pt" and pretrained.is_file()
+    pretrained = pretrained.parent
+    pretrain_config = json.loads((pretrained / "config.json").read_text())
+    assert pretrain_config["dataset"] == "SyntheticLinesDataset"
+    assert pretrain_config["dataset_args"]["charset"] == "names"
+    assert summary["init_from"] == config["init_from"]
+    assert (final / "weights.pt").is_file()  # the final model can be read by predict
+    assert "1/2 pretraining" in result.stderr and "2/2 fine-tuning" in result.stderr
+
+
+def test_chain_uses_the_official_splits_of_a_kaggle_layout(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """A folder laid out as Kaggle ships it (train/validation/test CSVs) keeps its splits."""
+    shared = shared_data / "kaggle_handwriting_names"
+    with (shared / "written_name_validation_v2.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["IDENTITY"] and r["IDENTITY"].isalpha()][:90]
+    data_dir = tmp_path / "kaggle"
+    for split, part in (("train", rows[:60]), ("validation", rows[60:75]), ("test", rows[75:])):
+        folder = data_dir / f"{split}_v2"
+        folder.mkdir(parents=True)
+        with (data_dir / f"written_name_{split}_v2.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["FILENAME", "IDENTITY"])
+            for i, row in enumerate(part):
+                name = f"{split.upper()}_{i:04d}.jpg"
+                shutil.copy(shared / "validation_v2" / row["FILENAME"], folder / name)
+                writer.writerow([name, row["IDENTITY"]])
+    _, final = run_chain(tmp_path, data_dir)
+    config = json.loads((final / "config.json").read_text())
+    summary = json.loads((final / "summary.json").read_text())
+    assert "split_from_available" not in config["dataset_args"] or (
+        config["dataset_args"]["split_from_available"] is None
+    )
+    assert summary["status"] == "finished"
+    # tested on the official test CSV's 15 names only
+    tested = {p["target"] for p in json.loads((final / "predictions.json").read_text())}
+    assert tested and tested <= {r["IDENTITY"] for r in rows[75:]}
