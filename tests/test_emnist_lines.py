@@ -421,3 +421,12 @@ def test_every_line_dataset_takes_lines_128_pixels_high() -> None:
         if entry.kind == "lines":
             height = entry.args["image_height"]
             assert height.max >= 128, name
+
+
+def test_taller_lines_that_do_not_fit_in_memory_are_one_line(monkeypatch) -> None:
+    from text_recognizer.datasets import emnist_lines
+
+    monkeypatch.setattr(emnist_lines, "available_memory", lambda: 1 << 20)
+    lines = np.zeros((100, 28, 280), np.uint8)
+    with pytest.raises(DataError, match=r"100 train lines of 128x1280 pixels need .* GiB"):
+        emnist_lines.scale_lines(lines, 128, "train")

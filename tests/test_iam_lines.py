@@ -91,12 +91,13 @@ def line_png(width: int, height: int, ink: int = 20) -> bytes:
 
 OFFICIAL_LINES = [
     # id, status, text (| separates words), size (w, h)
-    ("a01-000u-00", "ok", "A|MOVE|to|stop", (600, 60)),
-    ("a01-000u-01", "err", "M Ps|tomorrow|.", (400, 50)),
-    ("a01-000u-02", "ok", "x" * 40, (300, 50)),  # longer than max_length 30
-    ("a01-000u-03", "ok", "missing|image", (300, 50)),  # no PNG written
-    ("a01-000u-04", "ok", "broken|image", (300, 50)),  # not a PNG
-    ("a01-000u-05", "ok", "very|wide|line", (4000, 40)),  # squeezed to fit
+    ("a01-003u-00", "ok", "A|MOVE|to|stop", (600, 60)),
+    ("a01-003u-01", "err", "M Ps|tomorrow|.", (400, 50)),
+    ("a01-003u-02", "ok", "x" * 40, (300, 50)),  # longer than max_length 30
+    ("a01-003u-03", "ok", "missing|image", (300, 50)),  # no PNG written
+    ("a01-003u-04", "ok", "broken|image", (300, 50)),  # not a PNG
+    ("a01-003u-05", "ok", "very|wide|line", (4000, 40)),  # squeezed to fit
+    ("a01-077u-00", "ok", "benchmark|text", (300, 50)),  # a paragraph crop's form: left out
     ("c04-156-00", "ok", "validation|words", (500, 60)),
     ("m01-049-00", "ok", "He|rose|from", (500, 60)),
     ("z99-999-00", "ok", "not|in|a|list", (300, 50)),
@@ -115,7 +116,7 @@ def write_official(folder: Path) -> Path:
         target.write_bytes(b"not a png" if "broken" in text else line_png(w, h))
     (folder / "ascii").mkdir(parents=True)
     (folder / "ascii" / "lines.txt").write_text("\n".join(rows) + "\n")
-    (folder / "train.uttlist").write_text("a01-000u\n")
+    (folder / "train.uttlist").write_text("a01-003u\na01-077u\n")
     (folder / "validation.uttlist").write_text("c04-156\n")
     (folder / "test.uttlist").write_text("m01-049\n")
     return folder
@@ -137,10 +138,11 @@ def test_official_layout_end_to_end(tmp_path: Path, data_dirs, capsys) -> None:
         "undecodable_image": 1,
         "form_not_in_split_lists": 1,
         "kept_but_squeezed": 1,
+        "paragraph_benchmark_form": 1,
     }
-    assert ds.skipped_examples["missing_image"] == ["lines/a01/a01-000u/a01-000u-03.png"]
+    assert ds.skipped_examples["missing_image"] == ["lines/a01/a01-003u/a01-003u-03.png"]
     summary = ds.summary()
-    assert "undecodable_image: e.g. lines/a01/a01-000u/a01-000u-04.png" in summary
+    assert "undecodable_image: e.g. lines/a01/a01-003u/a01-003u-04.png" in summary
     # White ink on black, aspect kept: a 600x60 line is 320 wide at height 32, then black padding.
     first = ds.x_train[[decode(y, ds.mapping) for y in ds.y_train].index("A MOVE to stop")]
     assert first[:, 330:].max() == 0 and first[:, :320].max() > 150
@@ -201,7 +203,7 @@ def form_jpeg() -> bytes:
 def iamdb_zip() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for form in ("a01-000u", "c04-156", "m01-049"):
+        for form in ("a01-003u", "c04-156", "m01-049"):
             zf.writestr(f"iamdb/forms/{form}.jpg", form_jpeg())
             zf.writestr(f"iamdb/xml/{form}.xml", FORM_XML.format(form=form))
         zf.writestr("iamdb/task/testset.txt", "m01-049-00\n")
@@ -212,7 +214,7 @@ def test_fsdl_zip_is_downloaded_verified_and_cropped(tmp_path: Path, data_dirs) 
     raw, _ = data_dirs
     files = {
         "iamdb.zip": iamdb_zip(),
-        "train.uttlist": b"a01-000u\n",
+        "train.uttlist": b"a01-003u\n",
         "validation.uttlist": b"c04-156\n",
         "test.uttlist": b"m01-049\n",
     }

@@ -202,6 +202,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             f"{resolved['model']}; networks for {resolved['model']}: {', '.join(valid)}"
         )
     TrainArgs(**resolved["train_args"])  # the checks across fields
+    _check_lm_settings(resolved, config.get("train_args") or {})
     if resolved.get("init_from") is not None:
         resolved["init_from"] = str(resolve_init_from(resolved["init_from"]))
     if resolved["train_args"].get("lm") is not None:
@@ -210,6 +211,25 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if data_dir is not None:
         resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
     return resolved
+
+
+def _check_lm_settings(resolved: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """LM settings that would be silently ignored are errors: an LM for a model that does not
+    decode with beam search, a weight or bonus without an LM. (A resolved config repeats the
+    defaults, so only a weight or bonus other than its default counts as given.)"""
+    train = resolved["train_args"]
+    if train.get("lm") is not None and resolved["model"] != "LineModelCtc":
+        raise ConfigError(
+            f"train_args.lm applies to LineModelCtc (CTC beam search); model "
+            f"{resolved['model']} does not decode with a language model"
+        )
+    if train.get("lm") is None:
+        for key in ("lm_weight", "lm_bonus"):
+            if key in given and given[key] != TRAIN_ARGS[key].default:
+                raise ConfigError(
+                    f"train_args.{key} needs train_args.lm (an ARPA file); without one it "
+                    "would be ignored"
+                )
 
 
 def resolve_data_dir(data_dir: str) -> Path:

@@ -1,10 +1,13 @@
-"""``python -m text_recognizer.evaluate RUN_DIR [--dataset-args JSON] [--split test|validation] [--limit N] [--json OUT]``.
+"""``python -m text_recognizer.evaluate RUN_DIR [--dataset-args JSON] [--split test|validation] [--limit N] [--json OUT]``
+``[--beam N] [--lm ARPA [--lm-weight W] [--lm-bonus B]]``.
 
 Runs a saved model over a dataset split once (``Model.read_split``: the loss, the predictions and
 the metrics from one pass, with the predictor's decoder) and reports the metrics, the time per
 item and the worst examples. ``read_split`` turns outputs into text with the same method the
 predict command's ``Model.predict`` uses, so a test can check that images written out and read
-back through ``python -m text_recognizer.predict`` get exactly these predictions.
+back through ``python -m text_recognizer.predict`` get exactly these predictions. ``--beam`` and
+``--lm`` choose the decoding as they do for predict (default: the decoding the run was trained
+with), so an existing run's test split can be read with a character LM.
 Exit codes: 0 success, 2 bad input (one line).
 """
 
@@ -24,12 +27,15 @@ def evaluate_run(
     split: str = "test",
     limit: int | None = None,
     worst: int = 10,
+    beam: int | None = None,
+    lm: Any = None,
 ) -> dict[str, Any]:
-    """Metrics, timing, worst examples and per-item predictions of a run on a dataset split."""
+    """Metrics, timing, worst examples and per-item predictions of a run on a dataset split,
+    read with ``beam`` / ``lm`` (a predictors.LmChoice) or the run's own decoding."""
     from text_recognizer.config import TrainArgs
     from text_recognizer.predictors import LinePredictor, load_predictor
 
-    predictor = load_predictor(run)
+    predictor = load_predictor(run, beam, lm)
     model = predictor.model
     name, args, x, y = read_split_arrays(predictor, run, dataset_args, split, limit)
     batch = TrainArgs.from_config(
@@ -53,8 +59,16 @@ def evaluate_run(
     else:
         wrong = [r for r in items if r["prediction"] != r["target"]]
         worst_items = sorted(wrong, key=lambda r: (-r["confidence"], r["index"]))
+    decoder = predictor.decoder
     return {
         "run": str(run),
+        "decoder": {
+            "method": decoder.method,
+            "beam_width": decoder.beam_width if decoder.method == "beam" else 1,
+            "lm": decoder.lm,
+            "lm_weight": decoder.lm_weight if decoder.lm else None,
+            "lm_bonus": decoder.lm_bonus if decoder.lm else None,
+        },
         "dataset": name,
         "dataset_args": args,
         "split": split,
@@ -108,8 +122,14 @@ def read_split_arrays(
 
 
 def format_report(report: dict[str, Any]) -> str:
+    decoder = report.get("decoder") or {}
+    how = ""
+    if decoder.get("method") == "beam":
+        how = f", beam {decoder['beam_width']}"
+        if decoder.get("lm"):
+            how += f" with LM {decoder['lm']} (weight {decoder['lm_weight']:g}, bonus {decoder['lm_bonus']:g})"
     lines = [
-        f"{report['dataset']} {report['split']}: {report['items']} items, "
+        f"{report['dataset']} {report['split']}: {report['items']} items{how}, "
         f"{report['ms_per_item']:.3f} ms per item",
         "  " + "  ".join(f"{k} {v:.4f}" for k, v in report["metrics"].items()),
         "worst examples:",
@@ -125,6 +145,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def evaluate_main(argv: list[str] | None = None) -> int:
     from text_recognizer.errors import one_line_parser, run_command
+    from text_recognizer.predictors import add_lm_arguments
 
     parser = one_line_parser(description="Evaluate a saved run on a dataset split.")
     parser.add_argument("run", help="run directory or weights.pt")
@@ -133,6 +154,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N items only")
     parser.add_argument("--worst", type=int, default=10, help="how many worst examples to show")
     parser.add_argument("--json", dest="json_out", default=None, help="write the full report")
+    parser.add_argument(
+        "--beam", type=int, default=None, help="CTC beam width (default: the run's decoding)"
+    )
+    add_lm_arguments(parser)
     args = parser.parse_args(argv)
     return run_command(lambda: _evaluate(args))
 
@@ -140,6 +165,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """Check the arguments and the --json path before the work; a failed write after it is 1."""
     from text_recognizer.errors import StorageError, UserError, print_error
+    from text_recognizer.predictors import check_beam, lm_choice
 
     try:
         overrides = json.loads(args.dataset_args)
@@ -151,9 +177,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.worst < 0:
         raise UserError(f"--worst must be >= 0, got {args.worst}")
+    if args.beam is not None:
+        check_beam(args.beam)
+    lm = lm_choice(args)
     if args.json_out:
         check_report_path(args.json_out, args.run)
-    report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst)
+    report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst, args.beam, lm)
     print(format_report(report))
     if args.json_out:
         try:

@@ -7,9 +7,14 @@
 ``build`` estimates an interpolated modified Kneser-Ney model (ngram.py) and writes ARPA. From IAM
 ``ascii/lines.txt`` it takes each line's transcription exactly as the IAM line dataset labels it
 (``parse_lines_txt``: IAM's tokenisation, ``tomorrow .``), leaving out every form of the Aachen test
-list, every form that shares a 7-character stem with the shared paragraph crops (``a01-000u`` and
+and validation lists, every form that shares a 7-character stem with the paragraph benchmark
+(``iam_lines.PARAGRAPH_BENCHMARK_FORMS`` and the shared crops' file names: ``a01-000u`` and
 ``a01-000x`` are the same text by two writers), and any line equal to a line of the crops' ground
-truth, so neither the test split nor the paragraph benchmark leaks into the LM.
+truth, so neither the test split, nor the validation split that ``tune`` picks the weights on, nor
+the paragraph benchmark leaks into the LM (``--keep-validation`` keeps the validation forms, for
+an LM that is not tuned on them). ``--as-written``
+re-joins IAM's tokens as printed (``ground_truth.detokenize``), for a model that reads text as it
+is written (the synthetic Brown lines, the paragraph crops' ground truth).
 
 ``tune`` reads a run's VALIDATION split once (the network's outputs), decodes it for every LM
 weight and bonus in a grid and prints the CER of each; the lowest wins. The test split is never
@@ -55,20 +60,35 @@ def paragraph_stems(folder: Path) -> set[str]:
     return stems
 
 
-def iam_text(lines_txt: Path, test_list: Path | None, paragraphs: Path | None) -> IamText:
-    """IAM transcriptions (``lines.txt``) minus test forms, paragraph-crop forms and lines."""
-    from text_recognizer.datasets.iam_lines import parse_lines_txt, read_lines_txt
+def iam_text(
+    lines_txt: Path,
+    test_list: Path | None,
+    paragraphs: Path | None,
+    validation_list: Path | None = None,
+) -> IamText:
+    """IAM transcriptions (``lines.txt``) minus test and validation forms, the paragraph
+    benchmark's forms (PARAGRAPH_BENCHMARK_FORMS and the crops' stems) and the crops' lines."""
+    from text_recognizer.datasets.iam_lines import (
+        PARAGRAPH_BENCHMARK_FORMS,
+        parse_lines_txt,
+        read_lines_txt,
+    )
     from text_recognizer.errors import DataError
     from text_recognizer.fileio import read_small_text
-    from text_recognizer.ground_truth import read_ground_truth
 
-    test_forms: set[str] = set()
-    if test_list is not None:
-        test_forms = set(read_small_text(test_list, 16 << 20, "test list", DataError).split())
-    stems: set[str] = set()
+    def forms(path: Path | None, what: str) -> set[str]:
+        if path is None:
+            return set()
+        return set(read_small_text(path, 16 << 20, what, DataError).split())
+
+    test_forms = forms(test_list, "test list")
+    validation_forms = forms(validation_list, "validation list")
+    stems: set[str] = set(PARAGRAPH_BENCHMARK_FORMS)
     truth_lines: set[str] = set()
     if paragraphs is not None:
-        stems = paragraph_stems(paragraphs)
+        from text_recognizer.ground_truth import read_ground_truth
+
+        stems |= paragraph_stems(paragraphs)
         truth_file = paragraphs / "data_by_file_id.json"
         if truth_file.is_file():
             for text in read_ground_truth(truth_file).values():
@@ -77,6 +97,8 @@ def iam_text(lines_txt: Path, test_list: Path | None, paragraphs: Path | None) -
     for line in parse_lines_txt(read_lines_txt(lines_txt), str(lines_txt)):
         if line.form_id in test_forms:
             out.skip("aachen_test_form")
+        elif line.form_id in validation_forms:
+            out.skip("aachen_validation_form")
         elif line.form_id[:7] in stems:
             out.skip("paragraph_crop_form")
         elif _same_text(line.text, truth_lines):
@@ -123,19 +145,26 @@ def build(args: argparse.Namespace) -> int:
         if not lines_txt.is_file():
             raise UserError(f"--iam {args.iam}: no ascii/lines.txt in it")
         test_list = iam / "splits_htr_best_practices" / "test.uttlist"
+        validation_list = iam / "splits_htr_best_practices" / "validation.uttlist"
         paragraphs = iam / "paragraphs_support"
-        for needed in (test_list, paragraphs):
-            if not needed.exists():
-                raise UserError(
-                    f"--iam {args.iam}: no {needed.relative_to(iam)} (needed to exclude)"
-                )
-        text = iam_text(lines_txt, test_list, paragraphs)
+        needed = [test_list, paragraphs] + ([] if args.keep_validation else [validation_list])
+        for path in needed:
+            if not path.exists():
+                raise UserError(f"--iam {args.iam}: no {path.relative_to(iam)} (needed to exclude)")
+        text = iam_text(
+            lines_txt, test_list, paragraphs, None if args.keep_validation else validation_list
+        )
         excluded = ", ".join(f"{k} {v}" for k, v in sorted(text.excluded.items()))
         progress.line(
             f"IAM lines.txt: {len(text.lines)} lines used; {sum(text.excluded.values())} left "
             f"out ({excluded}) from {len(text.excluded_forms)} forms"
         )
-        lines += text.lines
+        if args.as_written:  # "tomorrow . Mr." -> "tomorrow. Mr.", as the crops' ground truth
+            from text_recognizer.ground_truth import detokenize
+
+            lines += [detokenize(line) for line in text.lines]
+        else:
+            lines += text.lines
     for source in args.text:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -169,17 +198,11 @@ def _grid(text: str, name: str) -> list[float]:
 
 def tune(args: argparse.Namespace) -> int:
     """Grid search over (weight, bonus) on the validation split; print the table and the best."""
-    import torch
+    from text_recognizer.decoding import check_beam_width
+    from text_recognizer.fileio import check_output_file
+    from text_recognizer.predictors import check_lm, weights_path
 
-    from text_recognizer import progress
-    from text_recognizer.decoding import Decoder, check_beam_width, load_lm, to_texts
-    from text_recognizer.evaluate import read_split_arrays
-    from text_recognizer.fileio import check_output_file, write_json_atomic
-    from text_recognizer.metrics import char_edits
-    from text_recognizer.models.line_model_ctc import LineModelCtc
-    from text_recognizer.models.precision import Precision
-    from text_recognizer.predictors import check_lm, load_predictor
-
+    # the arguments first: a typo costs no torch import (seconds) and no model load
     weights, bonuses = _grid(args.weights, "--weights"), _grid(args.bonuses, "--bonuses")
     for w in weights:
         for b in bonuses:
@@ -194,6 +217,19 @@ def tune(args: argparse.Namespace) -> int:
         raise UserError(f"--lm {args.lm}: no such file")
     if args.json:
         check_output_file(args.json, "--json")
+    weights_path(args.run)
+
+    import torch
+
+    from text_recognizer import progress
+    from text_recognizer.decoding import Decoder, load_lm, to_texts
+    from text_recognizer.evaluate import read_split_arrays
+    from text_recognizer.fileio import write_json_atomic
+    from text_recognizer.metrics import char_edits
+    from text_recognizer.models.line_model_ctc import LineModelCtc
+    from text_recognizer.models.precision import Precision
+    from text_recognizer.predictors import load_predictor
+
     predictor = load_predictor(args.run)
     model = predictor.model
     if not isinstance(model, LineModelCtc):
@@ -267,6 +303,18 @@ def lm_main(argv: list[str] | None = None) -> int:
     b.add_argument("--iam", default=None, help="IAM folder (ascii/lines.txt, test list, crops)")
     b.add_argument("--text", action="append", default=[], help="text file or brown.zip")
     b.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
+    b.add_argument(
+        "--as-written",
+        action="store_true",
+        help="IAM text re-joined as printed (tomorrow. Mr.), for models trained on such text "
+        "(synthetic Brown lines); default: IAM's tokens (tomorrow . Mr.), as IAM lines are labelled",
+    )
+    b.add_argument(
+        "--keep-validation",
+        action="store_true",
+        help="learn the Aachen validation forms too (left out by default: tune picks the "
+        "weights on them)",
+    )
     b.add_argument("--out", required=True, help="the ARPA file to write")
     t = sub.add_parser("tune", help="pick lm_weight and lm_bonus on a run's validation split")
     t.add_argument("run", help="run directory or weights.pt of a CTC line model")

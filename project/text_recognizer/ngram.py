@@ -44,8 +44,9 @@ def token_name(char: str) -> str:
 
 
 def normalize(text: str) -> str:
-    """A line as the LM sees it: other whitespace (tabs, no-break spaces) becomes a plain space."""
-    return "".join(" " if c.isspace() else c for c in text.strip("\r\n"))
+    """A line as the LM sees it: surrounding whitespace dropped (a model never reads a line's
+    margins as spaces), other whitespace inside (tabs, no-break spaces) a plain space."""
+    return "".join(" " if c.isspace() else c for c in text.strip())
 
 
 @dataclass

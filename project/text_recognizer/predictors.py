@@ -193,7 +193,7 @@ class LinePredictor(Predictor):
         else:
             try:
                 decoder = decoder_from(config.get("train_args") or {})
-            except ValueError as e:  # a saved config's lm_weight out of bounds
+            except (ValueError, TypeError) as e:  # a saved config's lm_weight out of bounds
                 raise UserError(f"the run's train_args: {e}") from None
         if decoder.lm is not None:
             load_lm(decoder.lm, self.model.mapping)  # a missing or corrupt file fails here, once

@@ -266,6 +266,18 @@ class EmnistLinesDataset(Dataset):
         return out
 
 
+def available_memory() -> int | None:
+    """Bytes of memory the kernel says are available (Linux), else None (no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for row in f:
+                if row.startswith("MemAvailable:"):
+                    return int(row.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def scale_lines(lines: np.ndarray, height: int, split: str) -> np.ndarray:
     """28-pixel lines scaled to ``height``, aspect ratio kept (the width scales with it).
 
@@ -278,6 +290,13 @@ def scale_lines(lines: np.ndarray, height: int, split: str) -> np.ndarray:
 
     n, h, w = lines.shape
     width = round(w * height / h)
+    need, free = n * height * width, available_memory()
+    if free is not None and need > free:
+        raise DataError(
+            f"{n} {split} lines of {height}x{width} pixels need {need / 2**30:.1f} GiB and "
+            f"{free / 2**30:.1f} GiB of memory is available; lower num_train/num_test, "
+            "image_height or max_length"
+        )
     out = zeroed_pages((n, height, width))
     with progress.bar(n, f"scaling {split} lines to {height} px", unit="line") as bar:
         for i in range(n):

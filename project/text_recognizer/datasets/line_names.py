@@ -24,6 +24,16 @@ NAME_LISTS = ("first_names", "first_names_male", "first_names_female", "last_nam
 TWO_NAMES, HYPHENATED, SPLICED = 0.10, 0.07, 0.20
 
 
+def faker_version() -> str:
+    """Faker's version: its lists change between releases, so it keys the cache of name lines."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("faker")
+    except PackageNotFoundError:
+        return "missing"
+
+
 def fold_accents(text: str) -> str:
     """``Hélène`` -> ``Helene``: the Kaggle labels are written without accents."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -36,7 +46,12 @@ def name_vocabulary(charset: str) -> list[str]:
     upper_only = not any(c.islower() for c in charset)
     allowed = set(charset)
     for locale in LOCALES:
-        provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{locale}").Provider
+        except ImportError as e:
+            raise DataError(
+                f"text_source names needs Faker's {locale} names ({e}); pip install 'faker>=30'"
+            ) from None
         for attribute in NAME_LISTS:
             for name in getattr(provider, attribute, ()):  # a tuple, or a dict of weights
                 name = fold_accents(str(name)).strip()

@@ -43,7 +43,7 @@ from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import resolve_dir
 from text_recognizer.datasets.line_composer import compose_lines
 from text_recognizer.datasets.line_fonts import GlyphFont, find_fonts, fonts_digest, render_glyphs
-from text_recognizer.datasets.line_names import name_lines, name_vocabulary
+from text_recognizer.datasets.line_names import faker_version, name_lines, name_vocabulary
 from text_recognizer.datasets.line_texts import (
     PhraseSampler,
     corpus_path,
@@ -122,6 +122,8 @@ class SyntheticLinesDataset(Dataset):
         sources = [f"corpus={self.corpus_dir}"] if uses_corpus and self.corpus_dir else []
         if self.font_files:
             sources.append(f"fonts={fonts_digest(self.font_files)}")
+        if self.args["text_source"] == "names" and self.args["charset"] != "digits":
+            sources.append(f"faker={faker_version()}")  # its name lists change between releases
         return sources
 
     def raw_files(self) -> list[Path]:

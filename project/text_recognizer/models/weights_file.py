@@ -213,7 +213,7 @@ def _preprocessing_problem(spec: Any, size: tuple[int, ...]) -> str | None:
 
 def _config_problem(config: dict[str, Any]) -> str | None:
     """The parts of the run config that prediction reads: dataset_args and decoding."""
-    from text_recognizer.decoding import DECODERS, check_beam_width
+    from text_recognizer.decoding import DECODERS, check_beam_width, check_lm_weights
 
     for key in ("dataset_args", "train_args"):
         if config.get(key) is not None and not isinstance(config[key], dict):
@@ -226,6 +226,18 @@ def _config_problem(config: dict[str, Any]) -> str | None:
             check_beam_width(train["beam_width"], "config.train_args.beam_width")
         except ValueError as e:
             return str(e)
+    lm = train.get("lm")
+    if lm is not None and (not isinstance(lm, str) or not 0 < len(lm) <= 4096 or "\0" in lm):
+        return f"config.train_args.lm must be a file path or null, got {_short(repr(lm), 40)}"
+    weight, bonus = train.get("lm_weight"), train.get("lm_bonus")
+    try:  # None: the default (decoding.decoder_from)
+        check_lm_weights(
+            1.0 if weight is None else weight,
+            0.0 if bonus is None else bonus,
+            ("config.train_args.lm_weight", "config.train_args.lm_bonus"),
+        )
+    except ValueError as e:
+        return _short(e, 160)
     return None
 
 

@@ -1,7 +1,8 @@
 """Run one experiment from a validated config: data, model, training, test, run record, W&B.
 
-Order matters: the data is loaded and the network built before the run folder exists, so a bad
-data_dir or a network that cannot take the data fails with exit 2 and leaves nothing behind.
+Order matters: the data is loaded, the network built and ``train_args.lm`` loaded for the model's
+mapping before the run folder exists, so a bad data_dir, a network that cannot take the data or a
+corrupt or foreign LM fails with exit 2 and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def run_experiment(
     model_cls = MODELS[config["model"]].load()
     seed_everything(args.seed)  # the initial weights and all that follows depend on it alone
     model = model_cls(dataset.config(), config["network"], config["network_args"], device)
+    if args.lm is not None:  # loaded (checked) now, not at the first validation: exit 2 here
+        from text_recognizer.decoding import load_lm
+
+        load_lm(args.lm, model.mapping)
     if config.get("init_from") and resume_state is None:  # a resume restores its own weights
         resized = init_from(model, config["init_from"])
         model.notes.update(init_from=config["init_from"], init_classes=resized.as_dict())
