@@ -6,26 +6,45 @@
 # with 20 % of its labelled images held out as test); a folder in the Kaggle download's own layout
 # (written_name_train_v2.csv present) uses the official train/validation/test splits.
 # PRETRAIN_CONFIG / FINETUNE_CONFIG replace the two experiment files (the tests use tiny ones);
-# flags (--nowandb, --gpu N) go to both runs.
+# flags (--nowandb, --gpu N) go to both runs. Exit status: that of the first run that did not finish.
 set -euo pipefail
+here="$(pwd)"
 cd "$(dirname "$0")/.."
-data_dir="$(realpath "${DATA_DIR:-${TEXT_RECOGNIZER_SHARED_DATA:-../shared/data}/kaggle_handwriting_names}")"
-pretrain_config="${PRETRAIN_CONFIG:-training/experiments/kaggle_names_pretrain.json}"
-finetune_config="${FINETUNE_CONFIG:-training/experiments/kaggle_names_finetune.json}"
+# Paths the caller gives are relative to the caller's folder.
+in_caller() { [[ "$1" == /* ]] && echo "$1" || echo "$here/$1"; }
+shared="${TEXT_RECOGNIZER_SHARED_DATA:-../shared/data}"
+data_dir="$(in_caller "${DATA_DIR:-$(realpath -m "$shared")/kaggle_handwriting_names}")"
+pretrain_config="$(in_caller "${PRETRAIN_CONFIG:-$(pwd)/training/experiments/kaggle_names_pretrain.json}")"
+finetune_config="$(in_caller "${FINETUNE_CONFIG:-$(pwd)/training/experiments/kaggle_names_finetune.json}")"
+for f in "$pretrain_config" "$finetune_config"; do
+  [[ -f "$f" ]] || { echo "error: no experiment file $f" >&2; exit 2; }
+done
+[[ -d "$data_dir" ]] || {
+  echo "error: DATA_DIR $data_dir is not a folder (the Kaggle names CSVs and image folders)" >&2
+  exit 2
+}
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
 
-# Runs one experiment with the given flags, showing its output; echoes its run folder.
+# run NAME ARGS...: one experiment, its output shown; prints its run folder, and returns the
+# experiment's exit status, or 1 when it exited 0 without a finished record.
 run() {
-  local log="$logs/$1.log"
+  local log="$logs/$1.log" rc folder
   shift
+  set +e
   python training/run_experiment.py "$@" 2>&1 | tee "$log" >&2
-  sed -n 's/^run folder: //p' "$log" | tail -n 1
+  rc=${PIPESTATUS[0]}
+  set -e
+  folder="$(sed -n 's/^run folder: //p' "$log" | tail -n 1)"
+  echo "$folder"
+  ((rc == 0)) || return "$rc"
+  grep -q '"status": "finished"' "$folder/summary.json" 2>/dev/null \
+    || { echo "error: the run in '$folder' did not finish" >&2; return 1; }
 }
 
 echo "== 1/2 pretraining on synthetic handwritten names" >&2
-pretrained="$(run pretrain "$pretrain_config" --save "$@")"
-[[ -f "$pretrained/weights.pt" ]] || { echo "pretraining left no weights in '$pretrained'" >&2; exit 1; }
+pretrained="$(run pretrain "$pretrain_config" --save "$@")" || exit $?
+[[ -f "$pretrained/weights.pt" ]] || { echo "error: pretraining left no weights in '$pretrained'" >&2; exit 1; }
 
 echo "== 2/2 fine-tuning on the real names in $data_dir" >&2
 config="$(python - "$finetune_config" "$pretrained" "$data_dir" <<'PY'
@@ -40,6 +59,5 @@ if (data_dir / "written_name_train_v2.csv").is_file():  # Kaggle's own layout: o
 print(json.dumps(config))
 PY
 )"
-final="$(run finetune "$config" --save "$@")"
-[[ -f "$final/summary.json" ]] || { echo "fine-tuning left no run record in '$final'" >&2; exit 1; }
+final="$(run finetune "$config" --save "$@")" || exit $?
 echo "$final"

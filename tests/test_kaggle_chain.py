@@ -17,8 +17,6 @@ import pytest
 
 from conftest import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
-
 NETWORK_ARGS = {"layers": [1, 1, 1], "base_channels": 8, "lstm_hidden": 16, "lstm_layers": 1}
 
 
@@ -54,6 +52,7 @@ def run_chain(tmp_path: Path, data_dir: Path) -> tuple[subprocess.CompletedProce
     return result, Path(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_chain_pretrains_then_fine_tunes_the_shared_names(
     tmp_path: Path, shared_data: Path
 ) -> None:
@@ -75,6 +74,7 @@ def test_chain_pretrains_then_fine_tunes_the_shared_names(
     assert "1/2 pretraining" in result.stderr and "2/2 fine-tuning" in result.stderr
 
 
+@pytest.mark.slow
 def test_chain_uses_the_official_splits_of_a_kaggle_layout(
     tmp_path: Path, shared_data: Path
 ) -> None:
@@ -103,3 +103,33 @@ def test_chain_uses_the_official_splits_of_a_kaggle_layout(
     # tested on the official test CSV's 15 names only
     tested = {p["target"] for p in json.loads((final / "predictions.json").read_text())}
     assert tested and tested <= {r["IDENTITY"] for r in rows[75:]}
+
+
+def test_chain_fails_fast_and_passes_on_the_exit_status(tmp_path: Path) -> None:
+    """A missing DATA_DIR, or a pretraining that fails on bad input: exit 2, no fine-tuning."""
+    configs = tiny_configs(tmp_path)
+    base = {**os.environ, **configs}
+    missing = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "tasks" / "train_kaggle_names.sh"), "--nowandb"],
+        cwd=PROJECT_ROOT,
+        env={**base, "DATA_DIR": str(tmp_path / "nowhere")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr
+    assert "1/2 pretraining" not in missing.stderr
+    bad = json.loads(Path(configs["PRETRAIN_CONFIG"]).read_text())
+    bad["train_args"]["epochs"] = 0  # bad input: run_experiment exits 2 before any run
+    Path(configs["PRETRAIN_CONFIG"]).write_text(json.dumps(bad))
+    (tmp_path / "data").mkdir()
+    failed = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "tasks" / "train_kaggle_names.sh"), "--nowandb"],
+        cwd=tmp_path,  # DATA_DIR relative to the caller's folder
+        env={**base, "DATA_DIR": "data"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 2, failed.stderr[-2000:]
+    assert "train_args.epochs" in failed.stderr and "2/2 fine-tuning" not in failed.stderr

@@ -571,3 +571,15 @@ def test_arpa_header_counts_match(tmp_path: Path) -> None:
         section = body.split(f"\\{n}-grams:\n")[1].split("\n\n")[0].splitlines()
         assert len(section) == int(header[f"ngram {n}"])
     assert math.isclose(float(body.split("\t<s>")[0].rsplit("\n", 1)[1]), -99.0)
+
+
+def test_names_lm_is_built_from_fakers_lists(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "names.arpa"
+    assert lm_main(["build", "--names", "300", "--order", "3", "--out", str(out)]) == 0
+    assert "names: 300 name lines" in capsys.readouterr().err
+    unigrams = out.read_text().split("\\1-grams:")[1].split("\\2-grams:")[0].split()
+    tokens = {t for t in unigrams if not t.lstrip("-").replace(".", "").isdigit()}
+    letters = tokens - {"<s>", "</s>", "<unk>", "<space>"}
+    assert letters and letters <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ-'")
+    assert lm_main(["build", "--names", "0", "--out", str(out)]) == 2
+    assert "--names must be from 1" in capsys.readouterr().err

@@ -128,13 +128,31 @@ def text_lines(path: Path) -> list[str]:
     return read_small_text(path, MAX_TEXT_BYTES, "--text", UserError).splitlines()
 
 
+MAX_NAME_LINES = 10_000_000
+NAMES_SEED = 7  # not the synthetic dataset's seed: other lines from the same lists
+
+
+def name_text(count: int) -> list[str]:
+    """Name-like lines in the names charset (upper case, A-Z - '), drawn as the synthetic name
+    lines are: an LM for name fields that never reads a dataset's labels."""
+    import numpy as np
+
+    from text_recognizer.datasets.line_names import name_lines, name_vocabulary
+    from text_recognizer.datasets.line_words import CHARSETS
+
+    vocabulary = name_vocabulary(CHARSETS["names"])
+    return name_lines(count, 64, vocabulary, np.random.default_rng(NAMES_SEED))
+
+
 def build(args: argparse.Namespace) -> int:
     """Estimate the LM from the sources and write it (atomically)."""
     from text_recognizer import ngram, progress
     from text_recognizer.fileio import check_output_file
 
-    if not args.iam and not args.text:
-        raise UserError("give --iam FOLDER and/or --text FILE")
+    if not args.iam and not args.text and args.names is None:
+        raise UserError("give --iam FOLDER, --text FILE and/or --names N")
+    if args.names is not None and not 1 <= args.names <= MAX_NAME_LINES:
+        raise UserError(f"--names must be from 1 to {MAX_NAME_LINES}, got {args.names}")
     if not 2 <= args.order <= ngram.MAX_ORDER:  # KenLM reads bigram models and up
         raise UserError(f"--order must be from 2 to {ngram.MAX_ORDER}, got {args.order}")
     check_output_file(args.out, "--out")
@@ -172,6 +190,9 @@ def build(args: argparse.Namespace) -> int:
         more = text_lines(path)
         progress.line(f"{source}: {len(more)} lines")
         lines += more
+    if args.names:
+        lines += name_text(args.names)
+        progress.line(f"names: {args.names} name lines (Faker's lists, as text_source names)")
     start = time.perf_counter()
     try:
         model = ngram.estimate(lines, args.order)
@@ -302,6 +323,12 @@ def lm_main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="estimate a Kneser-Ney character LM and write ARPA")
     b.add_argument("--iam", default=None, help="IAM folder (ascii/lines.txt, test list, crops)")
     b.add_argument("--text", action="append", default=[], help="text file or brown.zip")
+    b.add_argument(
+        "--names",
+        type=int,
+        default=None,
+        help="N name-like lines from Faker's lists (an LM for name fields, e.g. Kaggle names)",
+    )
     b.add_argument("--order", type=int, default=6, help="n-gram order (default 6)")
     b.add_argument(
         "--as-written",
