@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from text_recognizer.errors import UserError
 
@@ -217,13 +218,12 @@ def _grid(text: str, name: str) -> list[float]:
     return values
 
 
-def tune(args: argparse.Namespace) -> int:
-    """Grid search over (weight, bonus) on the validation split; print the table and the best."""
+def _check_tune_args(args: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Every argument of ``tune`` checked before torch loads: a typo costs no import or model."""
     from text_recognizer.decoding import check_beam_width
     from text_recognizer.fileio import check_output_file
     from text_recognizer.predictors import check_lm, weights_path
 
-    # the arguments first: a typo costs no torch import (seconds) and no model load
     weights, bonuses = _grid(args.weights, "--weights"), _grid(args.bonuses, "--bonuses")
     for w in weights:
         for b in bonuses:
@@ -239,14 +239,16 @@ def tune(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, "--json")
     weights_path(args.run)
+    return weights, bonuses
 
+
+def _validation_outputs(args: argparse.Namespace) -> tuple[Any, Any, list[str], str]:
+    """The CTC model, its log-probabilities over the validation split (one pass), the targets
+    and the dataset's name."""
     import torch
 
-    from text_recognizer import progress
-    from text_recognizer.decoding import Decoder, load_lm, to_texts
+    from text_recognizer.decoding import load_lm
     from text_recognizer.evaluate import read_split_arrays
-    from text_recognizer.fileio import write_json_atomic
-    from text_recognizer.metrics import char_edits
     from text_recognizer.models.line_model_ctc import LineModelCtc
     from text_recognizer.models.precision import Precision
     from text_recognizer.predictors import load_predictor
@@ -265,7 +267,26 @@ def tune(args: argparse.Namespace) -> int:
             )
         ]
     )
-    targets = model.target_texts(y)
+    return model, log_probs, model.target_texts(y), name
+
+
+def _print_table(rows: list[dict[str, float]], weights: list[float], bonuses: list[float]) -> None:
+    print(f"{'weight':>7} " + " ".join(f"{'bonus ' + format(b, 'g'):>10}" for b in bonuses))
+    for w in weights:
+        cells = [r["cer"] for r in rows if r["lm_weight"] == w]
+        print(f"{w:7g} " + " ".join(f"{c:10.4f}" for c in cells))
+
+
+def tune(args: argparse.Namespace) -> int:
+    """Grid search over (weight, bonus) on the validation split; print the table and the best."""
+    weights, bonuses = _check_tune_args(args)
+
+    from text_recognizer import progress
+    from text_recognizer.decoding import Decoder, to_texts
+    from text_recognizer.fileio import write_json_atomic
+    from text_recognizer.metrics import char_edits
+
+    model, log_probs, targets, name = _validation_outputs(args)
     chars = max(1, sum(len(t) for t in targets))
     mapping, blank, ignore = model.mapping, model.blank_index, (model.padding_index,)
 
@@ -288,10 +309,7 @@ def tune(args: argparse.Namespace) -> int:
                 f"  weight {w:g} bonus {b:g}: CER {value:.4f} ({time.perf_counter() - start:.1f} s)"
             )
     best = min(rows, key=lambda r: (r["cer"], r["lm_weight"], abs(r["lm_bonus"])))
-    print(f"{'weight':>7} " + " ".join(f"{'bonus ' + format(b, 'g'):>10}" for b in bonuses))
-    for w in weights:
-        cells = [r["cer"] for r in rows if r["lm_weight"] == w]
-        print(f"{w:7g} " + " ".join(f"{c:10.4f}" for c in cells))
+    _print_table(rows, weights, bonuses)
     print(
         f"best: lm_weight {best['lm_weight']:g}, lm_bonus {best['lm_bonus']:g}: validation CER "
         f"{best['cer']:.4f} (greedy {greedy:.4f}, beam {args.beam} without LM {plain:.4f})"
