@@ -38,8 +38,10 @@ def tiny_configs(tmp_path: Path) -> dict[str, str]:
     return configs
 
 
-def run_chain(tmp_path: Path, data_dir: Path) -> tuple[subprocess.CompletedProcess, Path]:
-    env = {**os.environ, **tiny_configs(tmp_path), "DATA_DIR": str(data_dir)}
+def run_chain(
+    tmp_path: Path, data_dir: Path, names_lm: str = "none"
+) -> tuple[subprocess.CompletedProcess, Path]:
+    env = {**os.environ, **tiny_configs(tmp_path), "DATA_DIR": str(data_dir), "NAMES_LM": names_lm}
     result = subprocess.run(
         ["bash", "tasks/train_kaggle_names.sh", "--nowandb"],
         cwd=PROJECT_ROOT,
@@ -57,7 +59,8 @@ def test_chain_pretrains_then_fine_tunes_the_shared_names(
     tmp_path: Path, shared_data: Path
 ) -> None:
     data_dir = shared_data / "kaggle_handwriting_names"
-    result, final = run_chain(tmp_path, data_dir)
+    names_lm = tmp_path / "lm" / "names6.arpa"  # absent: the chain builds it
+    result, final = run_chain(tmp_path, data_dir, str(names_lm))
     config = json.loads((final / "config.json").read_text())
     summary = json.loads((final / "summary.json").read_text())
     assert config["dataset"] == "KaggleNamesDataset" and summary["status"] == "finished"
@@ -71,7 +74,15 @@ def test_chain_pretrains_then_fine_tunes_the_shared_names(
     assert pretrain_config["dataset_args"]["charset"] == "names"
     assert summary["init_from"] == config["init_from"]
     assert (final / "weights.pt").is_file()  # the final model can be read by predict
-    assert "1/2 pretraining" in result.stderr and "2/2 fine-tuning" in result.stderr
+    assert "1/3 pretraining" in result.stderr and "2/3 fine-tuning" in result.stderr
+    # 3/3: the LM built from Faker's names, tuned on validation, the test split read with it
+    assert names_lm.read_text().lstrip().startswith("\\data\\")
+    tuned = json.loads((final / "lm_tune.json").read_text())
+    assert tuned["split"] == "validation" and Path(tuned["lm"]) == names_lm
+    tested = json.loads((final / "test_lm.json").read_text())
+    assert tested["split"] == "test" and Path(tested["decoder"]["lm"]) == names_lm
+    assert tested["decoder"]["lm_weight"] == tuned["best"]["lm_weight"]
+    assert 0 <= tested["metrics"]["cer"] <= 1 and tested["items"] > 0
 
 
 @pytest.mark.slow
@@ -118,7 +129,7 @@ def test_chain_fails_fast_and_passes_on_the_exit_status(tmp_path: Path) -> None:
         timeout=120,
     )
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
-    assert "1/2 pretraining" not in missing.stderr
+    assert "1/3 pretraining" not in missing.stderr
     bad = json.loads(Path(configs["PRETRAIN_CONFIG"]).read_text())
     bad["train_args"]["epochs"] = 0  # bad input: run_experiment exits 2 before any run
     Path(configs["PRETRAIN_CONFIG"]).write_text(json.dumps(bad))
@@ -132,4 +143,4 @@ def test_chain_fails_fast_and_passes_on_the_exit_status(tmp_path: Path) -> None:
         timeout=300,
     )
     assert failed.returncode == 2, failed.stderr[-2000:]
-    assert "train_args.epochs" in failed.stderr and "2/2 fine-tuning" not in failed.stderr
+    assert "train_args.epochs" in failed.stderr and "2/3 fine-tuning" not in failed.stderr
