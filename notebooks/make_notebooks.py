@@ -2,7 +2,8 @@
 
 Edit the cells here, then run ``python notebooks/make_notebooks.py``; tests/test_notebooks.py runs
 every notebook top to bottom and checks that the committed files match this script and hold no
-outputs. Each notebook works offline: parts whose data is missing in ../shared/data print a note.
+outputs, and that every cell of kind ``"figure"`` (a code cell tagged ``figure``) shows an image
+and no other cell does. Each notebook works offline: parts whose data is missing in ../shared/data print a note.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+# A code cell meant to show a figure: tagged so, and tests/test_notebooks.py checks that it does.
+FIGURE = "figure"
 
 SETUP = """\
 %matplotlib inline
@@ -55,7 +58,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ("code", SETUP),
         ("markdown", "## Synthetic characters\n\nRendered with a bundled font, then distorted."),
         (
-            "code",
+            "figure",
             """\
 from text_recognizer.datasets.synthetic_characters import SyntheticCharactersDataset
 
@@ -72,7 +75,7 @@ print("classes:", len(synth.mapping), " per class min/max:", counts.min(), count
             "`test_set_only` splits them into train and test.",
         ),
         (
-            "code",
+            "figure",
             """\
 mnist_dir = SHARED_DATA_DIR / "mnist"
 if not missing(mnist_dir / "t10k-images-idx3-ubyte.gz"):
@@ -89,7 +92,7 @@ if not missing(mnist_dir / "t10k-images-idx3-ubyte.gz"):
             "## EMNIST samples\n\nThe shared folder has sample glyphs and the class mappings.",
         ),
         (
-            "code",
+            "figure",
             """\
 emnist_dir = SHARED_DATA_DIR / "emnist"
 if not missing(emnist_dir):
@@ -114,7 +117,7 @@ if not missing(emnist_dir):
         ),
         ("code", SETUP),
         (
-            "code",
+            "figure",
             """\
 mnist_dir = SHARED_DATA_DIR / "mnist"
 if not missing(mnist_dir / "t10k-images-idx3-ubyte.gz"):
@@ -138,7 +141,7 @@ if not missing(mnist_dir / "t10k-images-idx3-ubyte.gz"):
             "(MNIST has no letters).",
         ),
         (
-            "code",
+            "figure",
             """\
 corpus = SHARED_DATA_DIR / "corpus"
 if not missing(corpus / "brown.zip"):
@@ -162,7 +165,7 @@ if not missing(corpus / "brown.zip"):
         ),
         ("code", SETUP),
         (
-            "code",
+            "figure",
             """\
 iam = SHARED_DATA_DIR / "iam"
 lines_txt = iam / "ascii" / "lines.txt"
@@ -184,7 +187,7 @@ if not missing(lines_txt):
 """,
         ),
         (
-            "code",
+            "figure",
             """\
 from PIL import Image
 
@@ -197,7 +200,7 @@ if not missing(support):
 """,
         ),
         (
-            "code",
+            "figure",
             """\
 paragraphs = SHARED_DATA_DIR / "iam" / "paragraphs_support"
 if not missing(paragraphs):
@@ -213,7 +216,7 @@ if not missing(paragraphs):
             "then reads the lines and reports the CER.",
         ),
         (
-            "code",
+            "figure",
             """if not missing(paragraphs):
     from text_recognizer.paragraph_ocr import ink_image, segment_lines
 
@@ -257,7 +260,7 @@ if have_kaggle:
 """,
         ),
         (
-            "code",
+            "figure",
             """\
 if have_kaggle:
     from text_recognizer import decoding
@@ -300,7 +303,7 @@ print("exit", code, " test accuracy", round(summary["test_accuracy"], 3), " run"
 """,
         ),
         (
-            "code",
+            "figure",
             """\
 from pathlib import Path
 
@@ -321,19 +324,35 @@ except ImportError:
 show(images, [f"{t} {c:.2f} ({'ok' if t == y else 'true ' + y})" for (t, c), y in zip(results, truth)], cols=6)
 """,
         ),
-        ("markdown", "The run folder also holds the plots written at the end of the run."),
         (
-            "code",
+            "markdown",
+            "The run folder also holds the plots written at the end of the run (writing them "
+            "leaves this notebook's inline backend as it was, so figures still show).",
+        ),
+        (
+            "figure",
             """\
+from IPython.display import Image, display
+
 run_dir = Path(summary["run_dir"])
 for name in ("predictions.png", "confusion_matrix.png", "curves.png"):
     if (run_dir / name).exists():
-        plt.figure(figsize=(8, 5))
-        plt.imshow(plt.imread(run_dir / name))
-        plt.axis("off")
-        plt.show()
+        print(name)
+        display(Image(filename=str(run_dir / name)))
     else:
         print("no", name)
+""",
+        ),
+        (
+            "markdown",
+            "`compare_runs` draws its curves as a matplotlib `Figure`, which shows inline too.",
+        ),
+        (
+            "figure",
+            """\
+from text_recognizer.orchestration.compare import curves_figure, load_run
+
+curves_figure([load_run(run_dir)], title=run_dir.name)
 """,
         ),
     ],
@@ -347,7 +366,14 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
         "language_info": {"name": "python"},
     }
     make = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell}
-    nb.cells = [make[kind](source.rstrip("\n")) for kind, source in cells]
+    nb.cells = []
+    for kind, source in cells:
+        if kind == FIGURE:
+            cell = nbformat.v4.new_code_cell(source.rstrip("\n"))
+            cell.metadata["tags"] = [FIGURE]
+        else:
+            cell = make[kind](source.rstrip("\n"))
+        nb.cells.append(cell)
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i}"  # stable ids: regenerating gives identical files
     return nb

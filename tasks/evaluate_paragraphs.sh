@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Paragraph OCR over the real IAM crops, CER against their ground truth: evaluate_paragraphs.sh RUN
+# (the flags may come before or after RUN)
 set -euo pipefail
-model="$(realpath "${1:?usage: tasks/evaluate_paragraphs.sh RUN_DIR_OR_WEIGHTS [--beam N] [--json]}")"
-shift
+source "$(dirname "$0")/lib/args.sh"
+split_args "--beam --lm --lm-weight --lm-bonus --ground-truth --model" "$@"
+model="$(realpath "${positional[0]:?usage: tasks/evaluate_paragraphs.sh RUN_DIR_OR_WEIGHTS [--beam N] [--json]}")"
+set -- "${positional[@]:1}" "${flags[@]}"
 cd "$(dirname "$0")/.."
 iam="${TEXT_RECOGNIZER_SHARED_DATA:-../shared/data}/iam"
 shopt -s nullglob

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Read images with a saved run: tasks/predict.sh RUN_DIR IMAGE... [--json] [--beam N]
+# (the flags may come anywhere; the first word that is not a flag is the run)
 set -euo pipefail
-model="${1:?usage: tasks/predict.sh RUN_DIR_OR_WEIGHTS IMAGE... [--json] [--beam N]}"; shift
-exec python -m text_recognizer.predict --model "$model" "$@"
+source "$(dirname "$0")/lib/args.sh"
+split_args "--beam --lm --lm-weight --lm-bonus --kind --model" "$@"
+model="${positional[0]:?usage: tasks/predict.sh RUN_DIR_OR_WEIGHTS IMAGE... [--json] [--beam N]}"
+exec python -m text_recognizer.predict --model "$model" "${positional[@]:1}" "${flags[@]}"

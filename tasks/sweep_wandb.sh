@@ -1,13 +1,62 @@
 #!/usr/bin/env bash
 # Create a W&B sweep from a YAML and run one `wandb agent` per GPU (each sees only its GPU), or one
-# agent on the CPU when there is none. Needs `wandb login`. Joins an existing sweep when SWEEP_ID
+# agent on the CPU when there is none. Needs `wandb login` (or WANDB_API_KEY): without one it says
+# how to run the same YAML offline and exits 2. Joins an existing sweep when SWEEP_ID
 # (ENTITY/PROJECT/ID) is set.
 #   bash tasks/sweep_wandb.sh [training/sweep_emnist.yaml] [extra `wandb agent` flags, e.g. --count 4]
+# The flags may come before or after the YAML.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-yaml=${1:-training/sweep_emnist.yaml}
-shift || true
+source tasks/lib/args.sh
+split_args "--count --project -p --entity -e" "$@"
+if ((${#positional[@]} > 1)); then
+  echo "error: one sweep YAML, got ${#positional[@]}: ${positional[*]}" >&2
+  exit 2
+fi
+yaml=${positional[0]:-training/sweep_emnist.yaml}
+set -- "${flags[@]}"
 project=${WANDB_PROJECT:-text-recognizer}
+
+# Why W&B cannot be used here (nothing when it can): W&B turned off, no wandb command, or no API
+# key in WANDB_API_KEY, the .netrc entry `wandb login` writes, or wandb's settings file.
+wandb_problem() {
+  case "${WANDB_MODE:-}" in
+    offline | disabled | dryrun) echo "W&B is off here (WANDB_MODE=$WANDB_MODE)"; return ;;
+  esac
+  command -v wandb >/dev/null 2>&1 || { echo "the wandb command is not installed"; return; }
+  [[ -n "${WANDB_API_KEY:-}" ]] && return
+  python - <<'PY'
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+paths = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
+for path in (Path(p).expanduser() for p in paths):
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        continue
+    if entry and entry[2]:
+        raise SystemExit(0)
+config = Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser()
+try:
+    if any(line.split("=")[0].strip() == "api_key" for line in (config / "settings").open()):
+        raise SystemExit(0)
+except OSError:
+    pass
+print(f"not logged in to W&B (no WANDB_API_KEY, no {host} entry in {paths[0]})")
+PY
+}
+
+problem=$(wandb_problem)
+if [[ -n "$problem" ]]; then
+  echo "error: $problem: run \`wandb login\` (or set WANDB_API_KEY), then run this again" >&2
+  echo "or run the sweep offline: bash tasks/sweep_local.sh $yaml --nowandb (or python training/local_sweep.py $yaml)" >&2
+  exit 2
+fi
+
 if [[ -z "${SWEEP_ID:-}" ]]; then
   python training/local_sweep.py --check "$yaml"   # only training/run_sweep.py, the plain command
   created=$(wandb sweep --project "$project" "$yaml" 2>&1 | tee /dev/stderr)

@@ -74,12 +74,13 @@ def files_of(folder: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished 2-epoch run (constant schedule) to copy: tests edit or corrupt their copy."""
+    """A finished 2-epoch run (constant schedule) to copy: tests edit or corrupt their copy.
+    Its checkpoints are kept (a finished run drops them by default), so it can train on."""
     runs = tmp_path_factory.mktemp("finished")
     old = os.environ["TEXT_RECOGNIZER_RUNS_DIR"]
     os.environ["TEXT_RECOGNIZER_RUNS_DIR"] = str(runs)
     try:
-        assert run_experiment_main([json.dumps(CONFIG), "--nowandb"]) == 0
+        assert run_experiment_main([json.dumps(CONFIG), "--keep-checkpoints", "--nowandb"]) == 0
     finally:
         os.environ["TEXT_RECOGNIZER_RUNS_DIR"] = old
     return runs / "adv" / "run"
@@ -217,7 +218,7 @@ def test_hostile_torchrun_environment_is_bad_input(runs_dir, monkeypatch, capsys
 def test_run_files_honour_the_umask(runs_dir, capsys, umask, mode):
     old = os.umask(umask)
     try:
-        code, err = cli(capsys, json.dumps(CONFIG), "--save")
+        code, err = cli(capsys, json.dumps(CONFIG), "--keep-checkpoints")
     finally:
         os.umask(old)
     assert code == 0, err
@@ -314,7 +315,7 @@ def test_deleting_a_key_is_an_edit_to_its_default(finished, tmp_path, capsys, de
 
 def test_resume_refuses_more_epochs_under_a_cosine_schedule(runs_dir, capsys):
     config = with_(train_args={"lr_schedule": "cosine"})
-    assert cli(capsys, json.dumps(config))[0] == 0
+    assert cli(capsys, json.dumps(config), "--keep-checkpoints")[0] == 0
     run_dir = runs_dir / "adv" / "run"
     edit_config(run_dir, epochs=3)
     code, err = cli(capsys, "--resume", str(run_dir))
@@ -498,6 +499,8 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_network_is_bad_input(finished
     import torch
 
     run_dir = copy_run(finished, tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())  # a finished run is not resumed
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         state = torch.load(run_dir / name, weights_only=True)
         model = {k: torch.zeros(3, 3) for k in state["model"]}

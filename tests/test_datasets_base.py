@@ -99,3 +99,40 @@ def test_module_prints_summary(tmp_path):
     assert "classes:    10: 0123456789" in out.stdout
     bad = run_script("-m", "text_recognizer.datasets.synthetic_characters", '{"num_train": 0}')
     assert bad.returncode == 2 and "num_train must be an integer >= 1" in bad.stderr
+
+
+def test_two_processes_build_one_cache_once(data_dirs):
+    """Two runs started together: one builds the cache, the other waits for it and reads it."""
+    import fcntl
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    cache = SyntheticCharactersDataset(**ARGS).cache_path
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    lock = cache.with_name(cache.name + ".lock")
+    command = [
+        sys.executable,
+        "-m",
+        "text_recognizer.datasets.synthetic_characters",
+        json.dumps(ARGS),
+    ]
+    env = {**os.environ, "TEXT_RECOGNIZER_DATA_DIR": str(data_dirs[1].parent)}
+    with open(lock, "w") as held:  # as if a third process were building: both must wait
+        fcntl.flock(held, fcntl.LOCK_EX)
+        loaders = [
+            subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        time.sleep(3)
+        assert all(p.poll() is None for p in loaders)  # waiting, not building
+    outputs = [p.communicate(timeout=120) for p in loaders]
+    assert [p.returncode for p in loaders] == [0, 0], outputs
+    errs = "".join(err for _, err in outputs)
+    assert errs.count("waiting: another process is building") == 2
+    assert errs.count("processing SyntheticCharactersDataset") == 1, errs
+    assert cache.is_file()

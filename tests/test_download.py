@@ -462,7 +462,7 @@ def test_no_network_names_file_folder_and_url(tmp_path: Path, sleeps: list[float
     message = one_line(exc)
     assert "matlab.zip" in message and str(tmp_path / "raw" / "emnist") in message
     assert url in message and mirror in message and "connection refused" in message
-    assert sleeps == [1.0, 1.0]  # each URL retried once
+    assert sleeps == []  # a refused connection is final: the mirror is tried at once, no retry
 
 
 def test_dns_failure_is_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

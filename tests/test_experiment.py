@@ -135,3 +135,100 @@ def test_gpu_flag_without_gpu_falls_back_to_cpu(runs_dir):
     out = run_script("training/run_experiment.py", json.dumps(config), "--gpu=0", "--nowandb")
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("no GPU available") == 1
+
+
+# ----- settings on the command line, --print-config, what a finished run keeps --------------------
+def test_command_line_settings_train_and_the_run_keeps_weights_not_checkpoints(
+    runs_dir, tmp_path, capsys
+):
+    from PIL import Image
+
+    from text_recognizer.predict import predict_main
+    from text_recognizer.run.cli import run_experiment_main
+
+    argv = [json.dumps(TINY), "--train_args.epochs=1", "--dataset_args.num_train=300"]
+    assert run_experiment_main([*argv, "--run_name=over ride", "--nowandb"]) == 0, (
+        capsys.readouterr().err
+    )
+    run_dir = runs_dir / "test-group" / "over-ride"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train_args"]["epochs"] == 1 and config["dataset_args"]["num_train"] == 300
+    assert config["run_name"] == "over ride"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_run"] == 1
+    # Without --save the weights are kept (the predict command reads them); the resume
+    # checkpoints of a finished run are not.
+    assert (run_dir / "weights.pt").is_file() and summary["weights"] == str(run_dir / "weights.pt")
+    assert (
+        not (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.prev.pt").exists()
+    )
+    assert (summary["save"], summary["keep_checkpoints"]) == (True, False)
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 0).save(image)
+    capsys.readouterr()
+    assert predict_main([str(image), "--model", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip() in list("0123456789")
+
+    assert run_experiment_main([*argv, "--run_name=kept", "--no-save", "--keep-checkpoints"]) == 0
+    kept = runs_dir / "test-group" / "kept"
+    assert not (kept / "weights.pt").exists()
+    assert (kept / "checkpoint.pt").is_file()  # one epoch: no previous checkpoint yet
+    assert json.loads((kept / "summary.json").read_text())["keep_checkpoints"] is True
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("--train_args.epochs=0", "train_args.epochs must be an integer >= 1"),
+        ("--train_args.epoch=3", "unknown key 'epoch' in train_args (did you mean 'epochs'?)"),
+        ("--dataset_args.charset=klingon", "dataset_args.charset must be one of"),
+        ("--train_arg.epochs=1", "unknown key 'train_arg' in the config (--train_arg.epochs)"),
+        ("--dataset.name=x", "--dataset.name: 'dataset' is a str, not a section with keys"),
+        ("--train_args.epochs", "'--train_args.epochs' needs a value: --train_args.epochs=VALUE"),
+        ("--network_args.layer_size=big", "network_args.layer_size must be an integer"),
+    ],
+)
+def test_bad_command_line_settings_are_one_line_exit_2(runs_dir, capsys, setting, message):
+    from text_recognizer.run.cli import run_experiment_main
+
+    assert run_experiment_main([setting, json.dumps(TINY), "--nowandb"]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not runs_dir.exists()
+
+
+def test_settings_are_refused_with_resume(tmp_path, capsys):
+    from text_recognizer.run.cli import run_experiment_main
+
+    assert run_experiment_main(["--resume", str(tmp_path), "--train_args.epochs=3"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "--train_args.epochs=3 cannot be given with --resume" in line
+
+
+PRINT_CONFIG = """
+import sys
+from text_recognizer.run.cli import run_experiment_main
+code = run_experiment_main(sys.argv[1:])
+print("torch loaded" if "torch" in sys.modules else "torch not loaded", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_print_config_shows_the_resolved_config_without_torch(runs_dir, tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    # Flags and settings before or after the file; a bare word that is not JSON is a string.
+    argv = [
+        "--train_args.optimizer=sgd",
+        str(path),
+        "--print-config",
+        "--network_args.layer_size=8",
+    ]
+    out = run_script("-c", PRINT_CONFIG, *argv)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "torch not loaded"
+    expected = {**TINY, "network_args": {"num_layers": 2, "layer_size": 8}}
+    expected["train_args"] = {**TINY["train_args"], "optimizer": "sgd"}
+    assert json.loads(out.stdout) == validate_config(expected)
+    assert not runs_dir.exists()  # nothing trained, nothing written

@@ -124,7 +124,7 @@ def test_a_run_records_its_source_and_a_bad_source_exits_2(tmp_path):
         "network_args": {"num_layers": 1, "layer_size": 16},
         "train_args": {"epochs": 1, "num_threads": 1},
     }
-    unsaved = run({**base, "experiment_group": "unsaved"})
+    unsaved = run({**base, "experiment_group": "unsaved"}, "--no-save")
     assert unsaved.returncode == 0, unsaved.stderr
     refused = run({**base, "experiment_group": "refused", "init_from": str(folder("unsaved"))})
     assert refused.returncode == 2 and "without weights.pt" in refused.stderr

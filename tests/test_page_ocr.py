@@ -50,7 +50,9 @@ def test_reads_rows_in_order_and_accurately(
     Image.fromarray(page).convert("RGB").save(path)
     out = tmp_path / "annotated.png"
     assert page_ocr_main([str(path), "--model", str(mnist_lenet_run), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip().split("\n") == rows
+    captured = capsys.readouterr()
+    assert captured.out.strip().split("\n") == rows
+    assert f"wrote {out}" in captured.err  # where the annotated page went
     assert Image.open(out).size == (page.shape[1], page.shape[0])
 
 

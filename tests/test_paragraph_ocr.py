@@ -144,3 +144,25 @@ def test_synthetic_paragraph_joined_by_newlines() -> None:
 
     text, _ = read_paragraph(page, Echo())
     assert text.count("\n") == 2
+
+
+def test_ground_truth_the_model_cannot_write_is_warned(
+    tmp_path: Path,
+    kaggle_run: Path,  # noqa: F811
+    capsys,
+) -> None:
+    """Lower case against a model of capitals: the warning names them and the CER floor."""
+    page = np.full((100, 600), 250, np.uint8)
+    page[30:70, 20:560:11] = 10
+    image = tmp_path / "para-2.png"
+    Image.fromarray(page).save(image)
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"para-2": "abcd EFGH"}))
+    args = [str(image), "--model", str(kaggle_run), "--ground-truth", str(truth)]
+    assert paragraph_ocr_main(args) == 0
+    err = capsys.readouterr().err
+    assert "cannot write 4 of the ground truth's characters" in err
+    assert "cannot go below 0.444" in err  # 4 of the 9 characters (the space it can write)
+    truth.write_text(json.dumps({"para-2": "ABCD EFGH"}))
+    assert paragraph_ocr_main(args) == 0
+    assert "cannot write" not in capsys.readouterr().err

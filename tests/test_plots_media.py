@@ -71,6 +71,43 @@ def test_plot_functions_write_pngs(tmp_path: Path) -> None:
         plot_montage(Predictions(images[:0], [], [], []), tmp_path / "none.png")
 
 
+BACKEND_KEPT = """
+import json, sys
+import matplotlib
+matplotlib.use("svg")  # what a notebook's %matplotlib inline would be: any backend but Agg
+import matplotlib.pyplot as plt
+import numpy as np
+from text_recognizer.orchestration.compare import load_run, plot_curves
+from text_recognizer.plots import Predictions, confusion_matrix, plot_confusion_matrix, plot_montage
+
+out = sys.argv[1]
+plot_confusion_matrix(confusion_matrix(np.array([0, 1]), np.array([0, 0]), 2), ["a", "b"],
+                      out + "/cm.png")
+images = np.zeros((2, 28, 28), dtype=np.uint8)
+plot_montage(Predictions(images, ["1", "2"], ["1", "3"], [0.9, 0.5]), out + "/m.png")
+with open(out + "/run/metrics.jsonl", "w") as f:
+    f.write(json.dumps({"epoch": 1, "train_loss": 1.0, "val_loss": 0.9}) + "\\n")
+plot_curves([load_run(out + "/run")], out + "/c.png")
+print(matplotlib.get_backend(), len(plt.get_fignums()))
+"""
+
+
+def test_plots_leave_the_backend_as_it_was(tmp_path: Path) -> None:
+    """A notebook's inline backend survives a run that writes plots (nothing calls
+    matplotlib.use, no pyplot figure is left open), so later cells still show figures."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    out = run_script("-c", BACKEND_KEPT, str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "0"]
+    for name in ("cm.png", "m.png", "c.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+    package = Path(__file__).resolve().parent.parent / "project" / "text_recognizer"
+    for path in package.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "matplotlib.use(" not in text and "import matplotlib.pyplot" not in text, path
+
+
 def test_run_writes_plots_without_wandb(runs_dir: Path) -> None:
     from text_recognizer.run.runner import run_experiment
 

@@ -101,6 +101,26 @@ def test_line_predictor_any_size(kaggle_run: Path) -> None:  # noqa: F811
     assert isinstance(result.text, str) and 0 <= result.confidence <= 1
 
 
+def test_read_only_arrays_predict_without_a_warning(
+    mnist_run: Path,  # noqa: F811
+    kaggle_run: Path,  # noqa: F811
+) -> None:
+    """Arrays numpy will not let anyone write (np.frombuffer, a PIL image's np.asarray) are read
+    without torch's "NumPy array is not writable" warning, and give the same answers."""
+    import warnings
+
+    for run, shape in ((mnist_run, (28, 28)), (kaggle_run, (64, 256))):
+        predictor = load_predictor(run)
+        writable = np.random.default_rng(0).integers(0, 256, (3, *shape), dtype=np.uint8)
+        read_only = np.frombuffer(writable.tobytes(), np.uint8).reshape(writable.shape)
+        assert not read_only.flags.writeable
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = predictor.predict_arrays(read_only)
+            one = predictor.predict(np.asarray(Image.fromarray(writable[0])))
+        assert got == predictor.predict_arrays(writable) and one.text == got[0].text
+
+
 def test_same_preprocessing_function_is_deterministic() -> None:
     img = np.random.default_rng(0).integers(0, 255, (50, 70), dtype=np.uint8)
     spec = {"resize": "fit_height", "height": 28, "width": 200}

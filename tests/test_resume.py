@@ -69,7 +69,7 @@ def run(runs: Path, *args: str):
     return run_script(*args, env={"TEXT_RECOGNIZER_RUNS_DIR": str(runs)})
 
 
-def interrupted(runs: Path, sig: int, after: int, inside: bool):
+def interrupted(runs: Path, sig: int, after: int, inside: bool, *flags: str):
     return run(
         runs,
         "-c",
@@ -80,6 +80,7 @@ def interrupted(runs: Path, sig: int, after: int, inside: bool):
         json.dumps(CONFIG),
         "--save",
         "--nowandb",
+        *flags,
     )
 
 
@@ -93,9 +94,12 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted run with --save: what every resumed run must reproduce bit for bit."""
+    """One uninterrupted run: what every resumed run must reproduce bit for bit. Its checkpoints
+    are kept (``--keep-checkpoints``; a finished run drops them by default) for the tests to read."""
     runs = tmp_path_factory.mktemp("reference")
-    out = run(runs, "training/run_experiment.py", json.dumps(CONFIG), "--save", "--nowandb")
+    out = run(
+        runs, "training/run_experiment.py", json.dumps(CONFIG), "--keep-checkpoints", "--nowandb"
+    )
     assert out.returncode == 0, out.stderr
     return runs / "resume" / "run"
 
@@ -131,14 +135,25 @@ def test_sigterm_while_checkpointing_then_resume_matches_uninterrupted(reference
     assert summary["status"] == "interrupted"
     # The deferred signal struck only once epoch 2's checkpoint was whole.
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    # wall_time counts every part: say the first one took 1000 s.
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "wall_time": 1000.0}))
 
     out = run(
         tmp_path, "training/run_experiment.py", "--resume", str(run_dir), "--save", "--nowandb"
     )
     assert out.returncode == 0, out.stderr
     assert "resuming after epoch 2/4" in out.stderr
-    assert json.loads((run_dir / "summary.json").read_text())["resumed_from_epoch"] == 2
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["resumed_from_epoch"] == 2
     assert_same_run(reference, run_dir)
+    part = sum(m["epoch_time"] for m in RunRecord.read(run_dir)["metrics"][2:])
+    assert 1000.0 + part <= resumed["wall_time"] < 1000.0 + 600
+    assert resumed["started_at"] == summary["started_at"] and "resumed_at" in resumed
+    # Finished: the resume checkpoints are gone, the weights stay.
+    assert (
+        not (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.prev.pt").exists()
+    )
+    assert (run_dir / "weights.pt").is_file()
 
 
 def test_sigint_after_epoch_then_resume_with_the_same_config(reference, tmp_path):
@@ -162,6 +177,7 @@ def test_sigint_after_epoch_then_resume_with_the_same_config(reference, tmp_path
 def test_corrupt_checkpoint_falls_back_to_previous(reference, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(reference, run_dir)
+    mark_interrupted(run_dir)  # a finished run is not resumed: this one stopped after epoch 4
     latest = run_dir / "checkpoint.pt"
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated
     assert run_experiment_main(["--resume", str(run_dir), "--save", "--nowandb"]) == 0
@@ -170,6 +186,11 @@ def test_corrupt_checkpoint_falls_back_to_previous(reference, tmp_path, capsys):
         "checkpoint.pt" in err and f"resuming from checkpoint.prev.pt (epoch {EPOCHS - 1})" in err
     )
     assert_same_run(reference, run_dir)
+
+
+def mark_interrupted(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
 
 
 def test_bad_resume_inputs_exit_2_with_one_line(reference, tmp_path, capsys):
@@ -189,6 +210,55 @@ def test_bad_resume_inputs_exit_2_with_one_line(reference, tmp_path, capsys):
     (run_dir / "checkpoint.prev.pt").write_bytes(b"")
     line = fails("--resume", str(run_dir))
     assert "no usable checkpoint" in line and "checkpoint.prev.pt" in line
+
+
+def test_keep_checkpoints_carries_over_to_the_resume(tmp_path):
+    out = interrupted(tmp_path, signal.SIGTERM, 1, False, "--keep-checkpoints")
+    assert out.returncode == 130, out.stderr
+    run_dir = tmp_path / "resume" / "run"
+    out = run(tmp_path, "training/run_experiment.py", "--resume", str(run_dir), "--nowandb")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["keep_checkpoints"] is True
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == EPOCHS
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and modification time (``.lock``, the lock's note, is written and
+    emptied again by whoever takes the lock: its bytes only)."""
+    return {
+        p.name: (p.read_bytes(), 0 if p.name == ".lock" else p.stat().st_mtime_ns)
+        for p in sorted(run_dir.iterdir())
+    }
+
+
+@pytest.mark.parametrize("checkpoints", ["kept", "removed"])
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(
+    reference, tmp_path, capsys, checkpoints
+):
+    run_dir = Path(shutil.copytree(reference, tmp_path / "run"))
+    if checkpoints == "removed":  # as a finished run leaves them by default
+        for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+            (run_dir / name).unlink()
+    before = snapshot(run_dir)
+    assert run_experiment_main(["--resume", str(run_dir), "--nowandb"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{run_dir} finished already (test_accuracy " in lines[0]
+    assert "nothing to resume, nothing changed" in lines[0]
+    hint = "raise train_args.epochs" if checkpoints == "kept" else f'"init_from": "{run_dir}"'
+    assert hint in lines[0]
+    assert snapshot(run_dir) == before  # no test re-run, no new started_at or wall_time
+
+    if checkpoints == "removed":  # more epochs asked for, but nothing left to continue from
+        config = json.loads((run_dir / "config.json").read_text())
+        config["train_args"]["epochs"] = EPOCHS + 2
+        (run_dir / "config.json").write_text(json.dumps(config))
+        before = snapshot(run_dir)
+        assert run_experiment_main(["--resume", str(run_dir), "--nowandb"]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("error: ") and "\n" not in line
+        assert "was edited after the run finished, but its checkpoints were removed" in line
+        assert snapshot(run_dir) == before
 
 
 def test_first_difference_names_the_dotted_key():

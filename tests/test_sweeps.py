@@ -18,7 +18,7 @@ import yaml
 
 from conftest import PROJECT_ROOT, run_script
 from text_recognizer import errors
-from text_recognizer.config import validate_config
+from text_recognizer.config import override_value, validate_config
 from text_recognizer.orchestration.local_sweep import local_sweep_main
 from text_recognizer.orchestration.scheduler import LocalSweep, _Active
 from text_recognizer.orchestration.sweep_state import Trial
@@ -33,7 +33,6 @@ from text_recognizer.orchestration.sweep_yaml import (
 from text_recognizer.orchestration.trial_args import (
     format_arg,
     parse_trial_args,
-    parse_value,
     run_sweep_main,
     trial_config,
 )
@@ -81,17 +80,17 @@ def read_state(state_dir: Path) -> dict:
 # ----- run_sweep: what the agent passes -> the nested config ---------------------------------------
 
 
-def test_parse_value_reads_what_the_agent_writes():
+def test_override_value_reads_what_the_agent_writes():
     # wandb agent formats values with str(): True, None and Python lists arrive as Python literals.
-    assert parse_value("256") == 256 and isinstance(parse_value("256"), int)
-    assert parse_value("0.2") == 0.2 and parse_value("1e-3") == 0.001
-    assert parse_value("True") is True and parse_value("true") is True
-    assert parse_value("None") is None and parse_value("null") is None
-    assert parse_value("[32, 64]") == [32, 64] and parse_value("['a', 'b']") == ["a", "b"]
-    assert parse_value("{'layer_size': 64}") == {"layer_size": 64}
-    assert parse_value("adam") == "adam" and parse_value("../shared/data") == "../shared/data"
+    assert override_value("256") == 256 and isinstance(override_value("256"), int)
+    assert override_value("0.2") == 0.2 and override_value("1e-3") == 0.001
+    assert override_value("True") is True and override_value("true") is True
+    assert override_value("None") is None and override_value("null") is None
+    assert override_value("[32, 64]") == [32, 64] and override_value("['a', 'b']") == ["a", "b"]
+    assert override_value("{'layer_size': 64}") == {"layer_size": 64}
+    assert override_value("adam") == "adam" and override_value("../shared/data") == "../shared/data"
     for value in (256, 0.2, True, None, [32, 64], "adam"):
-        assert parse_value(format_arg("k", value).split("=", 1)[1]) == value
+        assert override_value(format_arg("k", value).split("=", 1)[1]) == value
 
 
 def test_dotted_args_become_the_nested_config_over_the_base(tmp_path):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a saved run on a dataset split: ``python training/evaluate.py RUN_DIR [--split S] [--json OUT]``.
+"""Evaluate a saved run on a dataset split: ``python training/evaluate.py RUN_DIR [--dataset NAME] [--split S] [--json OUT]``.
 
 A thin wrapper: the logic lives in ``text_recognizer.evaluate`` (console script ``evaluate-run``).
 See README.md.

@@ -141,10 +141,11 @@ def parse_config_json(text: str, source: str = "config") -> dict[str, Any]:
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return the resolved config (defaults filled in) or raise ConfigError with one clear line."""
-    from text_recognizer.datasets import DATASETS
-    from text_recognizer.models import MODELS
-    from text_recognizer.networks import NETWORKS
-    from text_recognizer.registry import lookup
+    from text_recognizer import progress
+    from text_recognizer.datasets import DATASET_ALIASES, DATASETS
+    from text_recognizer.models import MODEL_ALIASES, MODELS
+    from text_recognizer.networks import NETWORK_ALIASES, NETWORKS
+    from text_recognizer.registry import canonical_name, lookup
 
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a JSON object, got {type(config).__name__}")
@@ -168,6 +169,14 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
                 "(it becomes a folder name)"
             )
 
+    for key, registry, aliases in (
+        ("dataset", DATASETS, DATASET_ALIASES),
+        ("model", MODELS, MODEL_ALIASES),
+        ("network", NETWORKS, NETWORK_ALIASES),
+    ):  # FSDL's names run as ours; the record holds ours, so runs compare by one name
+        given, resolved[key] = resolved[key], canonical_name(registry, resolved[key], key, aliases)
+        if given != resolved[key]:
+            progress.line(f"note: {key} {given!r} is {aliases.source}'s name for {resolved[key]!r}")
     dataset = lookup(DATASETS, resolved["dataset"], "dataset")
     model = lookup(MODELS, resolved["model"], "model")
     network = lookup(NETWORKS, resolved["network"], "network")
@@ -277,7 +286,7 @@ def resolve_init_from(init_from: str) -> Path:
                 if not weights.is_file():
                     raise ConfigError(
                         f"init_from {short_repr(init_from)} is a run folder without weights.pt "
-                        "(train that run with --save)"
+                        "(a run keeps them when it finishes, unless trained with --no-save)"
                     )
                 return weights.resolve()
             if candidate.is_file():
@@ -288,9 +297,98 @@ def resolve_init_from(init_from: str) -> Path:
     )
 
 
-def load_config(text: str) -> dict[str, Any]:
-    """Parse and validate: the one call the command-line scripts make."""
-    return validate_config(parse_config_text(text))
+def load_config(text: str, overrides: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    """Parse, set the command line's ``--key.sub=value`` overrides, validate: the one call the
+    command-line scripts make."""
+    return validate_config(apply_overrides(parse_config_text(text), overrides or []))
+
+
+# ----- --dotted.key=value settings on a command line (run_experiment and run_sweep) --------------
+def override_value(text: str) -> Any:
+    """A command-line value: JSON, else a Python literal, else the text itself.
+
+    ``"256"`` -> 256, ``"0.2"`` -> 0.2, ``"true"``/``"True"`` -> True, ``"[32, 64]"`` ->
+    [32, 64], ``"adam"`` -> ``"adam"``. Python literals because ``wandb agent`` formats sweep
+    values with ``str()`` (``True``, ``None``, ``['a', 'b']``).
+    """
+    import ast
+
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``config["a"]["b"] = value`` for key ``"a.b"``; a dict value merges into what is there.
+
+    The key's first part must be a config key and only dict keys have parts below them; the
+    value itself is checked later, by :func:`validate_config`, exactly as in a config file."""
+    from text_recognizer.spec import unknown_key_error
+
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"malformed setting --{key} (expected a name like train_args.epochs)")
+    if parts[0] not in TOP_LEVEL:
+        raise unknown_key_error(parts[0], list(TOP_LEVEL), f"the config (--{key})")
+    if len(parts) > 1 and TOP_LEVEL[parts[0]].type is not dict:
+        raise ConfigError(
+            f"--{key}: {parts[0]!r} is a {TOP_LEVEL[parts[0]].type.__name__}, not a section "
+            "with keys"
+        )
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"--{key}: {part!r} is not a section with keys")
+        node = child
+    last = parts[-1]
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        _merge(node[last], value)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A copy of an unvalidated ``config`` with every ``(dotted key, value)`` set (the last wins)."""
+    config = copy.deepcopy(config)
+    for key, value in overrides:
+        set_dotted(config, key, value)
+    return config
+
+
+def is_override(arg: str) -> bool:
+    """Whether a command-line word sets a config key (``--train_args.epochs=1``, ``--run_name=x``):
+    a dotted name, or a top-level config key. Other ``--flags`` are the command's own."""
+    if not arg.startswith("--") or arg == "--":
+        return False
+    name = arg[2:].partition("=")[0]
+    return "." in name or name in TOP_LEVEL
+
+
+def parse_override(arg: str) -> tuple[str, Any]:
+    """``--train_args.epochs=1`` -> ``("train_args.epochs", 1)``; a missing ``=VALUE`` is one line."""
+    key, eq, raw = arg[2:].partition("=")
+    if not eq:
+        raise ConfigError(
+            f"{short_repr(arg)} needs a value: --{key}=VALUE (VALUE is JSON, e.g. 1, 0.5, true, "
+            '"text", [32, 64]; a bare word is a string)'
+        )
+    return key, override_value(raw)
 
 
 def resolved_copy(config: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -115,25 +116,62 @@ def out_of_memory(exc: BaseException) -> bool:
     )
 
 
+PIPE_CLOSED_EXIT = 141  # 128 + SIGPIPE: what a shell reports for a tool its closed pipe ended
+
+
+def stdout_to_devnull() -> None:
+    """After the reader of stdout has gone (``| head``): point stdout at /dev/null, so Python's own
+    flush at exit cannot fail again ("Exception ignored ... BrokenPipeError", exit 120). The
+    remedy of the Python docs, signal module, "Note on SIGPIPE"."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def command(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a command's entry point (console script, ``python -m``, training/*.py): its output
+    piped into a reader that has gone (``| head -1``) ends it quietly, exit 141, as other Unix
+    tools do; never a BrokenPipeError traceback, nor Python's complaint when it flushes stdout at
+    exit (stdout is flushed here, inside, where the error can be caught)."""
+
+    @functools.wraps(main)
+    def entry(*args: object, **kwargs: object) -> int:
+        try:
+            try:
+                code = main(*args, **kwargs)
+            except SystemExit:  # argparse's --help and usage errors: flushed the same way
+                sys.stdout.flush()
+                raise
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            stdout_to_devnull()
+            return PIPE_CLOSED_EXIT
+
+    return entry
+
+
 def run_command(
     work: Callable[[], int], memory_hint: str = "use a machine with more memory"
 ) -> int:
     """Run a command's work under the exit-code contract: a UserError is its one line (exit 2),
     running out of memory one line (exit 1), Ctrl-C exit 130, a closed output pipe (``| head``)
     exit 141 in silence, as other Unix tools do; never a traceback for these."""
-    import os
-
     try:
-        return work()
+        code = work()
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+        return code
     except UserError as e:
         return print_error(e)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        with contextlib.suppress(OSError):  # Python would complain again flushing stdout at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        stdout_to_devnull()
+        return PIPE_CLOSED_EXIT
     except Exception as e:
         if not out_of_memory(e):
             raise
@@ -167,7 +205,10 @@ class ChecksumMismatchError(DownloadError):
 
 
 class NoNetworkError(DownloadError):
-    """No URL could even be connected to: the user has to fetch the files by hand."""
+    """No URL could even be connected to: the user has to fetch the files by hand.
+
+    ``places`` lists every file to place as (folder, name, "'name' from URL or URL"), so the errors
+    of several downloads (several datasets) merge into one that names them all."""
 
     def __init__(
         self,
@@ -176,11 +217,13 @@ class NoNetworkError(DownloadError):
         filenames: Sequence[str] = (),
         folder: Path | None = None,
         reason: str = "",
+        places: Sequence[tuple[Path, str, str]] = (),
     ) -> None:
         super().__init__(message)
         self.filenames = list(filenames)
         self.folder = folder
         self.reason = reason
+        self.places = list(places)
 
 
 class ArchiveError(DataError):

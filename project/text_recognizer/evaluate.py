@@ -1,5 +1,5 @@
-"""``python -m text_recognizer.evaluate RUN_DIR [--dataset-args JSON] [--split test|validation] [--limit N] [--json OUT]``
-``[--beam N] [--lm ARPA [--lm-weight W] [--lm-bonus B]]``.
+"""``python -m text_recognizer.evaluate RUN_DIR [--dataset NAME] [--dataset-args JSON] [--split test|validation]``
+``[--limit N] [--json OUT] [--beam N] [--lm ARPA [--lm-weight W] [--lm-bonus B]]``.
 
 Runs a saved model over a dataset split once (``Model.read_split``: the loss, the predictions and
 the metrics from one pass, with the predictor's decoder) and reports the metrics, the time per
@@ -8,6 +8,12 @@ predict command's ``Model.predict`` uses, so a test can check that images writte
 back through ``python -m text_recognizer.predict`` get exactly these predictions. ``--beam`` and
 ``--lm`` choose the decoding as they do for predict (default: the decoding the run was trained
 with), so an existing run's test split can be read with a character LM.
+
+``--dataset NAME`` (or ``"dataset"`` in ``--dataset-args``) reads another dataset of the same kind
+whose characters the model has (its labels are re-indexed into the model's mapping), e.g. a model
+pretrained on synthetic name lines over the real Kaggle names; its arguments start from that
+dataset's defaults, with the model's image size and ``max_length`` where the dataset takes them,
+and ``--dataset-args`` on top.
 Exit codes: 0 success, 2 bad input (one line).
 """
 
@@ -29,15 +35,17 @@ def evaluate_run(
     worst: int = 10,
     beam: int | None = None,
     lm: Any = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics, timing, worst examples and per-item predictions of a run on a dataset split,
-    read with ``beam`` / ``lm`` (a predictors.LmChoice) or the run's own decoding."""
+    """Metrics, timing, worst examples and per-item predictions of a run on a dataset split
+    (of its own dataset, or of ``dataset``), read with ``beam`` / ``lm`` (a
+    predictors.LmChoice) or the run's own decoding."""
     from text_recognizer.config import TrainArgs
     from text_recognizer.predictors import LinePredictor, load_predictor
 
     predictor = load_predictor(run, beam, lm)
     model = predictor.model
-    name, args, x, y = read_split_arrays(predictor, run, dataset_args, split, limit)
+    name, args, x, y = read_split_arrays(predictor, run, dataset_args, split, limit, dataset)
     batch = TrainArgs.from_config(
         {"eval_batch_size": predictor.batch_size(512), "mixed_precision": "off"}
     )
@@ -86,9 +94,11 @@ def read_split_arrays(
     dataset_args: dict[str, Any] | None,
     split: str,
     limit: int | None = None,
+    dataset: str | None = None,
 ) -> tuple[str, dict[str, Any], Any, Any]:
-    """(dataset name, dataset_args, x, y) of a run's dataset split, checked against the model's
-    input shape: what evaluation and LM tuning (``text_recognizer.lm tune``) both read."""
+    """(dataset name, dataset_args, x, y) of a run's dataset split, or of another ``dataset``'s,
+    checked against the model's kind, input shape and mapping: what evaluation and LM tuning
+    (``text_recognizer.lm tune``) both read."""
     from text_recognizer import paths
     from text_recognizer.datasets import DATASETS
     from text_recognizer.errors import UserError
@@ -96,29 +106,60 @@ def read_split_arrays(
     from text_recognizer.spec import validate_args
 
     model, config = predictor.model, predictor.config
-    name = model.data_config.get("dataset") or config.get("dataset")
+    own = model.data_config.get("dataset") or config.get("dataset")
+    name = dataset or own
     if not name:
-        raise UserError(f"{run}: the weights do not name their dataset")
-    args = {**(config.get("dataset_args") or {}), **(dataset_args or {})}
+        raise UserError(f"{run}: the weights do not name their dataset; give --dataset NAME")
+    entry = lookup(DATASETS, name, "dataset")
+    kind = model.data_config.get("kind")
+    if kind and entry.kind != kind:
+        same = ", ".join(n for n, e in sorted(DATASETS.items()) if e.kind == kind)
+        raise UserError(f"--dataset {name} holds {entry.kind}, but the model reads {kind} ({same})")
+    if name == own:
+        args = {**(config.get("dataset_args") or {}), **(dataset_args or {})}
+    else:  # another dataset: its own defaults, at the model's sizes, then --dataset-args
+        args = {**_model_sizes(model, entry.args), **(dataset_args or {})}
     data_dir = args.get("data_dir")
     if data_dir and not Path(data_dir).expanduser().exists():
         for base in (paths.PROJECT_ROOT,):  # configs written relative to the project root
             if (base / data_dir).exists():
                 args["data_dir"] = str(base / data_dir)
-    entry = lookup(DATASETS, name, "dataset")
-    dataset = entry.load()(**validate_args(args, entry.args, "dataset_args"))
-    dataset.load_or_generate_data()
-    x, y = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
+    data = entry.load()(**validate_args(args, entry.args, "dataset_args"))
+    data.load_or_generate_data()
+    unknown = [c for c in data.mapping if c not in model.mapping]
+    if unknown:
+        raise UserError(
+            f"{name} holds characters the model cannot read ({''.join(unknown)[:20]!r}); a model "
+            "is evaluated on data whose characters it has"
+        )
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
     if x is None or len(x) == 0:
         raise UserError(f"the {split} split of {name} is empty")
     if limit is not None:
         x, y = x[:limit], y[:limit]
+    if list(data.mapping) != list(model.mapping):  # the same characters in another order, or fewer
+        import numpy as np
+
+        index = {c: i for i, c in enumerate(model.mapping)}
+        y = np.asarray([index[c] for c in data.mapping], dtype=np.int64)[np.asarray(y)]
     if tuple(x.shape[1:]) != tuple(model.input_shape[-2:]):
         raise UserError(
             f"{name} {split} images are {tuple(x.shape[1:])}, the model takes "
             f"{tuple(model.input_shape[-2:])}; pass matching --dataset-args"
         )
     return name, args, x, y
+
+
+def _model_sizes(model: Any, spec: dict[str, Any]) -> dict[str, int]:
+    """The dataset arguments that give the model's own input size and label length, for those
+    ``spec`` (another dataset's) takes."""
+    height, width = (int(d) for d in model.input_shape[-2:])
+    sizes = {"image_height": height, "image_width": width, "image_size": height}
+    if model.data_config.get("max_length") is not None:
+        sizes["max_length"] = int(model.data_config["max_length"])
+    if height != width:
+        sizes.pop("image_size")
+    return {k: v for k, v in sizes.items() if k in spec}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -149,7 +190,16 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
     parser = one_line_parser(description="Evaluate a saved run on a dataset split.")
     parser.add_argument("run", help="run directory or weights.pt")
-    parser.add_argument("--dataset-args", default="{}", help="JSON overriding the run's")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="another dataset to read (same kind and characters as the model; default: the run's)",
+    )
+    parser.add_argument(
+        "--dataset-args",
+        default="{}",
+        help='JSON overriding the run\'s dataset_args ("dataset": NAME as --dataset)',
+    )
     parser.add_argument("--split", choices=("test", "validation"), default="test")
     parser.add_argument("--limit", type=int, default=None, help="first N items only")
     parser.add_argument("--worst", type=int, default=10, help="how many worst examples to show")
@@ -164,6 +214,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Check the arguments and the --json path before the work; a failed write after it is 1."""
+    from text_recognizer import progress
     from text_recognizer.errors import StorageError, UserError, print_error
     from text_recognizer.predictors import check_beam, lm_choice
 
@@ -173,6 +224,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--dataset-args is not valid JSON: {getattr(e, 'msg', e)}") from None
     if not isinstance(overrides, dict):
         raise UserError("--dataset-args must be a JSON object")
+    dataset = overrides.pop("dataset", None)
+    if dataset is not None and not isinstance(dataset, str):
+        raise UserError(f'--dataset-args "dataset" must be a dataset name, got {dataset!r}'[:200])
+    if dataset is not None and args.dataset is not None and dataset != args.dataset:
+        raise UserError(
+            f'--dataset {args.dataset} and --dataset-args "dataset": {dataset!r} differ'
+        )
+    dataset = args.dataset or dataset
+    if dataset is not None:  # an unknown name: one line now, before the model loads
+        from text_recognizer.datasets import DATASETS
+        from text_recognizer.registry import lookup
+
+        lookup(DATASETS, dataset, "dataset")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.worst < 0:
@@ -182,7 +246,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     lm = lm_choice(args)
     if args.json_out:
         check_report_path(args.json_out, args.run)
-    report = evaluate_run(args.run, overrides, args.split, args.limit, args.worst, args.beam, lm)
+    report = evaluate_run(
+        args.run, overrides, args.split, args.limit, args.worst, args.beam, lm, dataset
+    )
     print(format_report(report))
     if args.json_out:
         try:
@@ -190,6 +256,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         except StorageError as e:  # the disk filled while evaluating: the run failed
             print_error(e)
             return 1
+        progress.line(f"wrote {args.json_out}")
     return 0
 
 

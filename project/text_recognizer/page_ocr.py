@@ -251,6 +251,9 @@ def _page_ocr(args: argparse.Namespace) -> int:
         except StorageError as e:  # the disk filled while working: the run failed (exit 1)
             print_error(e)
             return 1
+        from text_recognizer import progress
+
+        progress.line(f"wrote {args.out} (the page with each character's box and reading)")
     return 0
 
 

@@ -277,6 +277,8 @@ def _paragraph_ocr(args: argparse.Namespace) -> int:
         check_image_file(path)
     truth, targets = _targets(args)
     predictor = LinePredictor.from_weights(args.model, beam=args.beam, lm=lm)
+    if targets:
+        warn_unwritable(targets.values(), predictor.model.mapping)
     report = ParagraphReport()
     for path in args.images:
         start = time.perf_counter()
@@ -296,6 +298,28 @@ def _paragraph_ocr(args: argparse.Namespace) -> int:
     if truth is not None:
         print(json.dumps(report.totals()) if args.json else report.summary())
     return 0
+
+
+def warn_unwritable(targets: Any, mapping: list[str]) -> float:
+    """Warn when the ground truth holds characters the model cannot write: each one is an edit
+    whatever the model reads, so the CER cannot go below their share. Returns that share."""
+    from collections import Counter
+
+    from text_recognizer import progress
+
+    counts = Counter(c for text in targets for c in text if c != "\n")
+    missing = {c: n for c, n in counts.items() if c not in set(mapping)}
+    total = sum(counts.values())
+    if not missing or not total:
+        return 0.0
+    floor = sum(missing.values()) / total
+    shown = "".join(sorted(missing, key=lambda c: -missing[c])[:20])
+    progress.line(
+        f"warning: the model cannot write {len(missing)} of the ground truth's characters "
+        f"({shown!r}, {sum(missing.values())} of {total}): the CER cannot go below "
+        f"{floor:.3f} (train with a charset that has them)"
+    )
+    return floor
 
 
 class ParagraphReport:

@@ -2,8 +2,10 @@
 
 They draw a model's ``Predictions`` (models/predictions.py), made once by ``Model.read_split``.
 
-matplotlib is imported lazily (Agg backend, no display needed) so importing the package, and runs
-that never plot, do not pay for it. Every function takes plain arrays or a model and writes a PNG
+matplotlib is imported lazily so importing the package, and runs that never plot, do not pay for it.
+Figures are ``matplotlib.figure.Figure`` objects drawn on their own Agg canvas, never through pyplot:
+nothing here selects a backend, so a notebook's inline (or any interactive) backend stays as it was
+after a run that wrote plots. Every function takes plain arrays or a model and writes a PNG
 atomically; ``run_plots`` writes them all into a run folder at the end of a run.
 """
 
@@ -22,23 +24,25 @@ CURVES_NAME = "curves.png"
 RIGHT, WRONG = "#1a9850", "#d73027"  # green, red
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure on its own Agg canvas: drawn and saved without pyplot, so the process's
+    backend (a notebook's inline one) is neither used nor switched, and no figure is left open."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
-    return plt
 
-
-def _save(fig: Any, out: Path | str, dpi: int = 100) -> Path:
+def save_png(fig: Any, out: Path | str, dpi: int = 100, **kwargs: Any) -> Path:
+    """Write ``fig`` to ``out`` as a PNG atomically (its folder made if missing)."""
     from text_recognizer.fileio import atomic_path
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    _pyplot().close(fig)
+        fig.savefig(tmp, format="png", dpi=dpi, **kwargs)
     return out
 
 
@@ -68,7 +72,6 @@ def plot_confusion_matrix(
     cm: np.ndarray, labels: list[str], out: Path | str, title: str | None = None
 ) -> Path:
     """Row-normalised confusion matrix (recall per true class) over the classes that occur."""
-    plt = _pyplot()
     used = np.flatnonzero(cm.sum(0) + cm.sum(1))  # hide classes absent from both axes
     if used.size == 0:
         used = np.arange(len(cm))
@@ -76,7 +79,8 @@ def plot_confusion_matrix(
     norm = sub / np.maximum(sub.sum(1, keepdims=True), 1)
     names = [labels[i] if i < len(labels) else str(i) for i in used]
     size = min(16.0, max(4.0, 0.28 * len(used) + 2))
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = new_figure(figsize=(size + 1, size))
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
     ax.set_yticks(range(len(names)), names, fontsize=7 if len(names) > 20 else 9)
@@ -92,12 +96,11 @@ def plot_confusion_matrix(
     ax.set_title(title or f"confusion matrix (accuracy {accuracy:.3f})")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def plot_montage(preds: Predictions, out: Path | str, cols: int | None = None) -> Path:
     """A grid of images captioned with prediction and confidence: right in green, wrong in red."""
-    plt = _pyplot()
     n = len(preds.images)
     if n == 0:
         raise ValueError("no images to plot")
@@ -106,7 +109,8 @@ def plot_montage(preds: Predictions, out: Path | str, cols: int | None = None) -
     cols = cols or (min(2, n) if wide else min(8, n))
     rows = -(-n // cols)
     cell_w, cell_h = (min(6.0, 0.9 * w / h), 1.1) if wide else (1.6, 1.9)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell_w * cols, cell_h * rows), squeeze=False)
+    fig = new_figure(figsize=(cell_w * cols, cell_h * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, ax in enumerate(axes.flat[:n]):
@@ -119,7 +123,7 @@ def plot_montage(preds: Predictions, out: Path | str, cols: int | None = None) -
     right = sum(preds.correct)
     fig.suptitle(f"{right}/{n} right (green), {n - right} wrong (red)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_png(fig, out)
 
 
 def plot_training_curves(run_dir: Path | str, out: Path | str | None = None) -> Path | None:

@@ -55,7 +55,8 @@ def weights_path(path: str | Path) -> Path:
             raise UserError(f"{p} is a folder, not a weights file")
         if not p.is_file():
             raise UserError(
-                f"run directory {p.parent} has no {WEIGHTS_NAME} (train with --save to keep weights)"
+                f"run directory {p.parent} has no {WEIGHTS_NAME} (a run writes it when it "
+                "finishes, unless trained with --no-save)"
             )
         return p
     if p.exists() and not p.is_file():

@@ -7,7 +7,7 @@ insists): the sample counts are capped so a generated dataset fits in a few GB o
 
 from __future__ import annotations
 
-from text_recognizer.registry import Entry
+from text_recognizer.registry import Aliases, Entry
 from text_recognizer.spec import SEED_MAX, Param
 
 COMMON_ARGS: dict[str, Param] = {
@@ -156,3 +156,19 @@ DATASETS: dict[str, Entry] = {
         help="text lines rendered with a bundled font (or `fonts`), distorted like handwriting",
     ),
 }
+
+# FSDL 2021-2022's data module names (its 2019-2020 labs used the names above).
+DATASET_ALIASES = Aliases(
+    "FSDL",
+    same={
+        "MNIST": "MnistDataset",
+        "EMNIST": "EmnistDataset",
+        "EMNISTLines": "EmnistLinesDataset",
+        "EMNISTLines2": "EmnistLinesDataset",
+        "IAMLines": "IamLinesDataset",
+    },
+    nearest={
+        name: ("IamLinesDataset", "IAM's lines; paragraphs are read line by line (paragraph_ocr)")
+        for name in ("IAMParagraphs", "IAMSyntheticParagraphs", "IAMOriginalAndSyntheticParagraphs")
+    },
+)

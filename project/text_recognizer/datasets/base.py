@@ -15,6 +15,7 @@ with a one-line warning. Writing it is atomic, and a full disk or read-only fold
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -24,7 +25,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
@@ -34,6 +35,7 @@ from text_recognizer import paths, progress
 from text_recognizer.errors import (
     DataError,
     StorageError,
+    command,
     one_line,
     storage_error,
 )
@@ -287,20 +289,14 @@ class Dataset:
         """Load the splits, processing the raw data into the HDF5 cache the first time."""
         cached = self._read_cache(self.cache_path)
         if cached is None:
-            import time
-
             clean_stale_temps(self.cache_path.parent)  # leftovers of killed writers, first
             try:  # refuse a read-only or full processed folder now, not after processing
                 check_output_file(self.cache_path, "cache")
             except StorageError as e:
                 raise _cache_error(e) from None
-            self.prepare_raw_data()
-            start = time.perf_counter()
-            progress.line(f"processing {type(self).__name__} into {self.cache_path} ...")
-            fingerprint = self.raw_fingerprint()  # before reading: a later change is seen
-            arrays, mapping = self.process()
-            self._write_cache(self.cache_path, arrays, mapping, fingerprint)
-            progress.line(f"processed in {time.perf_counter() - start:.1f}s")
+            with _build_lock(self.cache_path):  # two runs started together build it once
+                cached = self._read_cache(self.cache_path)  # the other one may have built it
+                arrays, mapping = cached if cached is not None else self._build_cache()
         else:
             arrays, mapping = cached
         self.mapping = list(mapping)
@@ -308,6 +304,19 @@ class Dataset:
         self.input_shape = tuple(int(d) for d in self.x_train.shape[1:])
         self.output_shape = self.compute_output_shape()
         return self
+
+    def _build_cache(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Fetch the raw data, process it and write the cache: what the first load does."""
+        import time
+
+        self.prepare_raw_data()
+        start = time.perf_counter()
+        progress.line(f"processing {type(self).__name__} into {self.cache_path} ...")
+        fingerprint = self.raw_fingerprint()  # before reading: a later change is seen
+        arrays, mapping = self.process()
+        self._write_cache(self.cache_path, arrays, mapping, fingerprint)
+        progress.line(f"processed in {time.perf_counter() - start:.1f}s")
+        return arrays, mapping
 
     def compute_output_shape(self) -> tuple[int, ...]:
         """(classes,) for characters; text datasets return (max_length, classes)."""
@@ -390,6 +399,29 @@ class Dataset:
 
     def __repr__(self) -> str:
         return self.summary()
+
+
+@contextlib.contextmanager
+def _build_lock(cache: Path) -> Iterator[None]:
+    """Hold ``<cache>.lock`` while building: a second process waits (saying so), then reads the
+    cache the first one wrote. An ``flock``: the kernel drops it however its holder ends."""
+    import fcntl
+
+    lock = cache.with_name(cache.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise _cache_error(storage_error(e, lock)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.line(f"waiting: another process is building {cache} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _cache_error(error: StorageError) -> StorageError:
@@ -568,6 +600,7 @@ def _subsample(idx: np.ndarray, fraction: float, rng: np.random.Generator) -> np
     return np.sort(rng.choice(idx, size=keep, replace=False)) if keep < len(idx) else idx
 
 
+@command
 def summary_main(dataset_name: str, argv: list[str] | None = None) -> int:
     """``python -m text_recognizer.datasets.<module> ['{json dataset_args}']``: load and summarise."""
     import argparse

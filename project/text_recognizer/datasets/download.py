@@ -14,6 +14,7 @@ re-exported here. Every failure a user can act on is a one-line
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -27,7 +28,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,7 @@ __all__ = [
     "ensure_downloaded",
     "extract_archive",
     "load_metadata",
+    "merge_data_errors",
     "sha256_file",
 ]
 
@@ -204,13 +206,16 @@ def _check_present(remote: RemoteFile, path: Path) -> tuple[bool, str]:
 class _Failure(Exception):
     """Why one attempt on one URL failed, and whether trying that URL again can help."""
 
-    def __init__(self, kind: str, message: str, *, retry: bool, stale: bool = False) -> None:
+    def __init__(
+        self, kind: str, message: str, *, retry: bool, stale: bool = False, reason: str = ""
+    ) -> None:
         super().__init__(message)
         # unreachable | timeout | slow | dropped | http | html | checksum | size | other
         self.kind = kind
         self.message = one_line(message)
         self.retry = retry
         self.stale = stale
+        self.reason = reason or self.message  # short, without the URL (unreachable ones)
 
 
 class _Part:
@@ -457,23 +462,36 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
 
 
-def _connect_failure_reason(exc: BaseException) -> str | None:
-    """A short reason if the connection could not be established at all, else None."""
+# No route to the network or the host: like a name that does not resolve or a refused
+# connection, retrying in a few seconds cannot help, so the next mirror is tried at once.
+_NO_ROUTE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
+
+
+def _connect_failure_reason(exc: BaseException) -> tuple[str, bool] | None:
+    """(a short reason, whether retrying can help) if the connection could not be established at
+    all, else None. A name that does not resolve, a refused connection and no route are final; a
+    connect timeout is retried (a busy or distant server)."""
     causes = list(_causes(exc))
     name_errors = tuple(
         cls for cls in (getattr(urllib3.exceptions, "NameResolutionError", None),) if cls
     )
     if any(isinstance(e, (socket.gaierror, *name_errors)) for e in causes):
-        return "cannot resolve the host name (DNS lookup failed)"
-    if any(isinstance(e, ConnectionRefusedError) for e in causes):
-        return "connection refused"
+        return "cannot resolve the host name (DNS lookup failed)", False
+    if any(
+        isinstance(e, ConnectionRefusedError)
+        or (isinstance(e, OSError) and e.errno == errno.ECONNREFUSED)
+        for e in causes
+    ):
+        return "connection refused", False
+    if any(isinstance(e, OSError) and e.errno in _NO_ROUTE_ERRNOS for e in causes):
+        return "network unreachable (no route to the host)", False
     # NewConnectionError subclasses ConnectTimeoutError in urllib3 2, so test it first.
     if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in causes):
-        return "cannot connect (network unreachable?)"
+        return "cannot connect (network unreachable?)", True
     if any(isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in causes):
-        return "timed out while connecting"
+        return "timed out while connecting", True
     if any(isinstance(e, requests.exceptions.ProxyError) for e in causes):
-        return "cannot reach the proxy"
+        return "cannot reach the proxy", True
     return None
 
 
@@ -481,8 +499,9 @@ def _request_failure(
     exc: requests.RequestException, url: str, timeout: tuple[float, float]
 ) -> _Failure:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
+        reason = f"no answer within {timeout[0]:g} s"
         return _Failure(
-            "unreachable", f"cannot connect to {url}: no answer within {timeout[0]:g} s", retry=True
+            "unreachable", f"cannot connect to {url}: {reason}", retry=True, reason=reason
         )
     if isinstance(exc, requests.exceptions.ReadTimeout):
         return _Failure(
@@ -493,9 +512,12 @@ def _request_failure(
     if isinstance(exc, requests.exceptions.SSLError):
         return _Failure("other", f"TLS/SSL error talking to {url}: {exc}", retry=False)
     if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = _connect_failure_reason(exc)
-        if reason:
-            return _Failure("unreachable", f"cannot connect to {url}: {reason}", retry=True)
+        found = _connect_failure_reason(exc)
+        if found:
+            reason, transient = found
+            return _Failure(
+                "unreachable", f"cannot connect to {url}: {reason}", retry=transient, reason=reason
+            )
         return _Failure("dropped", f"connection to {url} failed: {exc}", retry=True)
     if isinstance(exc, requests.exceptions.TooManyRedirects | requests.exceptions.InvalidURL):
         return _Failure("other", f"cannot fetch {url}: {exc}", retry=False)
@@ -789,29 +811,70 @@ def _download_from(
             attempt += 1
 
 
-def _no_network_message(
-    remotes: Sequence[RemoteFile], dest_dir: Path, reason: str, notes: Mapping[str, str]
-) -> str:
-    folder = Path(os.path.abspath(dest_dir))
-    items = []
-    for remote in remotes:
-        note = f" (the copy there {notes[remote.filename]})" if notes.get(remote.filename) else ""
-        items.append(f"'{remote.filename}' from {' or '.join(remote.urls)}{note}")
-    return (
-        f"no network ({reason}): cannot download {len(remotes)} file(s); download by hand and "
-        f"place in {folder}{os.sep}: {'; '.join(items)}; then run again"
-    )
+def _place(remote: RemoteFile, dest_dir: Path, note: str = "") -> tuple[Path, str, str]:
+    """(folder, file name, "'name' from URL or URL"): one file to fetch by hand and where."""
+    note = f" (the copy there {note})" if note else ""
+    item = f"'{remote.filename}' from {' or '.join(remote.urls)}{note}"
+    return Path(os.path.abspath(dest_dir)), remote.filename, item
 
 
 def _no_network_error(
-    remotes: Sequence[RemoteFile], dest_dir: Path, reason: str, notes: Mapping[str, str]
+    places: Sequence[tuple[Path, str, str]], reasons: Sequence[str]
 ) -> NoNetworkError:
-    return NoNetworkError(
-        _no_network_message(remotes, dest_dir, reason, notes),
-        filenames=[r.filename for r in remotes],
-        folder=Path(os.path.abspath(dest_dir)),
-        reason=reason,
+    """One error naming every file to place by hand, grouped by the folder it goes in."""
+    reason = "; ".join(dict.fromkeys(r for r in reasons if r)) or "unreachable"
+    by_folder: dict[Path, list[str]] = {}
+    for folder, _, item in places:
+        by_folder.setdefault(folder, []).append(item)
+    where = "; and ".join(
+        f"in {folder}{os.sep}: {'; '.join(items)}" for folder, items in by_folder.items()
     )
+    readme = (
+        "; README.md, Datasets, says where each dataset's files go" if len(by_folder) > 1 else ""
+    )
+    return NoNetworkError(
+        f"no network ({reason}): cannot download {len(places)} file(s); download by hand and "
+        f"place {where}; then run again{readme}",
+        filenames=[name for _, name, _ in places],
+        folder=next(iter(by_folder)) if len(by_folder) == 1 else None,
+        reason=reason,
+        places=places,
+    )
+
+
+def merge_data_errors(problems: Sequence[DataError]) -> DataError | None:
+    """None, the one problem, or one error for them all: a dataset that needs several files (or
+    several datasets) reports every file that is missing in one run, not one per run.
+
+    Offline failures merge into one :class:`NoNetworkError` that lists every file and its folder;
+    other problems follow it, numbered, in the same one line.
+    """
+    if len(problems) <= 1:
+        return problems[0] if problems else None
+    offline = [p for p in problems if isinstance(p, NoNetworkError)]
+    merged: list[DataError] = [p for p in problems if not isinstance(p, NoNetworkError)]
+    if offline:
+        places = [place for p in offline for place in p.places]
+        network = _no_network_error(places, [p.reason for p in offline]) if places else offline[0]
+        if not merged:
+            return network
+        merged.insert(0, network)
+    if len(merged) == 1:
+        return merged[0]
+    listed = "; ".join(f"({i}) {one_line(p)}" for i, p in enumerate(merged, 1))
+    return DataError(f"{len(merged)} problems with the raw data: {listed}")
+
+
+def _host(url: str) -> str:
+    """scheme://host:port, the unit a failed DNS lookup or a refused connection condemns."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return url
+    return f"{parts.scheme}://{parts.hostname}:{port}"
 
 
 def _download_unlocked(
@@ -823,7 +886,11 @@ def _download_unlocked(
     retries: int,
     backoff: float,
     limits: _Limits,
+    dead_hosts: dict[str, _Failure] | None = None,
+    note: str = "",
 ) -> Path:
+    """Fetch ``remote`` from its URLs in order. ``dead_hosts`` (shared by the downloads of one
+    call) remembers the hosts that could not be connected to, so they are not tried again."""
     _make_folder(dest_dir)
     if remote.sha256 is None:
         _warn_unchecked(remote)
@@ -831,9 +898,22 @@ def _download_unlocked(
     part = _Part(dest_dir / f"{remote.filename}.part")
     _check_free_space(remote, dest_dir, part.sync())
     failures: list[_Failure] = []
+    dead = {} if dead_hosts is None else dead_hosts
     watchdog = _Watchdog()
     with _tracked_session(watchdog) as session:
-        for url in remote.urls:
+        for index, url in enumerate(remote.urls):
+            host = _host(url)
+            if host in dead:  # seen a moment ago: no second DNS lookup or connection attempt
+                reason = dead[host].reason
+                failures.append(
+                    _Failure(
+                        "unreachable",
+                        f"cannot connect to {url}: {reason}",
+                        retry=False,
+                        reason=reason,
+                    )
+                )
+                continue
             clock = _Clock(limits, url, remote)
             watchdog.arm(clock.remaining())  # fires at, never before, the clock's deadline
             try:
@@ -859,13 +939,16 @@ def _download_unlocked(
                 _record_verified(final, digest)
                 return final
             failures.append(failure)
+            if failure.kind == "unreachable":
+                dead[host] = failure
+            if index + 1 < len(remote.urls):
+                progress_line(f"{failure.message}; trying the next URL")
 
     with suppress(OSError):
         if part.path.lstat().st_size == 0:
             part.path.unlink()  # an empty .part is just clutter; a non-empty one is kept to resume
     if all(f.kind == "unreachable" for f in failures):
-        reason = failures[-1].message
-        raise _no_network_error([remote], dest_dir, reason, {})
+        raise _no_network_error([_place(remote, dest_dir, note)], [f.reason for f in failures])
     where = Path(os.path.abspath(final))
     if len(failures) == 1:
         what = failures[0].message
@@ -990,21 +1073,30 @@ def download_file(
         )
 
 
-def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = True) -> list[Path]:
-    """Make every file of a metadata.toml present, verified and (if asked) extracted.
+def ensure_downloaded(
+    metadata_path: Path,
+    dest_dir: Path,
+    *,
+    progress: bool = True,
+    only: Collection[str] | None = None,
+) -> list[Path]:
+    """Make every file of a metadata.toml (or the ``only`` ones) present, verified and (if asked)
+    extracted.
 
     Verified files are not downloaded again, unchanged ones not even re-hashed (see the
     ``.<filename>.verified`` sidecar), and archives are extracted once (``.<filename>.extracted``).
-    Without a network the error lists every missing file, where it goes, and where to get it.
+    A file that cannot be downloaded does not stop the others: the one error at the end names
+    every file that failed (without a network: each file, where it goes, and where to get it).
     Returns the local paths of the files, in metadata order.
     """
-    remotes = load_metadata(Path(metadata_path))
+    every = load_metadata(Path(metadata_path))
+    remotes = every if only is None else [r for r in every if r.filename in only]
     dest_dir = Path(dest_dir)
     _make_folder(dest_dir)
     paths: list[Path] = []
-    offline: list[RemoteFile] = []
-    notes: dict[str, str] = {}
-    offline_reason: str | None = None
+    problems: list[DataError] = []
+    dead_hosts: dict[str, _Failure] = {}
+    offline = False
     for remote in remotes:
         path = dest_dir / remote.filename
         with _file_lock(dest_dir, remote.filename, _lock_wait_s(remote)):
@@ -1013,10 +1105,7 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
                 paths.append(path)
                 continue
             if why:
-                notes[remote.filename] = why
                 progress_line(f"{path} {why}; downloading it again")
-            # Once the network is known to be down, give other files one quick try each.
-            retries = 4 if offline_reason is None else 0
             try:
                 paths.append(
                     _download_unlocked(
@@ -1024,18 +1113,22 @@ def ensure_downloaded(metadata_path: Path, dest_dir: Path, *, progress: bool = T
                         dest_dir,
                         progress=progress,
                         timeout=(10.0, 60.0),
-                        retries=retries,
+                        # Once the network is known to be down, other files get one quick try.
+                        retries=0 if offline else 4,
                         backoff=1.0,
                         limits=_limits_for(remote),
+                        dead_hosts=dead_hosts,
+                        note=why,
                     )
                 )
-            except NoNetworkError as exc:
-                offline_reason = offline_reason or exc.reason
-                offline.append(remote)
-    if offline:
-        raise _no_network_error(offline, dest_dir, offline_reason or "unreachable", notes)
+            except DownloadError as exc:  # the next file may still come; all are named at the end
+                offline = offline or isinstance(exc, NoNetworkError)
+                problems.append(exc)
+    failed = merge_data_errors(problems)
+    if failed is not None:
+        raise failed
 
-    protected = [r.filename for r in remotes]
+    protected = [r.filename for r in every]
     for remote, path in zip(remotes, paths, strict=True):
         if remote.extract:
             with _file_lock(dest_dir, remote.filename, _lock_wait_s(remote)):

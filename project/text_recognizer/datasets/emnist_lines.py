@@ -161,9 +161,23 @@ class EmnistLinesDataset(Dataset):
         return [f"{k}={v}" for k, v in given.items() if v is not None]
 
     def prepare_raw_data(self) -> None:
-        """The corpus (unless digit lines) now; the characters load in process()."""
+        """The corpus (unless digit lines) and the character set's raw files (unless its cache is
+        there), both tried before any error, so one error names every missing file."""
+        from text_recognizer.datasets.download import merge_data_errors
+
+        problems: list[DataError] = []
+        chars = self.characters()
+        steps = [] if chars.cache_path.is_file() else [chars.prepare_raw_data]
         if not self.digits_only:
-            ensure_corpus(self.corpus_dir)
+            steps.insert(0, lambda: ensure_corpus(self.corpus_dir))
+        for step in steps:
+            try:
+                step()
+            except DataError as e:
+                problems.append(e)
+        failed = merge_data_errors(problems)
+        if failed is not None:
+            raise failed
 
     def raw_files(self) -> list[Path]:
         """The character dataset's raw files and the corpus: they key the cache."""

@@ -287,27 +287,39 @@ class IamLinesDataset(Dataset):
         return missing
 
     def prepare_raw_data(self) -> None:
-        """Trust a user's layout; download iamdb.zip (no layout) and the split lists if absent."""
+        """Trust a user's layout; download iamdb.zip (no layout) and the split lists if absent.
+
+        Every missing file is tried before any error, so one error names them all (offline:
+        each file, its URL and the folder it goes in)."""
+        from text_recognizer.datasets.download import ensure_downloaded, merge_data_errors
+
+        problems: list[DataError] = []
         wanted = []
         if self.layout() is None:
             if self.user_data_dir:
                 has_txt = (self.data_dir / LINES_TXT).is_file()
                 hint = f"has {LINES_TXT} but no lines/ folder" if has_txt else "has neither"
-                raise DataError(
-                    f"data_dir {self.data_dir} {hint}: IamLinesDataset needs the official layout "
-                    f"({LINES_TXT} + lines/<a01>/<a01-000u>/<a01-000u-00>.png) or FSDL's "
-                    f"{ARCHIVE} (or its extracted xml/ and forms/)"
+                problems.append(
+                    DataError(
+                        f"data_dir {self.data_dir} {hint}: IamLinesDataset needs the official "
+                        f"layout ({LINES_TXT} + lines/<a01>/<a01-000u>/<a01-000u-00>.png) or "
+                        f"FSDL's {ARCHIVE} (or its extracted xml/ and forms/)"
+                    )
                 )
-            wanted.append(ARCHIVE)
+            else:
+                wanted.append(ARCHIVE)
         if self.split_lists_dir() is None:
             wanted.extend(SPLIT_FILES.values())
+        dest = paths.raw_dir(RAW_NAME)
+        wanted = [name for name in wanted if not (dest / name).is_file()]
         if wanted:
-            from text_recognizer.datasets.download import download_file, load_metadata
-
-            dest = paths.raw_dir(RAW_NAME)
-            for remote in load_metadata(self.metadata_path):
-                if remote.filename in wanted and not (dest / remote.filename).is_file():
-                    download_file(remote, dest)
+            try:
+                ensure_downloaded(self.metadata_path, dest, only=wanted)
+            except DataError as e:
+                problems.append(e)
+        failed = merge_data_errors(problems)
+        if failed is not None:
+            raise failed
 
     # ----- processing ----------------------------------------------------------------------------
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from text_recognizer import progress
-from text_recognizer.errors import UserError, WaitInterrupted, one_line_parser, print_error
+from text_recognizer.errors import (
+    UserError,
+    WaitInterrupted,
+    command,
+    one_line_parser,
+    print_error,
+)
 from text_recognizer.leasing.lease_folder import ENV_LEASES, JUNK_HINT, default_lease_dir
 from text_recognizer.leasing.leases import Lease, pid_alive, slot_file
 from text_recognizer.leasing.manager import (
@@ -149,6 +155,7 @@ def _manager_from_args(args: argparse.Namespace) -> GPUManager:
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     """``status`` lists GPUs, leases and holders; ``run -- CMD`` runs CMD on a leased GPU."""
     args = _parser().parse_args(argv)

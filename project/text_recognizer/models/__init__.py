@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from text_recognizer.registry import Entry
+from text_recognizer.registry import Aliases, Entry
 
 MODELS: dict[str, Entry] = {
     "CharacterModel": Entry(
@@ -21,3 +21,13 @@ MODELS: dict[str, Entry] = {
         help="CTC loss with an explicit blank; greedy or beam decoding",
     ),
 }
+
+# FSDL 2021-2022's Lightning modules: the loss picks the model here.
+MODEL_ALIASES = Aliases(
+    "FSDL",
+    same={"CTCLitModel": "LineModelCtc"},
+    nearest={
+        "BaseLitModel": ("CharacterModel", "or LineModel: the model is chosen by what it reads"),
+        "TransformerLitModel": ("LineModelCtc", "CTC decoding; no transformer decoder here"),
+    },
+)

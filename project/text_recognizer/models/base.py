@@ -104,7 +104,13 @@ class Model:
 
     # ----- data path -----------------------------------------------------------------------------
     def to_tensor(self, x: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Raw uint8 images stay uint8 until the batch is cut: 4x less memory and copying."""
+        """Raw uint8 images stay uint8 until the batch is cut: 4x less memory and copying.
+
+        A read-only array (``np.frombuffer``, ``np.asarray`` of a PIL image, a memory map) is
+        copied: torch shares the memory of what it converts and warns that it cannot protect it.
+        """
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            x = x.copy()
         t = torch.as_tensor(x)
         return t.to(self.device, non_blocking=True)
 

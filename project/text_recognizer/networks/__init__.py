@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from text_recognizer.registry import Entry, lookup
+from text_recognizer.registry import Aliases, Entry, lookup
 from text_recognizer.spec import Param
 
 DROPOUT = Param(float, 0.2, min=0.0, lt=1.0)
@@ -123,7 +123,30 @@ NETWORKS: dict[str, Entry] = {
     ),
 }
 
+# FSDL's network names (2019-2020 Keras labs: function names; 2021-2022 Lightning labs: class
+# names), so that their configs and the seed projects' run here as they are.
+NETWORK_ALIASES = Aliases(
+    "FSDL",
+    same={
+        "line_cnn_all_conv": "line_cnn",
+        "line_cnn_sliding_window": "line_cnn",
+        "LineCNN": "line_cnn",
+        "LineCNNSimple": "line_cnn",
+        "line_cnn_lstm": "line_lstm_ctc",
+        "LineCNNLSTM": "line_lstm_ctc",
+        "MLP": "mlp",
+        "CNN": "lenet",
+        "cnn": "lenet",
+    },
+    nearest={
+        name: ("htr_crnn", "a ResNet + BiLSTM CTC line recogniser; no transformer decoder here")
+        for name in ("LineCNNTransformer", "ResnetTransformer", "line_cnn_transformer")
+    },
+)
+
 
 def build_network(name: str, input_shape: tuple[int, ...], output_shape: Any, **network_args: Any):
     """Build a registered network (imports torch)."""
-    return lookup(NETWORKS, name, "network").load()(input_shape, output_shape, **network_args)
+    return lookup(NETWORKS, name, "network", NETWORK_ALIASES).load()(
+        input_shape, output_shape, **network_args
+    )

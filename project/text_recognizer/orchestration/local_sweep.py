@@ -26,6 +26,7 @@ trials, J at a time) and ``sweep_report`` (leaderboard and curves).
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from text_recognizer import progress
 from text_recognizer.errors import (
     SweepError,
     UserError,
+    command,
     one_line_parser,
     print_error,
     storage_error,
@@ -100,11 +102,30 @@ def _state_dir(args: argparse.Namespace, sweep: dict[str, Any]) -> Path:
     return Path(args.state) if args.state else default_state_dir(sweep, args.sweep)
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes this sweep: the same YAML with the options it was started with
+    (--jobs, --count, --gpu, --nowandb, --state), so a resume runs the sweep the same way."""
+    words = ["python", "training/local_sweep.py", args.sweep]
+    if args.jobs != 1:
+        words += ["--jobs", str(args.jobs)]
+    if args.count is not None:
+        words += ["--count", str(args.count)]
+    if args.gpu != "-1":
+        words += ["--gpu", args.gpu]
+    if args.state is not None:
+        words += ["--state", args.state]
+    if args.nowandb:
+        words.append("--nowandb")
+    return shlex.join(words)
+
+
+@command
 def local_sweep_main(argv: list[str] | None = None) -> int:
     """Entry point of training/local_sweep.py: check everything, then run the sweep under its lock.
 
     Every bad input is one ``error:`` line and exit 2 before any trial starts; a Ctrl-C before the
-    scheduler takes over signals is one line and exit 130.
+    scheduler takes over signals is one line and exit 130. Output into a pipe whose reader has
+    gone (``| head``, a ``| tee`` ended by the same Ctrl-C) moves to stderr (see LocalSweep.say).
     """
     args = _parser().parse_args(argv)
     state_dir: Path | None = None
@@ -130,6 +151,7 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
                 gpu=gpu,
                 nowandb=args.nowandb,
                 custom_state=args.state is not None,
+                resume=resume_command(args),
             )
             runner.say(
                 f"sweep {runner.state.name}: {sweep['method']} search, {runner.total} trials, "
@@ -138,6 +160,8 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
             return runner.run()
     except UserError as e:
         return print_error(e)
+    except BrokenPipeError:  # not the state folder: stdout's reader has gone (see @command)
+        raise
     except OSError as e:  # the state folder cannot be made or written (full, read-only, ...)
         return print_error(storage_error(e, e.filename or state_dir or args.sweep))
     except KeyboardInterrupt:  # Ctrl-C before run() handles it (checking the YAML, recovering)

@@ -19,6 +19,7 @@ from typing import Any
 from text_recognizer.errors import (
     ConfigError,
     UserError,
+    command,
     one_line,
     one_line_parser,
 )
@@ -126,6 +127,7 @@ def command_line(
     return shlex.join(words)
 
 
+@command
 def prepare_experiments_main(argv: list[str] | None = None) -> int:
     """Print one command per experiment on stdout; errors go to stderr only (exit 2)."""
     parser = one_line_parser(

@@ -10,9 +10,12 @@ in one place.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -20,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from text_recognizer.errors import StorageError, SweepError, print_error
-from text_recognizer.orchestration.engine import next_params, runs_to_stop, sweep_run
+from text_recognizer.errors import StorageError, SweepError, print_error, stdout_to_devnull
+from text_recognizer.orchestration.engine import EngineRun, next_params, runs_to_stop, sweep_run
 from text_recognizer.orchestration.sweep_report import leaderboard, save_curves
 from text_recognizer.orchestration.sweep_state import (
     STATUSES,
@@ -93,6 +96,7 @@ class LocalSweep:
         nowandb: bool = False,
         out: IO[str] | None = None,
         custom_state: bool = False,
+        resume: str | None = None,
     ) -> None:
         from text_recognizer.fileio import clean_stale_temps
 
@@ -106,6 +110,11 @@ class LocalSweep:
         self.nowandb = nowandb
         self.out = out or sys.stdout
         self.custom_state = custom_state  # the resume hint then names --state
+        # The command that resumes the sweep, with the options it was started with.
+        self.resume = resume or shlex.join(
+            ["python", "training/local_sweep.py", source]
+            + (["--state", str(state_dir)] if custom_state else [])
+        )
         self.metric, self.maximize = sweep_metric(sweep)
         self.state_path = self.state_dir / "state.json"
         self.logs_dir = self.state_dir / "logs"
@@ -134,8 +143,37 @@ class LocalSweep:
         self.state.save(self.state_path)
 
     def say(self, text: str) -> None:
-        """One progress line, flushed at once (the output is often a log file)."""
-        print(text, file=self.out, flush=True)
+        """One progress line, flushed at once (the output is often a log file).
+
+        When the output's reader has gone (``| head``, or a ``| tee`` that the same Ctrl-C ended),
+        the lines go on to stderr, so the sweep still stops its trials in order and says how to
+        resume; where stderr is gone too, they are dropped. Never a BrokenPipeError.
+        """
+        try:
+            print(text, file=self.out, flush=True)
+            return
+        except BrokenPipeError:
+            if self.out is sys.stdout:
+                stdout_to_devnull()  # what is still buffered must not fail again at exit
+            if self.out is sys.stderr:
+                self.out = io.StringIO()  # nowhere left to write: keep going in silence
+                return
+            self.out = sys.stderr
+        with contextlib.suppress(BrokenPipeError):
+            print(text, file=self.out, flush=True)
+
+    def _also_on_stderr(self, text: str) -> None:
+        """Also on stderr when the output is a pipe: a ``| tee`` that the same Ctrl-C ended may
+        have died before reading the line, which the write into the pipe cannot tell."""
+        if self.out is sys.stderr:
+            return
+        try:
+            out, err = os.fstat(self.out.fileno()), os.fstat(sys.stderr.fileno())
+        except (OSError, ValueError, AttributeError):
+            return
+        if stat.S_ISFIFO(out.st_mode) and (out.st_dev, out.st_ino) != (err.st_dev, err.st_ino):
+            with contextlib.suppress(OSError):
+                print(text, file=sys.stderr, flush=True)
 
     def _done(self) -> int:
         return sum(t.status in TERMINAL for t in self.state.trials)
@@ -151,7 +189,7 @@ class LocalSweep:
             self._histories[trial.id] = history
         return history
 
-    def _sweep_runs(self, trials: list[Trial]) -> list[Any]:
+    def _sweep_runs(self, trials: list[Trial]) -> list[EngineRun]:
         return [sweep_run(t, self.metric, self._history) for t in trials]
 
     def _propose(self) -> Trial | None:
@@ -311,22 +349,19 @@ class LocalSweep:
         if "early_terminate" not in self.sweep or not self.active:
             return
         runs = self._sweep_runs([t for t in self.state.trials if t.status != "pending"])
-        for run in runs_to_stop(self.sweep, runs):
-            active = self.active.get(run.name)
+        for stop in runs_to_stop(self.sweep, runs):
+            active = self.active.get(stop.name)
             if active is None or active.trial.stop_requested:
                 continue
             done = len(self._history(active.trial))
             if active.epochs is None:
-                config = read_trial_record(self.state_dir / run.name, "config")
+                config = read_trial_record(self.state_dir / stop.name, "config")
                 active.epochs = (config.get("train_args") or {}).get("epochs")
             if active.epochs is not None and done >= active.epochs:
                 continue  # its last epoch is done: let it finish and test
             active.trial.stop_requested = True
             self.save()
-            lines = (run.early_terminate_info or {}).get("lines") or []
-            why = next((ln for ln in lines if ln.startswith(f"Run: {run.name} ")), "")
-            why = why[why.find("(Band") :].strip() if "(Band" in why else why
-            self.say(f"hyperband: stopping {run.name} after epoch {done} {why}".rstrip())
+            self.say(f"hyperband: stopping {stop.name} after epoch {done} {stop.why}")
             with contextlib.suppress(ProcessLookupError):
                 active.proc.send_signal(signal.SIGTERM)
 
@@ -448,11 +483,12 @@ class LocalSweep:
             return 1
         elapsed = time.monotonic() - started
         if self.stopping is not None:
-            self.say(
+            hint = (
                 f"interrupted after {elapsed:.0f}s: {self._done()}/{self.total} trials done; "
-                f"resume with: python training/local_sweep.py {self.source}"
-                + (f" --state {self.state_dir}" if self.custom_state else "")
+                f"resume with: {self.resume}"
             )
+            self.say(hint)
+            self._also_on_stderr(hint)
             return 130
         if self.abort:
             raise SweepError(

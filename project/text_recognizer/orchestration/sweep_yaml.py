@@ -19,7 +19,9 @@ from typing import Any
 
 from text_recognizer.errors import SweepError, UserError, one_line
 from text_recognizer.fileio import read_small_text
-from text_recognizer.orchestration.engine import import_sweeps, plain
+from text_recognizer.orchestration.sweep_schema import schema_violations
+from text_recognizer.orchestration.sweep_space import Param, grid_points, nest, parse_space
+from text_recognizer.orchestration.sweep_space import grid_size as space_grid_size
 from text_recognizer.orchestration.trial_args import (
     format_arg,
     parse_trial_args,
@@ -31,7 +33,7 @@ SUPPORTED_METHODS = ("grid", "random", "bayes")
 PROGRAM = "run_sweep.py"
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 MAX_GRID_CHECK = 10000
-MAX_GRID = 100_000  # the engine lists every grid point for every proposal
+MAX_GRID = 100_000  # the engine walks the grid for every proposal
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 100_000
@@ -111,19 +113,14 @@ def _check_yaml_node(root: Any, path: str | Path) -> None:
 
 def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> None:
     """Everything W&B would reject, plus what a local sweep needs: raise SweepError, else None."""
-    sweeps = import_sweeps()
     method = _check_method(sweep, source)
     _check_parameter_specs(sweep.get("parameters"), source)
-    violations = list(dict.fromkeys(sweeps.schema_violations_from_proposed_config(sweep)))
+    violations = schema_violations(sweep)
     if violations:
-        raise SweepError(f"{source}: W&B would reject this sweep: {'; '.join(violations)}")
+        reasons = one_line("; ".join(violations), 1000)
+        raise SweepError(f"{source}: W&B would reject this sweep: {reasons}")
     check_program(sweep, source)
     _check_metric(sweep, method, source)
-    if "early_terminate" in sweep:
-        try:
-            sweeps.stop_runs(sweep, [])
-        except (ValueError, KeyError, TypeError) as e:
-            raise SweepError(f"{source}: bad early_terminate: {e}") from None
     if method == "grid":
         _check_grid(sweep, source)
 
@@ -188,17 +185,17 @@ def _check_metric(sweep: dict[str, Any], method: str, source: str) -> None:
 
 
 def _check_grid(sweep: dict[str, Any], source: str) -> None:
-    """A grid the engine can list (it lists every point for every proposal) and can start."""
-    size = grid_size(sweep)
+    """A grid the engine can walk (it walks the grid for every proposal): every parameter has
+    grid values, and there are not too many points."""
+    try:
+        size = grid_size(sweep)
+    except SweepError as e:
+        raise SweepError(one_line(f"{source}: {e}")) from None
     if size > MAX_GRID:
         raise SweepError(
             f"{source}: the grid has {size:.3g} points, more than the {MAX_GRID} a sweep can "
             "list; use fewer values, or method random/bayes with --count"
         )
-    try:
-        import_sweeps().next_runs(sweep, [], n=1)
-    except ValueError as e:
-        raise SweepError(one_line(f"{source}: {e}")) from None
 
 
 def program_path() -> Path:
@@ -237,63 +234,29 @@ def check_program(sweep: dict[str, Any], source: str = "sweep") -> None:
 # The parameter space
 
 
-def _hyperparameters(sweep: dict[str, Any]) -> list[Any]:
-    sweeps = import_sweeps()
-    return list(sweeps.params.HyperParameterSet.from_config(sweep["parameters"]))
-
-
-def _agent_values(params: Any) -> dict[str, Any]:
-    """The parameter values the agent would pass: top-level names, nested ones re-nested."""
-    return {k: plain(v["value"]) for k, v in params.to_config().items()}
+def _space(sweep: dict[str, Any]) -> list[Param]:
+    return parse_space(sweep["parameters"])
 
 
 def grid_size(sweep: dict[str, Any]) -> int:
-    """How many points a grid sweep has (what the engine will propose before it runs out)."""
-    sweeps = import_sweeps()
-    hp = sweeps.params.HyperParameter
-    size = 1
-    for p in _hyperparameters(sweep):
-        if p.type == hp.CATEGORICAL:
-            size *= len(p.config["values"])
-        elif p.type == hp.INT_UNIFORM:
-            size *= p.config["max"] - p.config["min"] + 1
-        elif p.type == hp.Q_UNIFORM:  # len(np.arange(min, max, q)) without building it
-            size *= max(0, math.ceil((p.config["max"] - p.config["min"]) / p.config["q"]))
-    return size
-
-
-def _representatives(p: Any) -> list[Any]:
-    hp = type(p)
-    if p.type == hp.CATEGORICAL:
-        return list(p.config["values"])
-    if p.type == hp.CONSTANT:
-        return [p.config["value"]]
-    if p.type == hp.INT_UNIFORM:
-        return [p.config["min"], p.config["max"]]
-    return [plain(p.ppf(q)) for q in (0.001, 0.5, 0.999)]
+    """How many points a grid sweep has (what the engine proposes before it runs out)."""
+    return space_grid_size(_space(sweep))
 
 
 def parameter_points(sweep: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The points to validate: the whole grid when it is small enough, else every value (or the
     ends and middle of every distribution) of each parameter, the others at their first value."""
-    sweeps = import_sweeps()
+    space = _space(sweep)
     if sweep["method"] == "grid" and grid_size(sweep) <= MAX_GRID_CHECK:
-        for run in sweeps.next_runs(sweep, [], n=MAX_GRID_CHECK + 1):
-            if run is None:
-                return
-            yield {k: plain(v["value"]) for k, v in run.config.items()}
+        for point in grid_points(space):
+            yield nest(point)
         return
-    params = sweeps.params.HyperParameterSet(_hyperparameters(sweep))
-    reps = [_representatives(p) for p in params]
-    for p, values in zip(params, reps, strict=True):
-        p.value = values[0]
-    yield _agent_values(params)
-    for p, values in zip(params, reps, strict=True):
-        first = p.value
+    reps = {p.path: p.representatives() for p in space}
+    first = {path: values[0] for path, values in reps.items()}
+    yield nest(first)
+    for path, values in reps.items():
         for value in values[1:]:
-            p.value = value
-            yield _agent_values(params)
-        p.value = first
+            yield nest({**first, path: value})
 
 
 def sweep_metric(sweep: dict[str, Any]) -> tuple[str | None, bool]:
@@ -322,7 +285,11 @@ def check_parameter_space(sweep: dict[str, Any], source: str = "sweep") -> int:
 
     checked = 0
     seen: set[str] = set()
-    for params in parameter_points(sweep):
+    try:  # at most MAX_GRID_CHECK points
+        points = list(parameter_points(sweep))
+    except SweepError as e:  # a distribution whose edges overflow
+        raise SweepError(one_line(f"{source}: {e}")) from None
+    for params in points:
         key = json.dumps(params, sort_keys=True, default=str)
         if key in seen:
             continue

@@ -13,13 +13,13 @@ none. Defaults for keys the JSON leaves out come from ``config.py`` and the regi
 
 Values are parsed as JSON, then as Python literals (the agent formats values with ``str()``, so a
 boolean arrives as ``True`` and a list of strings as ``['a', 'b']``), else kept as strings. A dict
-value (W&B's nested ``parameters:`` form) is merged into the section it names.
+value (W&B's nested ``parameters:`` form) is merged into the section it names. The parsing and
+setting are ``config.override_value`` and ``config.apply_overrides``, which run_experiment's
+``--train_args.epochs=1`` settings use too.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
 import json
 import os
 import sys
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from text_recognizer import progress
-from text_recognizer.errors import ConfigError, UserError, print_error, storage_error
+from text_recognizer.config import apply_overrides, override_value
+from text_recognizer.errors import ConfigError, UserError, command, print_error, storage_error
 
 DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
 # run_sweep's own flags; every other --key=value is a config key.
@@ -41,6 +42,7 @@ Run one sweep trial: the base experiment config (--config, default {default}) wi
 --KEY.SUB=VALUE set in it (e.g. --network_args.layer_size=256 --train_args.batch_size=64).
 Values are JSON or Python literals (256, 0.2, true/True, [32, 64]); anything else is a string.
 --gpu defaults to -1 (lease any free GPU, else the CPU with a notice); --gpu=cpu forces the CPU.
+A trial keeps its best weights (weights.pt) as every run does; --save is accepted for older YAMLs.
 Exit codes as run_experiment.py: 0 finished, 1 the run failed, 2 bad input."""
 
 
@@ -55,18 +57,6 @@ class TrialArgs:
     save: bool = False
 
 
-def parse_value(text: str) -> Any:
-    """``"256"`` -> 256, ``"0.2"`` -> 0.2, ``"True"``/``"true"`` -> True, ``"[1, 2]"`` -> [1, 2]."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
-
-
 def format_arg(key: str, value: Any) -> str:
     """One argument exactly as ``wandb agent`` formats it for ``${args}``: ``--key=str(value)``."""
     return f"--{key}={value}"
@@ -75,7 +65,7 @@ def format_arg(key: str, value: Any) -> str:
 def _flag_bool(key: str, value: str | None) -> bool:
     if value is None:
         return True
-    parsed = parse_value(value)
+    parsed = override_value(value)
     if isinstance(parsed, bool):
         return parsed
     raise UserError(f"--{key} takes no value or true/false, got {value!r}")
@@ -103,7 +93,7 @@ def parse_trial_args(argv: list[str]) -> TrialArgs:
         elif key in ("nowandb", "save"):
             setattr(args, key, _flag_bool(key, value))
         else:
-            args.overrides.append((key, True if value is None else parse_value(value)))
+            args.overrides.append((key, True if value is None else override_value(value)))
     return args
 
 
@@ -118,44 +108,6 @@ def parse_gpu(value: str | None) -> int | None:
     if gpu < -1:
         raise UserError(f"--gpu must be -1 (any free GPU), a GPU index >= 0 or cpu, got {value!r}")
     return gpu
-
-
-def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``config["a"]["b"] = value`` for key ``"a.b"``; a dict value merges into what is there."""
-    from text_recognizer.config import TOP_LEVEL
-    from text_recognizer.spec import unknown_key_error
-
-    parts = key.split(".")
-    if any(not p for p in parts):
-        raise UserError(f"malformed sweep parameter name {key!r} (expected names like a.b)")
-    if parts[0] not in TOP_LEVEL:
-        raise unknown_key_error(parts[0], list(TOP_LEVEL), "the config (sweep parameter)")
-    if len(parts) > 1 and TOP_LEVEL[parts[0]].type is not dict:
-        raise ConfigError(
-            f"sweep parameter {key!r}: {parts[0]!r} is a {TOP_LEVEL[parts[0]].type.__name__}, "
-            "not a section with keys"
-        )
-    node = config
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(f"sweep parameter {key!r}: {part!r} is not a section with keys")
-        node = child
-    last = parts[-1]
-    if isinstance(value, dict) and isinstance(node.get(last), dict):
-        _merge(node[last], value)
-    else:
-        node[last] = copy.deepcopy(value)
-
-
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = copy.deepcopy(v)
 
 
 def resolve_path(path: str) -> Path:
@@ -205,9 +157,7 @@ def trial_config(args: TrialArgs, env: dict[str, str] | None = None) -> dict[str
     together under runs/sweep-<id>/.
     """
     env = os.environ if env is None else env
-    config = load_base_config(args.base)
-    for key, value in args.overrides:
-        set_dotted(config, key, value)
+    config = apply_overrides(load_base_config(args.base), args.overrides)
     sweep_id = env.get("WANDB_SWEEP_ID")
     if sweep_id and not any(k == "experiment_group" for k, _ in args.overrides):
         config["experiment_group"] = f"sweep-{sweep_id}"
@@ -224,6 +174,7 @@ def resolve_trial(argv: list[str]) -> tuple[dict[str, Any], TrialArgs]:
     return config, args
 
 
+@command
 def run_sweep_main(argv: list[str] | None = None) -> int:
     """Entry point of training/run_sweep.py: validate, then run the experiment in this process.
 

@@ -242,6 +242,10 @@ class RunRecord:
         self.summary_path = run_dir / "summary.json"
         self.weights_path = run_dir / "weights.pt"
         self.summary: dict[str, Any] = {}
+        # wall_time is the total over the parts of a resumed run: the earlier parts' seconds
+        # (from summary.json) plus this part's, counted from part_started.
+        self.wall_time_before = 0.0
+        self.part_started = time.time()
 
     @classmethod
     def create(cls, config: dict[str, Any], root: Path | None = None) -> RunRecord:
@@ -307,6 +311,21 @@ class RunRecord:
 
     def log_epoch(self, metrics: dict[str, Any]) -> None:
         append_jsonl(self.metrics_path, metrics)
+
+    def wall_time(self) -> float:
+        """Seconds this run has run so far, over all its parts."""
+        return self.wall_time_before + max(0.0, time.time() - self.part_started)
+
+    def remove_checkpoints(self) -> None:
+        """Drop the resume checkpoints of a finished run (each about twice its weights); one
+        that cannot be removed is a warning, never a failure of the finished run."""
+        for name in CHECKPOINT_NAMES:
+            try:
+                (self.dir / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                progress.line(f"warning: cannot remove {self.dir / name} ({e.strerror or e})")
 
     def update_summary(self, **fields: Any) -> dict[str, Any]:
         self.summary.update(fields)

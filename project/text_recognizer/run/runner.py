@@ -3,6 +3,10 @@
 Order matters: the data is loaded, the network built and ``train_args.lm`` loaded for the model's
 mapping before the run folder exists, so a bad data_dir, a network that cannot take the data or a
 corrupt or foreign LM fails with exit 2 and leaves nothing behind.
+
+A finished run keeps its best weights (``weights.pt``, unless ``save`` is off) and drops its
+resume checkpoints (unless ``keep_checkpoints``); an interrupted or failed one keeps them for
+``--resume``. ``wall_time`` in summary.json is the total over every part of a resumed run.
 """
 
 from __future__ import annotations
@@ -33,13 +37,16 @@ from text_recognizer.run.records import RunRecord
 def run_experiment(
     config: dict[str, Any],
     gpu: int | None = None,
-    save: bool = False,
+    save: bool = True,
     use_wandb: bool = True,
     resume_dir: Path | None = None,
     resume_state: dict[str, Any] | None = None,
+    keep_checkpoints: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """Train and test one model; return (exit code, summary). UserError propagates (exit 2).
 
+    ``save`` keeps the best weights (weights.pt); ``keep_checkpoints`` keeps checkpoint.pt and
+    checkpoint.prev.pt once the run has finished (they are removed then by default).
     ``resume_dir`` continues that run in place from ``resume_state`` (its loaded checkpoint, or
     None to restart it from epoch 1). Under torchrun only rank 0 keeps a record; the other ranks
     train their shard and return (0, {}).
@@ -93,10 +100,10 @@ def run_experiment(
     if not is_main:
         return _run_worker(model, dataset, args, resume_state)
     record = _open_record(config, resume_dir, resume_state)
-    _mark_running(record, model, device, started, dist_info, created=resume_dir is None)
-    return _run_recorded(
-        model, dataset, config, args, record, started, save, use_wandb, resume_state
-    )
+    record.part_started = started  # this part's share of wall_time counts from here
+    choices = {"save": save, "keep_checkpoints": keep_checkpoints}
+    _mark_running(record, model, device, started, dist_info, resume_dir is None, choices)
+    return _run_recorded(model, dataset, config, args, record, choices, use_wandb, resume_state)
 
 
 def seed_everything(seed: int) -> None:
@@ -112,13 +119,23 @@ def seed_everything(seed: int) -> None:
 
 
 def _mark_running(
-    record: RunRecord, model: Any, device: str, started: float, dist_info: Any, created: bool
+    record: RunRecord,
+    model: Any,
+    device: str,
+    started: float,
+    dist_info: Any,
+    created: bool,
+    choices: dict[str, bool],
 ) -> None:
-    """summary.json says ``running``, or (disk full, read-only) the run never starts: exit 2."""
+    """summary.json says ``running``, or (disk full, read-only) the run never starts: exit 2.
+
+    A resumed run keeps its first ``started_at`` and says when it was resumed (``resumed_at``)."""
     import torch
 
     from text_recognizer.leasing.devices import lease_fields
 
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))
+    resumed = isinstance(record.summary.get("started_at"), str) and not created
     try:
         record.update_summary(
             status="running",
@@ -127,7 +144,8 @@ def _mark_running(
             host=platform.node(),
             torch=torch.__version__,
             num_params=sum(p.numel() for p in model.network.parameters()),
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            **({"resumed_at": stamp} if resumed else {"started_at": stamp}),
+            **choices,
             num_threads=torch.get_num_threads(),
             world_size=dist_info.world_size if dist_info is not None else 1,
             **{k: v for k, v in model.notes.items() if k.startswith("init_")},
@@ -144,8 +162,7 @@ def _run_recorded(
     config: dict[str, Any],
     args: TrainArgs,
     record: RunRecord,
-    started: float,
-    save: bool,
+    choices: dict[str, bool],
     use_wandb: bool,
     resume_state: dict[str, Any] | None,
 ) -> tuple[int, dict[str, Any]]:
@@ -159,7 +176,7 @@ def _run_recorded(
     tracker = Tracker(use_wandb, config, record.dir, record.dir.name)
     exit_code, finished = 0, False
     try:
-        _train_and_test(model, dataset, config, args, record, tracker, save, resume_state)
+        _train_and_test(model, dataset, config, args, record, tracker, choices, resume_state)
         finished = True
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
@@ -180,7 +197,7 @@ def _run_recorded(
         else:
             exit_code = _failure(record, e)
     finally:
-        record.try_update_summary(wall_time=time.time() - started)
+        record.try_update_summary(wall_time=record.wall_time())
         record.close()
         tracker.finish(exit_code)
         release_leases()
@@ -200,6 +217,7 @@ def _open_record(
     try:
         if resume_dir is not None:
             record = RunRecord.reopen(Path(resume_dir))
+            record.wall_time_before = _seconds(record.summary.get("wall_time"))
             record.reserve_space()
             history = resume_state["history"] if resume_state else []
             record.rewind_metrics(history)  # epochs after the checkpoint are redone
@@ -223,6 +241,12 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def _seconds(value: Any) -> float:
+    """A recorded wall time, or 0 for anything else (a hand-edited or damaged summary)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and 0 <= value < 1e10 else 0.0
+
+
 def _abandon(record: RunRecord, created: bool) -> None:
     """A run that could not start: remove the folder it created, or just let go of the old one."""
     if created:
@@ -238,20 +262,23 @@ def _train_and_test(
     args: TrainArgs,
     record: RunRecord,
     tracker: Any,
-    save: bool,
+    choices: dict[str, bool],
     resume_state: dict[str, Any] | None,
 ) -> None:
-    """Fit with per-epoch records and checkpoints, read the test split once, write the results."""
+    """Fit with per-epoch records and checkpoints, read the test split once, write the results;
+    then drop the resume checkpoints unless told to keep them."""
     from text_recognizer.fileio import write_json_atomic
     from text_recognizer.models.training import check_checkpoint
     from text_recognizer.run.checkpoint import Checkpointer
     from text_recognizer.run.media import EpochImages, report_run
-    from text_recognizer.run.records import best_epoch
+    from text_recognizer.run.records import best_epoch, config_digest, read_json
 
     epoch_images = EpochImages(model, dataset, tracker, args)  # W&B only: a fixed sample
 
     def on_epoch_end(metrics: dict[str, Any]) -> None:
         record.log_epoch(metrics)
+        # The total so far: a run killed outright (SIGKILL) still counts its epochs when resumed.
+        record.try_update_summary(wall_time=record.wall_time())
         tracker.log({**metrics, **epoch_images.media()})
 
     checkpoint = Checkpointer(record.dir, check_checkpoint, config=config)
@@ -269,13 +296,17 @@ def _train_and_test(
         progress.line("test predictions, worst and best (predictions.json):")
         for e in examples:
             progress.line("  " + "  ".join(f"{k} {v!r}" for k, v in e.items()))
-    if save:
+    if choices["save"]:
         fields["weights"] = str(model.save_weights(record.weights_path, config))
     # PNG plots in the run folder; W&B media and weights artifact. Never raises.
     plots = report_run(model, test, record.dir, tracker, examples, fields.get("weights"))
     if plots:
         fields["plots"] = plots
+    # config.json as trained: a resume tells an edit from it once the checkpoints are gone.
+    fields["config_digest"] = config_digest(read_json(record.config_path))
     record.update_summary(status="finished", **fields)
+    if not choices["keep_checkpoints"]:
+        record.remove_checkpoints()  # only now: a run that did not finish keeps them to resume
     tracker.summary(fields)
     scores = "  ".join(f"{k} {v:.4f}" for k, v in test.metrics.items())
     progress.line(f"test: {scores}  ({record.dir})")
