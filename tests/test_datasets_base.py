@@ -135,4 +135,4 @@ def test_two_processes_build_one_cache_once(data_dirs):
     errs = "".join(err for _, err in outputs)
     assert errs.count("waiting: another process is building") == 2
     assert errs.count("processing SyntheticCharactersDataset") == 1, errs
-    assert cache.is_file()
+    assert cache.is_file() and not lock.exists()  # nothing left beside the cache

@@ -12,38 +12,16 @@ atomically; ``run_plots`` writes them all into a run folder at the end of a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from text_recognizer.figures import new_figure, save_png
 from text_recognizer.models.predictions import Predictions
 
 CONFUSION_NAME = "confusion_matrix.png"
 MONTAGE_NAME = "predictions.png"
 CURVES_NAME = "curves.png"
 RIGHT, WRONG = "#1a9850", "#d73027"  # green, red
-
-
-def new_figure(**kwargs: Any) -> Any:
-    """A matplotlib Figure on its own Agg canvas: drawn and saved without pyplot, so the process's
-    backend (a notebook's inline one) is neither used nor switched, and no figure is left open."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kwargs)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_png(fig: Any, out: Path | str, dpi: int = 100, **kwargs: Any) -> Path:
-    """Write ``fig`` to ``out`` as a PNG atomically (its folder made if missing)."""
-    from text_recognizer.fileio import atomic_path
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, **kwargs)
-    return out
 
 
 # ----- samples and captions ----------------------------------------------------------------------

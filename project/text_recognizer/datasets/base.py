@@ -287,6 +287,7 @@ class Dataset:
     # ----- loading -------------------------------------------------------------------------------
     def load_or_generate_data(self) -> Dataset:
         """Load the splits, processing the raw data into the HDF5 cache the first time."""
+        before = _stat(self.cache_path)
         cached = self._read_cache(self.cache_path)
         if cached is None:
             clean_stale_temps(self.cache_path.parent)  # leftovers of killed writers, first
@@ -294,8 +295,11 @@ class Dataset:
                 check_output_file(self.cache_path, "cache")
             except StorageError as e:
                 raise _cache_error(e) from None
-            with _build_lock(self.cache_path):  # two runs started together build it once
-                cached = self._read_cache(self.cache_path)  # the other one may have built it
+            with _build_lock(self.cache_path) as waited:  # runs started together build it once
+                # Another process built it while this one waited (read it), or before this one
+                # looked for the lock: a cache that appeared or changed since the first look.
+                if waited or _stat(self.cache_path) != before:
+                    cached = self._read_cache(self.cache_path)
                 arrays, mapping = cached if cached is not None else self._build_cache()
         else:
             arrays, mapping = cached
@@ -402,26 +406,52 @@ class Dataset:
 
 
 @contextlib.contextmanager
-def _build_lock(cache: Path) -> Iterator[None]:
+def _build_lock(cache: Path) -> Iterator[bool]:
     """Hold ``<cache>.lock`` while building: a second process waits (saying so), then reads the
-    cache the first one wrote. An ``flock``: the kernel drops it however its holder ends."""
+    cache the first one wrote. Yields whether it waited for another builder.
+
+    An ``flock``, which the kernel drops however its holder ends. The holder removes the file
+    before letting go (nothing is left beside the cache), so a waiter that then gets the lock
+    checks it still holds the file at that path, else it opens the new one.
+    """
     import fcntl
 
-    lock = cache.with_name(cache.name + ".lock")
-    try:
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        raise _cache_error(storage_error(e, lock)) from None
-    try:
+    lock, waited = cache.with_name(cache.name + ".lock"), False
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise _cache_error(storage_error(e, lock)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress.line(f"waiting: another process is building {cache} ...")
+            if not waited:
+                progress.line(f"waiting: another process is building {cache} ...")
+            waited = True
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
+        except OSError:  # removed by the holder that just let go
+            same = False
+        if same:
+            break
         os.close(fd)
+    try:
+        yield waited
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What tells one version of a file from the next (None when there is none)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _cache_error(error: StorageError) -> StorageError:

@@ -735,7 +735,7 @@ def curves_figure(
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    from text_recognizer.plots import new_figure
+    from text_recognizer.figures import new_figure
 
     with_history = [r for r in runs if r.history]
     data = {m: [_series(r, m) for r in with_history] for m in PANELS}
@@ -849,9 +849,9 @@ def plot_curves(
     as a cross, and the run's label and the panel's title say so. Returns None when no run has a
     plottable per-epoch value. Raises ImportError without matplotlib. Finite values beyond
     ``PLOT_LIMIT`` are counted in one warning line on ``warn`` (default stderr). Drawn without
-    pyplot (`plots.new_figure`), so a notebook's backend is left as it was.
+    pyplot (`figures.new_figure`), so a notebook's backend is left as it was.
     """
-    from text_recognizer.plots import save_png
+    from text_recognizer.figures import save_png
 
     fig = curves_figure(runs, title, warn)
     return None if fig is None else save_png(fig, out, bbox_inches="tight", pad_inches=0.1)
