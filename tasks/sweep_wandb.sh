@@ -31,21 +31,29 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+try:
+    host = urlsplit(url).netloc
+except ValueError:
+    host = url
 paths = [os.environ["NETRC"]] if os.environ.get("NETRC") else ["~/.netrc", "~/_netrc"]
-for path in (Path(p).expanduser() for p in paths):
+# A file that cannot be found, read or parsed (no home, not UTF-8, malformed, a folder) gives no
+# login, never a traceback.
+for path in paths:
     try:
-        entry = netrc.netrc(path).authenticators(host)
-    except (OSError, netrc.NetrcParseError):
+        entry = netrc.netrc(Path(path).expanduser()).authenticators(host)
+    except Exception:
         continue
     if entry and entry[2]:
         raise SystemExit(0)
-config = Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser()
 try:
-    if any(line.split("=")[0].strip() == "api_key" for line in (config / "settings").open()):
-        raise SystemExit(0)
-except OSError:
-    pass
+    config = Path(os.environ.get("WANDB_CONFIG_DIR") or "~/.config/wandb").expanduser()
+    with (config / "settings").open() as settings:
+        logged_in = any(line.split("=")[0].strip() == "api_key" for line in settings)
+except Exception:
+    logged_in = False
+if logged_in:
+    raise SystemExit(0)
 print(f"not logged in to W&B (no WANDB_API_KEY, no {host} entry in {paths[0]})")
 PY
 }

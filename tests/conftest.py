@@ -20,6 +20,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TEXT_RECOGNIZER_GPU_LEASES", str(_SESSION_DIR / "leases"))
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The smallest experiment worth running (a 1-epoch MLP on 300 synthetic digits, one thread): the
+# base config of the sweep and orchestration tests.
+TINY_CHARACTER_CONFIG = {
+    "dataset": "SyntheticCharactersDataset",
+    "dataset_args": {"num_train": 300, "num_test": 100, "charset": "digits"},
+    "model": "CharacterModel",
+    "network": "mlp",
+    "network_args": {"num_layers": 1, "layer_size": 16},
+    "train_args": {"batch_size": 64, "epochs": 1, "num_threads": 1},
+}
 
 
 @pytest.fixture

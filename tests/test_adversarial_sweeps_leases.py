@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, fill_disk, memory_capped, run_script
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, fill_disk, memory_capped, run_script
 from text_recognizer import errors
 from text_recognizer.leasing import cpu_share
 from text_recognizer.leasing.gpu_inventory import ENV_FAKE_GPUS, FakeInventory, GpuInfo
@@ -34,14 +34,7 @@ from text_recognizer.orchestration.sweep_state import check_state_folder, is_pla
 from text_recognizer.orchestration.sweep_yaml import MAX_YAML_BYTES, load_sweep, trial_command
 from text_recognizer.run.tracking import MAX_REPLY_CHARS, Tracker, brief
 
-BASE = {
-    "dataset": "SyntheticCharactersDataset",
-    "dataset_args": {"num_train": 300, "num_test": 100, "charset": "digits"},
-    "model": "CharacterModel",
-    "network": "mlp",
-    "network_args": {"num_layers": 1, "layer_size": 16},
-    "train_args": {"batch_size": 64, "epochs": 1, "num_threads": 1},
-}
+BASE = TINY_CHARACTER_CONFIG
 PLAIN = ["${env}", "${interpreter}", "${program}", "${args}"]
 GPU_A = GpuInfo(0, "GPU-aaaa-0000", 0, 16000, 0, "fake")
 GPU_B = GpuInfo(1, "GPU-bbbb-1111", 0, 16000, 0, "fake")

@@ -75,3 +75,21 @@ def test_nonsense_gets_no_suggestion() -> None:
     with pytest.raises(ConfigError) as error:
         validate_config(fsdl_2019_line_config("qqqqqqqq"))
     assert "did you mean" not in str(error.value)
+
+
+def test_each_alias_note_is_printed_once_per_process(capsys) -> None:
+    """A sweep validates thousands of trial configs: the note comes once, not once a config."""
+    for _ in range(3):
+        validate_config(fsdl_2019_line_config("line_cnn_sliding_window"))
+    assert capsys.readouterr().err.count("'line_cnn_sliding_window' is FSDL's name") <= 1
+
+
+def test_evaluate_takes_fsdl_dataset_names(tmp_path, capsys) -> None:
+    """evaluate --dataset reads the same names a config does (checked before the model loads)."""
+    from text_recognizer.evaluate import evaluate_main
+
+    assert evaluate_main([str(tmp_path), "--dataset", "EmnistDatset"]) == 2
+    assert "did you mean 'EmnistDataset'" in capsys.readouterr().err
+    assert evaluate_main([str(tmp_path), "--dataset", "EMNISTLines"]) == 2  # no weights there
+    err = capsys.readouterr().err
+    assert "unknown dataset" not in err and str(tmp_path) in err

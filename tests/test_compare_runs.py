@@ -36,6 +36,19 @@ BASE = {
 }
 
 
+# The default table of the grid fixture: what differs, the metrics, status and time.
+GRID_COLUMNS = [
+    "run",
+    "network_args.layer_size",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "status",
+    "time",
+]
+
+
 def make_run(
     root: Path,
     name: str,
@@ -102,16 +115,7 @@ def test_table_shows_what_differs_sorted_by_val_loss(grid, capsys):
     assert compare_main([str(grid), "--no-plot"]) == 0
     rows = table_rows(capsys.readouterr().out)
     header = rows[0]
-    assert header == [
-        "run",
-        "network_args.layer_size",
-        "val_loss",
-        "val_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "status",
-        "time",
-    ]
+    assert header == GRID_COLUMNS
     assert [r[0] for r in rows[1:]] == ["large", "killed", "medium", "small"]
     large, killed, medium, small = rows[1:]
     assert large[1:3] == ["256", "0.4000"] and large[-2:] == ["finished", "1m15s"]
@@ -281,16 +285,7 @@ def test_format_csv_and_json_to_stdout(grid, capsys):
     assert compare_main([str(grid), "--no-plot", "--format", "csv"]) == 0
     out = capsys.readouterr().out
     rows = list(csv.reader(io.StringIO(out)))
-    assert rows[0] == [
-        "run",
-        "network_args.layer_size",
-        "val_loss",
-        "val_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "status",
-        "time",
-    ]
+    assert rows[0] == GRID_COLUMNS
     assert [r[0] for r in rows[1:]] == ["large", "killed", "medium", "small"]
     assert compare_main([str(grid), "--no-plot", "--format", "json", "--columns", "run,dir"]) == 0
     records = json.loads(capsys.readouterr().out)

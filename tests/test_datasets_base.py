@@ -136,3 +136,17 @@ def test_two_processes_build_one_cache_once(data_dirs):
     assert errs.count("waiting: another process is building") == 2
     assert errs.count("processing SyntheticCharactersDataset") == 1, errs
     assert cache.is_file() and not lock.exists()  # nothing left beside the cache
+
+
+def test_a_filesystem_without_locks_builds_anyway_with_a_warning(data_dirs, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    data = SyntheticCharactersDataset(**ARGS).load_or_generate_data()
+    assert len(data.x_test) == 100 and data.cache_path.is_file()
+    assert "cannot lock" in capsys.readouterr().err
+    assert not data.cache_path.with_name(data.cache_path.name + ".lock").exists()

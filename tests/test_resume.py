@@ -261,6 +261,36 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(
         assert snapshot(run_dir) == before
 
 
+def test_a_finished_run_with_only_an_older_checkpoint_stays_finished(reference, tmp_path, capsys):
+    """Killed between removing its two checkpoints, or its last checkpoint corrupt: the older one
+    (an epoch before the end) is no reason to retrain that epoch and overwrite the record."""
+    run_dir = Path(shutil.copytree(reference, tmp_path / "run"))
+    (run_dir / "checkpoint.pt").write_bytes(b"torn")
+    before = snapshot(run_dir)
+    assert run_experiment_main(["--resume", str(run_dir), "--nowandb"]) == 0
+    assert "finished already" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert snapshot(run_dir) == before
+
+
+def test_a_failure_after_the_run_finished_leaves_it_finished(tmp_path, monkeypatch, capsys):
+    """The summary says finished before the tracker and the last lines: a failure there (W&B, a
+    closed stderr) does not turn it into failed, and the checkpoints go only after all of it."""
+    from text_recognizer.run.tracking import Tracker
+
+    def broken(self, fields):
+        raise RuntimeError("tracker down")
+
+    monkeypatch.setattr(Tracker, "summary", broken)
+    monkeypatch.setenv("TEXT_RECOGNIZER_RUNS_DIR", str(tmp_path))
+    config = {**CONFIG, "train_args": {**CONFIG["train_args"], "epochs": 2}}
+    assert run_experiment_main([json.dumps(config), "--nowandb"]) == 1
+    run_dir = tmp_path / "resume" / "run"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and "error" not in summary
+    assert (run_dir / "checkpoint.pt").is_file()  # removal is the last step: not reached
+    assert "tracker down" in capsys.readouterr().err
+
+
 def test_first_difference_names_the_dotted_key():
     assert first_difference({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}) == "b.c"
     assert first_difference({"a": 1}, {"a": 1, "z": 0}) == "z"

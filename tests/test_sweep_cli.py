@@ -20,18 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG
 from text_recognizer.orchestration import local_sweep as ls
 
-BASE = {
-    "experiment_group": "tiny",
-    "dataset": "SyntheticCharactersDataset",
-    "dataset_args": {"num_train": 300, "num_test": 100, "charset": "digits"},
-    "model": "CharacterModel",
-    "network": "mlp",
-    "network_args": {"num_layers": 1, "layer_size": 16},
-    "train_args": {"batch_size": 64, "epochs": 1, "num_threads": 1},
-}
+BASE = {"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}
 
 # local_sweep with every trial replaced by a process that sleeps until it is stopped.
 DRIVER = textwrap.dedent(
@@ -247,3 +239,90 @@ def test_sweep_wandb_with_a_netrc_login_goes_on(tmp_path: Path) -> None:
     recorded = calls.read_text().splitlines()
     assert recorded[0].startswith("sweep --project text-recognizer")
     assert recorded[-1] == "agent --count 1 me/p/abc123"
+
+
+# ----- review fixes: run_sweep's save flags, the help, the login check, sample experiments' help --
+
+
+@pytest.mark.parametrize(
+    ("flags", "passed"),
+    [
+        ([], []),
+        (["--save=false"], ["--no-save"]),  # a sweep parameter `save: {value: false}`
+        (["--save=False"], ["--no-save"]),  # as the agent formats it
+        (["--no-save"], ["--no-save"]),
+        (["--no-save=True"], ["--no-save"]),
+        (["--no-save=false"], ["--save"]),
+        (["--save"], ["--save"]),
+        (["--keep-checkpoints"], ["--keep-checkpoints"]),
+        (["--keep-checkpoints=false"], ["--no-keep-checkpoints"]),
+        (["--no-save", "--keep-checkpoints=True"], ["--no-save", "--keep-checkpoints"]),
+    ],
+)
+def test_run_sweep_passes_the_save_and_checkpoint_choices_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str], passed: list[str]
+) -> None:
+    from text_recognizer.orchestration.trial_args import run_sweep_main
+    from text_recognizer.run import cli
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(cli, "run_experiment_main", lambda argv: calls.append(argv) or 0)
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(BASE))
+    assert run_sweep_main([f"--config={base}", "--gpu=cpu", "--nowandb", *flags]) == 0
+    (argv,) = calls
+    assert argv[1:] == ["--nowandb", *passed]
+    assert json.loads(argv[0]) == BASE  # no flag became a config key
+
+
+def test_local_sweep_says_which_engine_it_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        ls.local_sweep_main(["--help"])
+    out = capsys.readouterr().out
+    assert "optuna" in out and "sweeps engine" not in out
+    assert "sweeps.SweepRun" not in ls.__doc__ and "open-source ``sweeps`` engine" not in ls.__doc__
+
+
+@pytest.mark.parametrize("where", ["netrc", "settings"])
+def test_sweep_wandb_with_an_unreadable_login_file_says_not_logged_in(
+    tmp_path: Path, where: str
+) -> None:
+    """A ~/.netrc or wandb settings file that is not UTF-8 gives no login: one line, no traceback."""
+    env, calls = fake_wandb(tmp_path)
+    home = Path(env["HOME"])
+    if where == "netrc":
+        (home / ".netrc").write_bytes(b"machine api.wandb.ai login \xff\xfe password x\n")
+    else:
+        (home / ".config" / "wandb").mkdir(parents=True)
+        (home / ".config" / "wandb" / "settings").write_bytes(b"[default]\napi_key = \xff\n")
+    done = sweep_wandb(env, "training/sweep_mnist.yaml")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("error: not logged in to W&B")
+    assert not calls.exists()
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_run_sample_experiments_help_prints_usage_and_runs_nothing(
+    tmp_path: Path, flag: str
+) -> None:
+    """--help shows the task's usage and prepare_experiments' help, exit 0; nothing reaches
+    GNU parallel (which would run each line of the help as a command)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "parallel-calls.txt"
+    parallel = bin_dir / "parallel"
+    parallel.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\ncat >> {calls}\n')
+    parallel.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "tasks/run_sample_experiments.sh", "--nowandb", flag],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not calls.exists(), calls.read_text()
+    assert done.stdout.startswith("usage: bash tasks/run_sample_experiments.sh")
+    assert "usage: prepare_experiments.py" in done.stdout

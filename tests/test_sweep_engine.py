@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 import subprocess
 import sys
 
@@ -476,3 +477,187 @@ def test_without_optuna_random_search_is_one_line_saying_what_to_install(monkeyp
     with pytest.raises(SweepError, match=r"draw with optuna, which is not installed: pip install"):
         next_params(sweep, [], "s/1")
     assert next_params({**sweep, "method": "grid", "parameters": {"a": {"values": [1]}}}, [], "")
+
+
+# ----- review fixes: malformed early_terminate, grid identity, run_cap and metric.target -------------
+
+
+@pytest.mark.parametrize(
+    ("early_terminate", "message"),
+    [
+        # W&B's hyperband takes the max_iter branch whenever max_iter is set: without s it fails
+        ({"type": "hyperband", "max_iter": 27, "min_iter": 3}, "early_terminate: max_iter needs s"),
+        ({"type": "hyperband", "max_iter": 27}, "early_terminate: max_iter needs s"),
+        ({"type": "hyperband", "min_iter": 3, "eta": "3"}, "early_terminate.eta: '3' is not of"),
+        ({"type": "hyperband", "min_iter": 3, "eta": math.nan}, "eta nan is not above 1"),
+        ({"type": "hyperband", "min_iter": True}, "early_terminate.min_iter: True is not of"),
+        (
+            {"type": "hyperband", "max_iter": 10**400, "s": 2},
+            "max_iter: a 401-digit integer is too large",
+        ),
+        ({"type": "hyperband", "max_iter": 27, "s": 10**9, "eta": 1 + 1e-12}, "more than 1000"),
+        ({"type": "hyperband", "min_iter": 1, "eta": 10**400}, "eta: a 401-digit integer is too"),
+        ({"type": "grid", "min_iter": 3}, "early_terminate.type: 'grid' is not one of"),
+        ({"min_iter": 3}, "early_terminate: 'type' is a required property"),
+        ("hyperband", "early_terminate: 'hyperband' is not of type 'object'"),
+        (None, "early_terminate: None is not of type 'object'"),
+    ],
+)
+def test_a_malformed_early_terminate_is_one_line_never_a_traceback(early_terminate, message):
+    sweep = {
+        "method": "grid",
+        "metric": {"name": "loss"},
+        "parameters": {"a": {"values": [1]}},
+        "early_terminate": early_terminate,
+    }
+    problems = schema_violations(sweep)
+    assert any(message in p for p in problems), problems
+    assert all("\n" not in p for p in problems)
+    # the same refusal where a sweep asks hyperband, never a KeyError or a TypeError
+    with pytest.raises(SweepError, match=re.escape(message)):
+        hyperband.bands(early_terminate)
+    with pytest.raises(SweepError, match=re.escape(message)):
+        runs_to_stop(sweep, hb_runs({"a": ("running", [1.0, 2.0, 3.0])}))
+
+
+def test_local_sweep_check_refuses_max_iter_without_s_in_one_line(tmp_path, capsys):
+    from text_recognizer.orchestration.local_sweep import local_sweep_main
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "program: training/run_sweep.py\nmethod: grid\nmetric: {name: val_loss}\n"
+        "parameters: {train_args.epochs: {values: [1]}}\n"
+        "early_terminate: {type: hyperband, max_iter: 27, min_iter: 3}\n"
+    )
+    assert local_sweep_main([str(path), "--check"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "early_terminate: max_iter needs s" in err, err
+
+
+def test_a_grid_point_is_told_apart_by_its_varied_parameters_only():
+    """W&B's grid leaves constants out of a point's identity: a constant changed since (here k, 7
+    then 8) does not make the points that ran new again."""
+    sweep = {
+        "method": "grid",
+        "parameters": {"a": {"values": [1, 2]}, "k": {"value": 8}, "n": {"values": [5]}},
+    }
+    runs = [EngineRun("trial-0001", "finished", {"a": 1, "k": 7, "n": 5})]
+    assert next_params(sweep, runs, "s/2") == {"a": 2, "k": 8, "n": 5}
+    runs.append(EngineRun("trial-0002", "finished", {"a": 2, "n": 5}))  # no k at all
+    assert next_params(sweep, runs, "s/3") is None
+    # a one-value categorical is still part of it, as in W&B
+    assert next_params(sweep, [EngineRun("t", "finished", {"a": 1, "k": 8, "n": 6})], "s/2") == {
+        "a": 1,
+        "k": 8,
+        "n": 5,
+    }
+
+
+def sweep_runner(tmp_path, sweep: dict, count: int | None = None):
+    import io
+
+    from text_recognizer.orchestration.scheduler import LocalSweep
+
+    base = {"name": "s", "program": "training/run_sweep.py", **sweep}
+    return LocalSweep(base, "sweep.yaml", tmp_path / "s", count=count, out=io.StringIO())
+
+
+def start_trials(runner, n: int) -> list:
+    """The next n trials the sweep would start, each marked started (a pending one is offered
+    again until it starts)."""
+    trials = []
+    for _ in range(n):
+        trial = runner._next_trial()
+        assert trial is not None
+        trial.status, trial.attempts = "running", 1
+        trials.append(trial)
+    return trials
+
+
+@pytest.mark.parametrize(("count", "run_cap", "total"), [(None, 2, 2), (3, 2, 2), (1, 2, 1)])
+def test_run_cap_limits_the_trials_like_count_the_smaller_wins(tmp_path, count, run_cap, total):
+    sweep = {"method": "grid", "run_cap": run_cap, "parameters": {"a": {"values": [1, 2, 3, 4]}}}
+    runner = sweep_runner(tmp_path, sweep, count)
+    assert runner.total == total
+    proposed = start_trials(runner, total)
+    assert [t.params["a"] for t in proposed] == [1, 2, 3, 4][:total]
+    assert runner._next_trial() is None
+
+
+@needs_optuna
+def test_run_cap_stands_for_count_in_random_search(tmp_path):
+    sweep = {"method": "random", "run_cap": 2, "parameters": {"x": SPACE["x"]}}
+    runner = sweep_runner(tmp_path, sweep)  # no --count: run_cap is the sweep's length
+    assert runner.total == 2
+    start_trials(runner, 2)
+    assert runner._next_trial() is None
+
+
+@pytest.mark.parametrize(
+    ("goal", "target", "metrics", "stops"),
+    [
+        ("minimize", 0.2, [0.5, 0.2], True),  # reached: at or below it
+        ("minimize", 0.2, [0.5, 0.3], False),
+        ("maximize", 0.9, [0.5, 0.95], True),  # reached: at or above it
+        ("maximize", 0.9, [0.5, 0.85], False),
+        ("maximize", 0.9, [None, 0.5], False),
+    ],
+)
+def test_a_sweep_starts_no_trial_once_an_ended_one_reached_the_metric_target(
+    tmp_path, goal, target, metrics, stops
+):
+    from text_recognizer.orchestration.sweep_state import Trial
+
+    sweep = {
+        "method": "grid",
+        "metric": {"name": "m", "goal": goal, "target": target},
+        "parameters": {"a": {"values": [1, 2, 3, 4]}},
+    }
+    runner = sweep_runner(tmp_path, sweep)
+    for i, metric in enumerate(metrics):
+        runner.state.trials.append(
+            Trial(id=f"trial-{i + 1:04d}", params={"a": i + 1}, status="finished", metric=metric)
+        )
+    runner.state.trials.append(Trial(id="trial-0003", params={"a": 3}))  # pending from a resume
+    trial = runner._next_trial()
+    if stops:
+        assert trial is None and runner._next_trial() is None
+        said = runner.out.getvalue()
+        assert said.count("reached the target") == 1 and "trial-0002" in said, said
+    else:
+        assert trial is not None and trial.id == "trial-0003"
+
+
+def test_a_stopped_trial_drops_its_checkpoints_and_keeps_its_weights(tmp_path):
+    """Hyperband's SIGTERM leaves the run `interrupted`, with its resume checkpoints; the sweep
+    never reruns a stopped trial, so they go, whether it is stopped now or found so on resume."""
+    import signal
+    import time
+
+    from text_recognizer.orchestration.scheduler import _Active
+
+    sweep = {"method": "grid", "metric": {"name": "m"}, "parameters": {"a": {"values": [1, 2, 3]}}}
+    runner = sweep_runner(tmp_path, sweep)
+    runner.state_dir.mkdir()
+    files = ("checkpoint.pt", "checkpoint.prev.pt", "weights.pt", "summary.json")
+    trials = start_trials(runner, 3)
+    for trial in trials:
+        (runner.state_dir / trial.id).mkdir()
+        for name in files:
+            (runner.state_dir / trial.id / name).write_text("{}")
+    # trial 1: hyperband stops it in this session
+    trials[0].stop_requested = True
+    log = (tmp_path / "log.txt").open("w")
+    active = _Active(trials[0], proc=None, log=log, started=time.monotonic())
+    runner.active[trials[0].id] = active
+    runner._finish(active, -signal.SIGTERM)
+    # trial 2: a session ended while hyperband stopped it; trial 3: interrupted, rerun later
+    trials[1].stop_requested = True
+    runner._recover()
+    assert [t.status for t in trials] == ["stopped", "stopped", "pending"]
+    left = {t.id: sorted(p.name for p in (runner.state_dir / t.id).iterdir()) for t in trials}
+    assert left == {
+        "trial-0001": ["summary.json", "weights.pt"],
+        "trial-0002": ["summary.json", "weights.pt"],
+        "trial-0003": sorted(files),
+    }

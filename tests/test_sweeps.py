@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, run_script
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, run_script
 from text_recognizer import errors
 from text_recognizer.config import override_value, validate_config
 from text_recognizer.orchestration.local_sweep import local_sweep_main
@@ -37,15 +37,7 @@ from text_recognizer.orchestration.trial_args import (
     trial_config,
 )
 
-TINY_BASE = {
-    "experiment_group": "tiny",
-    "dataset": "SyntheticCharactersDataset",
-    "dataset_args": {"num_train": 300, "num_test": 100, "charset": "digits"},
-    "model": "CharacterModel",
-    "network": "mlp",
-    "network_args": {"num_layers": 1, "layer_size": 16},
-    "train_args": {"batch_size": 64, "epochs": 1, "num_threads": 1},
-}
+TINY_BASE = {"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}
 
 
 def write_base(tmp_path: Path) -> Path:
@@ -110,7 +102,7 @@ def test_dotted_args_become_the_nested_config_over_the_base(tmp_path):
             "--train_args.batch_size=32",  # the last value wins
         ]
     )
-    assert (args.gpu, args.nowandb, args.save) == (-1, True, False)
+    assert (args.gpu, args.nowandb, args.save) == (-1, True, None)
     config = trial_config(args, env={})
     assert config["network_args"] == {"num_layers": 2, "layer_size": 256, "dropout_amount": 0.4}
     assert config["train_args"]["batch_size"] == 32

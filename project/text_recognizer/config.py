@@ -139,6 +139,9 @@ def parse_config_json(text: str, source: str = "config") -> dict[str, Any]:
     return config
 
 
+_NOTED: set[str] = set()  # the alias notes this process has printed
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return the resolved config (defaults filled in) or raise ConfigError with one clear line."""
     from text_recognizer import progress
@@ -175,8 +178,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         ("network", NETWORKS, NETWORK_ALIASES),
     ):  # FSDL's names run as ours; the record holds ours, so runs compare by one name
         given, resolved[key] = resolved[key], canonical_name(registry, resolved[key], key, aliases)
-        if given != resolved[key]:
-            progress.line(f"note: {key} {given!r} is {aliases.source}'s name for {resolved[key]!r}")
+        note = f"note: {key} {given!r} is {aliases.source}'s name for {resolved[key]!r}"
+        if given != resolved[key] and note not in _NOTED:  # once: sweeps validate many configs
+            _NOTED.add(note)
+            progress.line(note)
     dataset = lookup(DATASETS, resolved["dataset"], "dataset")
     model = lookup(MODELS, resolved["model"], "model")
     network = lookup(NETWORKS, resolved["network"], "network")

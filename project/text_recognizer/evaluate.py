@@ -100,14 +100,14 @@ def read_split_arrays(
     checked against the model's kind, input shape and mapping: what evaluation and LM tuning
     (``text_recognizer.lm tune``) both read."""
     from text_recognizer import paths
-    from text_recognizer.datasets import DATASETS
+    from text_recognizer.datasets import DATASET_ALIASES, DATASETS
     from text_recognizer.errors import UserError
-    from text_recognizer.registry import lookup
+    from text_recognizer.registry import canonical_name, lookup
     from text_recognizer.spec import validate_args
 
     model, config = predictor.model, predictor.config
     own = model.data_config.get("dataset") or config.get("dataset")
-    name = dataset or own
+    name = canonical_name(DATASETS, dataset, "dataset", DATASET_ALIASES) if dataset else own
     if not name:
         raise UserError(f"{run}: the weights do not name their dataset; give --dataset NAME")
     entry = lookup(DATASETS, name, "dataset")
@@ -233,10 +233,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     dataset = args.dataset or dataset
     if dataset is not None:  # an unknown name: one line now, before the model loads
-        from text_recognizer.datasets import DATASETS
-        from text_recognizer.registry import lookup
+        from text_recognizer.datasets import DATASET_ALIASES, DATASETS
+        from text_recognizer.registry import canonical_name
 
-        lookup(DATASETS, dataset, "dataset")
+        canonical_name(DATASETS, dataset, "dataset", DATASET_ALIASES)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     if args.worst < 0:

@@ -430,6 +430,16 @@ def _build_lock(cache: Path) -> Iterator[bool]:
                 progress.line(f"waiting: another process is building {cache} ...")
             waited = True
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without locks (some NFS, FUSE): build unguarded
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(lock)
+            progress.line(
+                f"warning: cannot lock {lock} ({e.strerror}); runs started together may each "
+                "build this cache"
+            )
+            yield waited
+            return
         try:
             same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
         except OSError:  # removed by the holder that just let go

@@ -101,10 +101,13 @@ def runs_to_stop(sweep: dict[str, Any], runs: list[EngineRun]) -> list[hyperband
 
 
 def _next_grid_point(space: list[Param], runs: list[EngineRun]) -> dict[str, Any] | None:
-    """The first grid point no trial has (compared as W&B does: 3.0 is 3)."""
-    seen = {tuple(_key(lookup(run.params, p.path)) for p in space) for run in runs}
+    """The first grid point no trial has, compared as W&B does: by the values of the parameters
+    that vary (constants are left out, so a constant changed between sessions makes no point new
+    again; a one-value ``values:`` list counts), 3.0 being 3."""
+    varied = [i for i, p in enumerate(space) if p.kind != "constant"]
+    seen = {tuple(_key(lookup(run.params, space[i].path)) for i in varied) for run in runs}
     for combo in itertools.product(*grid_columns(space)):
-        if tuple(key for key, _ in combo) not in seen:
+        if tuple(combo[i][0] for i in varied) not in seen:
             return nest({p.path: value for p, (_, value) in zip(space, combo, strict=True)})
     return None
 

@@ -1,13 +1,18 @@
-"""Run a W&B sweep YAML offline: W&B's open-source ``sweeps`` engine proposes, trials run here.
+"""Run a W&B sweep YAML offline: the project's engine proposes (W&B's meaning), trials run here.
 
     python training/local_sweep.py training/sweep_mnist.yaml --jobs 2 [--count N] [--state DIR]
 
 The YAML is the one ``wandb sweep`` takes. Each trial runs the YAML's command the way ``wandb agent``
 does (``${env} ${interpreter} ${program} ${args}``, program training/run_sweep.py), as a subprocess
 with ``--gpu=-1`` (a GPU leased through the GPUManager, else the CPU), J at a time. Its result comes
-back from its run record (summary.json, metrics.jsonl) to the engine as a ``sweeps.SweepRun``;
-hyperband early termination reads the per-epoch metrics of running trials and stops the laggards
-with SIGTERM (the run records itself as interrupted; the sweep calls the trial ``stopped``).
+back from its run record (summary.json, metrics.jsonl) to the engine as an ``engine.EngineRun``:
+the grid is walked in W&B's order (``sweep_space``, the project's own W&B-compatible parameter
+space), random and bayes draws come from optuna's samplers; hyperband early termination
+(``hyperband``, W&B's bands and thresholds) reads the per-epoch metrics of running trials and stops
+the laggards with SIGTERM (the run records itself as interrupted; the sweep calls the trial
+``stopped`` and drops its resume checkpoints). ``run_cap`` caps the trials as ``--count`` does (the
+smaller wins), and once an ended trial reaches ``metric.target`` no more start. W&B's ``sweeps``
+package is not used.
 
 The state folder (default runs/sweeps/<name>/) holds everything, so a sweep resumes where it stopped:
     state.json            the sweep and every trial: parameters, status, attempts, metric (atomic)
@@ -18,9 +23,9 @@ Running the same command again resumes: finished, failed and stopped trials are 
 trials that were running (or pending) when the sweep was interrupted are rerun from the start.
 
 This module is only the command: its flags, the checks before anything is written, and the one
-lock. The parts live in ``sweep_yaml`` (the file), ``engine`` (W&B's engine), ``sweep_state``
-(state.json and the folder), ``trial_process`` (a trial's process and log), ``scheduler`` (the
-trials, J at a time) and ``sweep_report`` (leaderboard and curves).
+lock. The parts live in ``sweep_yaml`` (the file), ``engine`` (grid, optuna's random and bayes,
+hyperband), ``sweep_state`` (state.json and the folder), ``trial_process`` (a trial's process and
+log), ``scheduler`` (the trials, J at a time) and ``sweep_report`` (leaderboard and curves).
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ MAX_JOBS = 1024
 def _parser() -> argparse.ArgumentParser:
     parser = one_line_parser(
         prog="local_sweep.py",
-        description="Run a W&B sweep YAML offline with W&B's sweeps engine; resumable.",
+        description="Run a W&B sweep YAML offline, resumably: grid, random and bayes search "
+        "(optuna's samplers over the project's W&B-compatible parameter space), W&B's "
+        "hyperband.",
         epilog="State: runs/sweeps/<name>/ (state.json, one folder per trial, logs/). Run the same "
         "command again to resume an interrupted sweep.",
     )
@@ -68,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--count",
         type=int,
-        help="trials in the whole sweep (grid: default all; random/bayes: needed)",
+        help="trials in the whole sweep (grid: default all; random/bayes: needed unless the YAML "
+        "sets run_cap; with run_cap, the smaller wins)",
     )
     parser.add_argument("--jobs", "-j", type=int, default=1, help="trials at a time (default 1)")
     parser.add_argument("--state", help="state folder (default runs/sweeps/<name>)")

@@ -129,14 +129,22 @@ class LocalSweep:
         self.total = self._total()
         self._histories: dict[str, list[dict[str, Any]]] = {}
         self._warned_metric = False
+        self._said_target = False
 
     # -- state ------------------------------------------------------------------------------
 
+    def _limit(self) -> int | None:
+        """The most trials the sweep runs: --count and the YAML's ``run_cap`` (W&B: the most runs
+        a sweep launches), the smaller; None when neither is given (a grid then runs all of it)."""
+        caps = [int(c) for c in (self.state.count, self.sweep.get("run_cap")) if c is not None]
+        return min(caps) if caps else None
+
     def _total(self) -> int:
+        limit = self._limit()
         if self.sweep["method"] == "grid":
             size = grid_size(self.sweep)
-            return min(size, self.state.count) if self.state.count else size
-        return int(self.state.count or 0)
+            return min(size, limit) if limit else size
+        return int(limit or 0)
 
     def save(self) -> None:
         """Write state.json after every change, so a resume sees exactly what happened."""
@@ -194,7 +202,8 @@ class LocalSweep:
 
     def _propose(self) -> Trial | None:
         """A new trial from the engine, or None when the sweep has all it should run."""
-        if self.exhausted or (self.state.count and len(self.state.trials) >= self.state.count):
+        limit = self._limit()
+        if self.exhausted or (limit and len(self.state.trials) >= limit):
             return None
         index = len(self.state.trials) + 1
         runs = self._sweep_runs(self.state.trials)
@@ -312,6 +321,8 @@ class LocalSweep:
         if status == "failed":
             trial.error = summary.get("error") or self._last_error(trial) or f"exit code {rc}"
         self.save()
+        if status == "stopped":
+            self._drop_checkpoints(trial)
         note = {
             "finished": "finished",
             "stopped": "stopped early (hyperband)",
@@ -337,6 +348,16 @@ class LocalSweep:
             f"warning: {trial.id} reported no {self.metric!r} (the sweep's metric); it has "
             f"{', '.join(keys)}"
         )
+
+    def _drop_checkpoints(self, trial: Trial) -> None:
+        """A stopped trial is never rerun, but its run recorded itself ``interrupted`` (it got
+        SIGTERM) and so kept its resume checkpoints: drop them, as a finished run drops its own
+        (run/records.py's rule); weights.pt stays. A trial folder that is a link is not followed."""
+        from text_recognizer.run.records import RunRecord
+
+        run_dir = self.state_dir / trial.id
+        if run_dir.is_dir() and not run_dir.is_symlink():
+            RunRecord(run_dir).remove_checkpoints()
 
     def _reap(self) -> None:
         for active in list(self.active.values()):
@@ -389,6 +410,9 @@ class LocalSweep:
                 trial.status = "pending"
             trial.pid = None
         self.save()
+        for trial in self.state.trials:  # those stopped here, and by a session before this rule
+            if trial.status == "stopped":
+                self._drop_checkpoints(trial)
 
     def _stop_leftover(self, trial: Trial, pid: int) -> None:
         """A trial process of the last session still alive: SIGTERM, SIGKILL after the grace."""
@@ -402,7 +426,29 @@ class LocalSweep:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def _target_reached(self) -> bool:
+        """W&B's ``metric.target``: once a trial that ended (finished, stopped early or failed) has
+        reached it (at or below it when minimizing, at or above when maximizing), the sweep
+        starts no more trials; those running go on to their end. Said once."""
+        target = (self.sweep.get("metric") or {}).get("target")
+        if target is None or not self.metric:
+            return False
+        for trial in self.state.trials:
+            if trial.status not in TERMINAL or trial.metric is None:
+                continue
+            if trial.metric >= target if self.maximize else trial.metric <= target:
+                if not self._said_target:
+                    self._said_target = True
+                    self.say(
+                        f"{trial.id} reached the target {self.metric} {target:g} "
+                        f"({trial.metric:.4g}, metric.target): no more trials are started"
+                    )
+                return True
+        return False
+
     def _next_trial(self) -> Trial | None:
+        if self._target_reached():
+            return None
         for trial in self.state.trials:
             if trial.status == "pending" and trial.id not in self.active:
                 return trial

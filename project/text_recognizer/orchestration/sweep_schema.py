@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from text_recognizer.errors import SweepError
-from text_recognizer.orchestration.hyperband import bands
-from text_recognizer.orchestration.sweep_space import is_integer, is_number, parameter_problems
+from text_recognizer.orchestration import hyperband
+from text_recognizer.orchestration.sweep_space import is_number, is_whole, parameter_problems
 
 METHODS = ("bayes", "random", "grid", "custom")
 GOALS = ("minimize", "maximize")
@@ -29,29 +28,15 @@ def _kind(test: Callable[[Any], bool], what: str) -> Callable[[Any], str | None]
     return lambda v: None if test(v) else f"{v!r} is not {what}"
 
 
-def _whole(value: Any) -> bool:
-    """A JSON integer (JSON Schema counts 3.0 as one)."""
-    return is_integer(value) or (isinstance(value, float) and value.is_integer())
-
-
 _STRING = _kind(lambda v: isinstance(v, str), "of type 'string'")
 _NUMBER = _kind(is_number, "of type 'number'")
-_INTEGER = _kind(_whole, "of type 'integer'")
-_BOOL = _kind(lambda v: isinstance(v, bool), "of type 'boolean'")
+_INTEGER = _kind(is_whole, "of type 'integer'")
 _METRIC_KEYS: dict[str, Callable[[Any], str | None]] = {
     "name": _STRING,
     "goal": _one_of(GOALS),
     "target": _NUMBER,
     "impute": _one_of(IMPUTES),
     "impute_while_running": _one_of((*IMPUTES, "false")),
-}
-_HYPERBAND_KEYS: dict[str, Callable[[Any], str | None]] = {
-    "type": _one_of(("hyperband",)),
-    "max_iter": _INTEGER,
-    "min_iter": lambda v: _INTEGER(v) or (None if v >= 1 else f"min_iter {v} is less than 1"),
-    "s": lambda v: _INTEGER(v) or (None if v >= 1 else f"s {v} is less than 1"),
-    "eta": lambda v: _NUMBER(v) or (None if v > 1 else f"eta {v} is not above 1"),
-    "strict": _BOOL,
 }
 
 
@@ -171,14 +156,6 @@ def _scheduler_rules(sweep: Mapping[str, Any], scheduler: Any) -> list[str]:
 
 
 def early_terminate_problems(value: Any) -> list[str]:
-    """What is wrong with ``early_terminate`` (hyperband, the only type), bands included."""
-    problems = _mapping(value, "early_terminate", _HYPERBAND_KEYS, ("type",))
-    if problems:
-        return problems
-    if "min_iter" not in value and not ("max_iter" in value and "s" in value):
-        return ["early_terminate needs min_iter, or max_iter and s"]
-    try:
-        bands(value)
-    except SweepError as e:
-        return [str(e)]
-    return []
+    """What is wrong with ``early_terminate`` (hyperband, the only type), bands included: the
+    checks hyperband itself makes wherever a sweep asks it."""
+    return hyperband.problems(value)

@@ -62,6 +62,11 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_whole(value: Any) -> bool:
+    """A JSON integer, as W&B's schema checks one (JSON Schema counts 3.0 as one)."""
+    return is_integer(value) or (isinstance(value, float) and value.is_integer())
+
+
 def canonical(value: Any) -> str:
     """A value as text that equal values share (3.0 and 3 alike, as W&B's grid compares them)."""
 

@@ -170,7 +170,7 @@ def load_or_create_state(
     """The folder's state.json when it holds one (of this very sweep), else a new state.
 
     ``count`` given on the command line replaces the recorded one (a sweep may be extended);
-    random and bayes search need one, as they never run out of trials.
+    random and bayes search need one (or the YAML's ``run_cap``), as they never run out of trials.
     """
     path = state_dir / "state.json"
     if path.exists():
@@ -185,8 +185,11 @@ def load_or_create_state(
     else:
         name = str(sweep.get("name") or Path(source).stem)
         state = SweepState(name=name, source=source, sweep=sweep, count=count)
-    if state.count is None and sweep["method"] != "grid":
-        raise SweepError(f"{sweep['method']} search never runs out of trials: give --count N")
+    if state.count is None and sweep.get("run_cap") is None and sweep["method"] != "grid":
+        raise SweepError(
+            f"{sweep['method']} search never runs out of trials: give --count N (or `run_cap: N` "
+            "in the YAML)"
+        )
     return state
 
 

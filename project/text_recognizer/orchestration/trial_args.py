@@ -33,16 +33,19 @@ from text_recognizer.errors import ConfigError, UserError, command, print_error,
 
 DEFAULT_BASE_CONFIG = "training/experiments/emnist_mlp.json"
 # run_sweep's own flags; every other --key=value is a config key.
-FLAGS = ("config", "gpu", "nowandb", "save")
+FLAGS = ("config", "gpu", "nowandb", "save", "no-save", "keep-checkpoints", "no-keep-checkpoints")
 
 USAGE = """\
-usage: run_sweep.py [--config=BASE.json] [--gpu=N|cpu] [--nowandb] [--save] [--KEY.SUB=VALUE ...]
+usage: run_sweep.py [--config=BASE.json] [--gpu=N|cpu] [--nowandb] [--no-save]
+                    [--keep-checkpoints] [--KEY.SUB=VALUE ...]
 
 Run one sweep trial: the base experiment config (--config, default {default}) with every
 --KEY.SUB=VALUE set in it (e.g. --network_args.layer_size=256 --train_args.batch_size=64).
 Values are JSON or Python literals (256, 0.2, true/True, [32, 64]); anything else is a string.
 --gpu defaults to -1 (lease any free GPU, else the CPU with a notice); --gpu=cpu forces the CPU.
-A trial keeps its best weights (weights.pt) as every run does; --save is accepted for older YAMLs.
+A trial keeps its best weights (weights.pt) as every run does unless --no-save (or --save=false),
+and drops its resume checkpoints when it finishes unless --keep-checkpoints; as flags or as sweep
+parameters (`no-save: {value: true}`), each passed on to run_experiment.
 Exit codes as run_experiment.py: 0 finished, 1 the run failed, 2 bad input."""
 
 
@@ -54,7 +57,8 @@ class TrialArgs:
     overrides: list[tuple[str, Any]] = field(default_factory=list)
     gpu: int | None = -1
     nowandb: bool = False
-    save: bool = False
+    save: bool | None = None  # None: run_experiment's default (weights.pt kept)
+    keep_checkpoints: bool | None = None  # None: run_experiment's default (dropped at the end)
 
 
 def format_arg(key: str, value: Any) -> str:
@@ -90,8 +94,10 @@ def parse_trial_args(argv: list[str]) -> TrialArgs:
             args.base = value
         elif key == "gpu":
             args.gpu = parse_gpu(value)
-        elif key in ("nowandb", "save"):
-            setattr(args, key, _flag_bool(key, value))
+        elif key in ("nowandb", "save", "keep-checkpoints"):
+            setattr(args, key.replace("-", "_"), _flag_bool(key, value))
+        elif key in ("no-save", "no-keep-checkpoints"):
+            setattr(args, key[3:].replace("-", "_"), not _flag_bool(key, value))
         else:
             args.overrides.append((key, True if value is None else override_value(value)))
     return args
@@ -201,6 +207,8 @@ def run_sweep_main(argv: list[str] | None = None) -> int:
         cli_args.append(f"--gpu={args.gpu}")
     if args.nowandb:
         cli_args.append("--nowandb")
-    if args.save:
-        cli_args.append("--save")
+    if args.save is not None:
+        cli_args.append("--save" if args.save else "--no-save")
+    if args.keep_checkpoints is not None:
+        cli_args.append("--keep-checkpoints" if args.keep_checkpoints else "--no-keep-checkpoints")
     return run_experiment_main(cli_args)

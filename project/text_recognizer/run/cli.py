@@ -231,7 +231,10 @@ def _resume_target(run_dir_arg: str, config_arg: str | None) -> ResumeTarget | N
     state = Checkpointer(run_dir, check_checkpoint).load()
     if state is not None:
         _check_edits(config, state, config_path)
-    if finished and (state is None or state["done"]):
+    unchanged = summary.get("config_digest") == config_digest(recorded)
+    # Finished, and config.json as it finished: final, even where only an older checkpoint is
+    # readable (it would retrain the last epoch and overwrite the record).
+    if finished and (state is None or state["done"] or unchanged):
         early = state is not None and state["epoch"] < config["train_args"]["epochs"]
         progress.line(_finished_line(run_dir, summary, checkpoints=True, stopped_early=early))
         return None

@@ -319,8 +319,8 @@ class RunRecord:
     def remove_checkpoints(self) -> None:
         """Drop the resume checkpoints of a finished run (each about twice its weights); one
         that cannot be removed is a warning, never a failure of the finished run."""
-        for name in CHECKPOINT_NAMES:
-            try:
+        for name in reversed(CHECKPOINT_NAMES):  # the older first: a kill between the two
+            try:  # leaves the last, finished, checkpoint, never an older one to resume from
                 (self.dir / name).unlink()
             except FileNotFoundError:
                 pass

@@ -180,7 +180,8 @@ def _run_recorded(
         finished = True
     except (KeyboardInterrupt, Interrupted):
         exit_code = 130
-        record.try_update_summary(status="interrupted")
+        if record.summary.get("status") != "finished":  # a finished record stays finished
+            record.try_update_summary(status="interrupted")
         progress.line(
             f"interrupted; partial record in {record.dir}; continue with: "
             f"python training/run_experiment.py --resume {record.dir}",
@@ -305,11 +306,11 @@ def _train_and_test(
     # config.json as trained: a resume tells an edit from it once the checkpoints are gone.
     fields["config_digest"] = config_digest(read_json(record.config_path))
     record.update_summary(status="finished", **fields)
-    if not choices["keep_checkpoints"]:
-        record.remove_checkpoints()  # only now: a run that did not finish keeps them to resume
     tracker.summary(fields)
     scores = "  ".join(f"{k} {v:.4f}" for k, v in test.metrics.items())
     progress.line(f"test: {scores}  ({record.dir})")
+    if not choices["keep_checkpoints"]:
+        record.remove_checkpoints()  # last: a run that did not get this far keeps them to resume
 
 
 def _storage_failure(record: RunRecord, error: StorageError) -> int:
@@ -318,7 +319,8 @@ def _storage_failure(record: RunRecord, error: StorageError) -> int:
     The space reserve is handed back first, so summary.json and error.log still fit."""
     record.release_space()
     message = f"{one_line(error)} (then continue this run with --resume {record.dir})"
-    record.try_update_summary(status="failed", error=message)
+    if record.summary.get("status") != "finished":
+        record.try_update_summary(status="failed", error=message)
     with contextlib.suppress(OSError):
         write_text_atomic(record.dir / "error.log", traceback.format_exc())
     print_error(StorageError(message))
@@ -329,7 +331,8 @@ def _failure(record: RunRecord, e: Exception) -> int:
     """Any other failure while running: traceback in error.log, one line on stderr, exit 1."""
     with contextlib.suppress(OSError):
         write_text_atomic(record.dir / "error.log", traceback.format_exc())
-    record.try_update_summary(status="failed", error=one_line(f"{type(e).__name__}: {e}"))
+    if record.summary.get("status") != "finished":  # a failure after it finished: still finished
+        record.try_update_summary(status="failed", error=one_line(f"{type(e).__name__}: {e}"))
     progress.line(
         f"run failed: {type(e).__name__}: {one_line(e)[:500]} "
         f"(traceback in {record.dir / 'error.log'})",
