@@ -45,7 +45,7 @@ Values are JSON or Python literals (256, 0.2, true/True, [32, 64]); anything els
 --gpu defaults to -1 (lease any free GPU, else the CPU with a notice); --gpu=cpu forces the CPU.
 A trial keeps its best weights (weights.pt) as every run does unless --no-save (or --save=false),
 and drops its resume checkpoints when it finishes unless --keep-checkpoints; as flags or as sweep
-parameters (`no-save: {value: true}`), each passed on to run_experiment.
+parameters (`no-save: {{value: true}}`), each passed on to run_experiment.
 Exit codes as run_experiment.py: 0 finished, 1 the run failed, 2 bad input."""
 
 
