@@ -47,6 +47,7 @@ setup(
             "page-ocr=text_recognizer.page_ocr:page_ocr_main",
             "paragraph-ocr=text_recognizer.paragraph_ocr:paragraph_ocr_main",
             "gpu-manager=text_recognizer.leasing.gpu_manager:main",
+            "update-metadata=text_recognizer.datasets.update_metadata:update_metadata_main",
         ],
     },
 )
