@@ -22,6 +22,7 @@ SYNTHETIC_CHARSETS = ("digits", "digits_upper", "alphanumeric")
 LINE_CHAR_SOURCES = ("EmnistDataset", "MnistDataset")
 SYNTHETIC_LINE_CHARSETS = ("digits", "digits_upper", "alphanumeric", "text", "names")
 TEXT_SOURCES = ("auto", "words", "brown", "names")
+IMAGE_TEXT_FORMATS = ("auto", "csv", "sidecar", "pylaia")
 
 DATASETS: dict[str, Entry] = {
     "EmnistDataset": Entry(
@@ -97,9 +98,15 @@ DATASETS: dict[str, Entry] = {
             "official_validation": Param(
                 bool, True, help="validate on the Aachen validation forms (else a seeded carve)"
             ),
+            "source": Param(
+                str,
+                "auto",
+                choices=("auto", "official", "fsdl", "parquet"),
+                help="raw layout: auto = official > FSDL zip > Teklia's parquet (HF copy)",
+            ),
         },
         kind="lines",
-        help="IAM handwritten lines (official lines/ layout or FSDL's iamdb.zip), Aachen split",
+        help="IAM handwritten lines (official lines/, FSDL's iamdb.zip or Teklia's parquet)",
     ),
     "KaggleNamesDataset": Entry(
         "text_recognizer.datasets.kaggle_names:KaggleNamesDataset",
@@ -120,6 +127,24 @@ DATASETS: dict[str, Entry] = {
         },
         kind="lines",
         help="Kaggle handwritten names (landlord/handwriting-recognition)",
+    ),
+    "KaggleAzDataset": Entry(
+        "text_recognizer.datasets.kaggle_az:KaggleAzDataset",
+        {
+            **COMMON_ARGS,
+            "with_digits": Param(
+                bool, False, help="add MNIST digits as classes 0-9 (letters become 10-35)"
+            ),
+            "mnist_dir": Param(str, None, nullable=True, help="MnistDataset's data_dir"),
+            "mnist_test_set_only": Param(
+                bool, False, help="MnistDataset's test_set_only (the shared copy needs it)"
+            ),
+            "test_fraction": Param(
+                float, 0.2, gt=0.0, lt=1.0, help="of each letter, held out as test (seeded)"
+            ),
+        },
+        kind="characters",
+        help="Kaggle A-Z handwritten capitals CSV (sachinpatel21), optionally with MNIST digits",
     ),
     "SyntheticLinesDataset": Entry(
         "text_recognizer.datasets.synthetic_lines:SyntheticLinesDataset",
@@ -154,6 +179,29 @@ DATASETS: dict[str, Entry] = {
         },
         kind="lines",
         help="text lines rendered with a bundled font (or `fonts`), distorted like handwriting",
+    ),
+    "ImageTextDataset": Entry(
+        "text_recognizer.datasets.image_text:ImageTextDataset",
+        {
+            **COMMON_ARGS,
+            "data_dir": Param(str, None, nullable=True, help="the folder (required)"),
+            "format": Param(str, "auto", choices=IMAGE_TEXT_FORMATS),
+            "image_height": Param(int, 64, min=8, max=512),
+            "image_width": Param(int, 1024, min=16, max=8192),
+            "keep_aspect": Param(bool, False, help="scale to fit whole (else fit_height)"),
+            "max_length": Param(int, 128, min=1, max=512, help="longer ones are skipped, counted"),
+            "charset": Param(
+                str, None, nullable=True, help="the characters (default: the training ones)"
+            ),
+            "test_fraction": Param(float, 0.1, gt=0.0, lt=1.0, help="held out without test list"),
+            "split_seed": Param(int, 2020, min=0, max=SEED_MAX, help="seeds the test carve"),
+            "labels_file": Param(str, None, nullable=True, help="the CSV/TSV or gt.txt to read"),
+            "train_list": Param(str, None, nullable=True, help="default: train.txt if there"),
+            "validation_list": Param(str, None, nullable=True, help="default: validation.txt"),
+            "test_list": Param(str, None, nullable=True, help="default: test.txt if there"),
+        },
+        kind="lines",
+        help="your own line images + transcripts (CSV/TSV, kraken .gt.txt or PyLaia gt.txt)",
     ),
 }
 

@@ -1,6 +1,8 @@
 """IAM handwritten text lines (Marti & Bunke 2002), in the writer-independent Aachen/RWTH split.
 
-Two raw layouts are read (``data_dir``, default ``data/raw/iam/``):
+Three raw layouts are read (``data_dir``, default ``data/raw/iam/``), in this order of preference
+when several are present (``source`` = ``auto``; ``official``, ``fsdl`` or ``parquet`` insists on
+one):
 
 - **official** (FKI site, after registering): ``ascii/lines.txt`` and
   ``lines/<a01>/<a01-000u>/<a01-000u-00>.png``. ``lines.txt`` rows are
@@ -14,6 +16,13 @@ Two raw layouts are read (``data_dir``, default ``data/raw/iam/``):
   for a ``.jpg`` form (FSDL's) and 1.0 for a ``.png`` (official full-resolution forms). The label
   is the line's word texts joined by spaces, which is exactly the ``lines.txt`` transcription, so
   both layouts give the same labels (IAM's tokenisation: ``tomorrow .``, ``M Ps``).
+- **parquet**: Teklia's Hugging Face copy (``train/validation/test.parquet``, no IAM account
+  needed; see datasets/iam_parquet.py). Its rows have no line ids, so its split is Teklia's
+  (the Aachen split's line counts) and not checked against the lists; ``skip_err`` has no flag
+  to read there; the paragraph-benchmark lines are recognised by text (below).
+
+With nothing in the default folder, iamdb.zip is downloaded; if that fails and metadata.toml
+lists the parquet files, they are downloaded instead (saying so).
 
 Splits: the Aachen/RWTH form lists used in the literature (``train.uttlist`` 747 forms,
 ``validation.uttlist`` 116, ``test.uttlist`` 336; writer-disjoint), fetched with sha256 from
@@ -22,7 +31,12 @@ none of the lists are not used (counted in the summary). Validation is the offic
 list (``official_validation``, default); with it off, those lines join train and validation is the
 usual seeded carve. Test is kept for the final evaluation. The forms of the shared IAM paragraph
 crops (``PARAGRAPH_BENCHMARK_FORMS``, in the train list) are left out of train and validation,
-counted as ``paragraph_benchmark_form``, so paragraph OCR is measured on unseen text.
+counted as ``paragraph_benchmark_form``, so paragraph OCR is measured on unseen text. The parquet
+rows have no form ids: train and validation lines whose text (whitespace ignored) is a line of those
+forms in ``lines.txt`` (``data_dir``'s, else ``../shared/data/iam``'s, where the benchmark lives)
+are left out instead, counted as ``paragraph_benchmark_text``; without a lines.txt nothing can be
+matched and a warning says so (the lines.txt is one of the raw files the cache is checked against,
+so one placed later rebuilds it).
 
 Images: grayscale, inverted to white ink on black (like EMNIST), resized to ``image_height``
 keeping the aspect ratio, left-aligned and zero-padded to ``image_width``. A line that would be
@@ -45,8 +59,14 @@ import numpy as np
 from text_recognizer import paths, progress
 from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.files import FileTree, read_image_bytes
+from text_recognizer.datasets.iam_parquet import (
+    PARQUET_FILES,
+    iter_rows,
+    parquet_folder,
+    squash,
+)
 from text_recognizer.datasets.text import encode, make_mapping
-from text_recognizer.errors import DataError
+from text_recognizer.errors import ConfigError, DataError
 from text_recognizer.fileio import read_small_text
 
 RAW_NAME = "iam"  # data/raw/iam/ holds metadata.toml, iamdb.zip and the split lists
@@ -69,6 +89,7 @@ MAX_LINES_TXT_BYTES = 256 << 20
 MAX_SPLIT_LIST_BYTES = 16 << 20
 # Every character of the 13,353 official transcriptions, so the mapping never depends on which
 # lines a copy happens to hold.
+SOURCES = ("auto", "official", "fsdl", "parquet")  # auto: the first present, in this order
 IAM_CHARACTERS = " !\"#&'()*+,-./0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -220,6 +241,7 @@ class IamLinesDataset(Dataset):
         max_length: int = 96,
         skip_err: bool = False,
         official_validation: bool = True,
+        source: str = "auto",
         data_dir: str | None = None,
         **common: Any,
     ) -> None:
@@ -234,19 +256,39 @@ class IamLinesDataset(Dataset):
         if data_dir is None:
             self.data_dir = paths.raw_dir(RAW_NAME)
         self.official_validation = bool(official_validation)
+        if source not in SOURCES:
+            raise ConfigError(f"IamLinesDataset source {source!r} is not one of {SOURCES}")
+        self.source = source
 
     @property
     def metadata_path(self) -> Path:
         return paths.metadata_path(RAW_NAME)
 
     # ----- raw data -----------------------------------------------------------------------------
-    def layout(self) -> str | None:
-        """``official``, ``fsdl`` (iamdb.zip or its extracted xml/ + forms/) or None."""
-        d = self.data_dir
+    def present_layouts(self) -> list[str]:
+        """The layouts ``data_dir`` holds, in the order ``auto`` prefers them."""
+        d, found = self.data_dir, []
         if (d / LINES_TXT).is_file() and (d / "lines").is_dir():
-            return "official"
+            found.append("official")
         if (d / ARCHIVE).is_file() or self._fsdl_folder() is not None:
-            return "fsdl"
+            found.append("fsdl")
+        if parquet_folder(d) is not None:
+            found.append("parquet")
+        return found
+
+    def layout(self) -> str | None:
+        """``official``, ``fsdl`` (iamdb.zip or its extracted xml/ + forms/), ``parquet``
+        (Teklia's copy) or None: the first present, or the one ``source`` names if present."""
+        found = self.present_layouts()
+        if self.source != "auto":
+            return self.source if self.source in found else None
+        return found[0] if found else None
+
+    def _benchmark_lines_txt(self) -> Path | None:
+        """The lines.txt that says which texts the paragraph-benchmark forms hold (parquet only)."""
+        for path in (self.data_dir / LINES_TXT, paths.SHARED_DATA_DIR / RAW_NAME / LINES_TXT):
+            if path.is_file():
+                return path
         return None
 
     def _fsdl_folder(self) -> Path | None:
@@ -262,11 +304,19 @@ class IamLinesDataset(Dataset):
         return None
 
     def extra_sources(self) -> list[str]:
-        """The benchmark forms left out: caches made before that rule are other caches."""
-        return [f"without={','.join(PARAGRAPH_BENCHMARK_FORMS)}"]
+        """The benchmark forms left out: caches made before that rule are other caches. A chosen
+        source is another cache too (``auto`` keeps the names caches had before sources)."""
+        chosen = [] if self.source == "auto" else [f"source={self.source}"]
+        return [f"without={','.join(PARAGRAPH_BENCHMARK_FORMS)}", *chosen]
 
     def raw_files(self) -> list[Path]:
-        """The split lists and the layout's transcriptions and images: they key the cache."""
+        """The split lists and the layout's transcriptions and images: they key the cache. For
+        the parquet, its three files and the lines.txt the benchmark texts come from."""
+        folder = parquet_folder(self.data_dir)
+        if self.layout() == "parquet" and folder is not None:
+            files = [folder / name for name in PARQUET_FILES.values()]
+            lines_txt = self._benchmark_lines_txt()
+            return files + ([lines_txt] if lines_txt else [])
         lists = self.split_lists_dir()
         files = [lists / f for f in SPLIT_FILES.values()] if lists else []
         fsdl = self._fsdl_folder()
@@ -278,11 +328,18 @@ class IamLinesDataset(Dataset):
             files.append(self.data_dir / ARCHIVE)
         return files
 
+    def _wanted_layout(self) -> str:
+        """The layout to read: the present one, else the one ``source`` names (auto: FSDL's)."""
+        return self.layout() or ("fsdl" if self.source == "auto" else self.source)
+
     def missing_files(self) -> list[str]:
         missing = []
         if self.layout() is None:
-            missing.append(f"{LINES_TXT} + lines/ (official) or {ARCHIVE} (FSDL)")
-        if self.split_lists_dir() is None:
+            missing.append(
+                f"{LINES_TXT} + lines/ (official), {ARCHIVE} (FSDL) or "
+                f"{', '.join(PARQUET_FILES.values())} (Teklia)"
+            )
+        if self._wanted_layout() != "parquet" and self.split_lists_dir() is None:
             missing.append(", ".join(SPLIT_FILES.values()))
         return missing
 
@@ -296,19 +353,13 @@ class IamLinesDataset(Dataset):
         problems: list[DataError] = []
         wanted = []
         if self.layout() is None:
-            if self.user_data_dir:
-                has_txt = (self.data_dir / LINES_TXT).is_file()
-                hint = f"has {LINES_TXT} but no lines/ folder" if has_txt else "has neither"
-                problems.append(
-                    DataError(
-                        f"data_dir {self.data_dir} {hint}: IamLinesDataset needs the official "
-                        f"layout ({LINES_TXT} + lines/<a01>/<a01-000u>/<a01-000u-00>.png) or "
-                        f"FSDL's {ARCHIVE} (or its extracted xml/ and forms/)"
-                    )
-                )
+            if self.user_data_dir or self.source == "official":
+                problems.append(DataError(self._no_layout_message()))
+            elif self.source == "parquet":
+                wanted.extend(PARQUET_FILES.values())
             else:
                 wanted.append(ARCHIVE)
-        if self.split_lists_dir() is None:
+        if self._wanted_layout() != "parquet" and self.split_lists_dir() is None:
             wanted.extend(SPLIT_FILES.values())
         dest = paths.raw_dir(RAW_NAME)
         wanted = [name for name in wanted if not (dest / name).is_file()]
@@ -317,16 +368,56 @@ class IamLinesDataset(Dataset):
                 ensure_downloaded(self.metadata_path, dest, only=wanted)
             except DataError as e:
                 problems.append(e)
+        if problems and self.layout() is None and self.source == "auto" and not self.user_data_dir:
+            problems = self._fall_back_to_parquet(dest, problems)
         failed = merge_data_errors(problems)
         if failed is not None:
             raise failed
 
+    def _no_layout_message(self) -> str:
+        has_txt = (self.data_dir / LINES_TXT).is_file()
+        hint = f"has {LINES_TXT} but no lines/ folder" if has_txt else "has neither"
+        if self.source != "auto":
+            hint = f"has no {self.source} layout (source={self.source!r}); it {hint}"
+        return (
+            f"data_dir {self.data_dir} {hint}: IamLinesDataset needs the official "
+            f"layout ({LINES_TXT} + lines/<a01>/<a01-000u>/<a01-000u-00>.png), "
+            f"FSDL's {ARCHIVE} (or its extracted xml/ and forms/) or Teklia's "
+            f"{', '.join(PARQUET_FILES.values())} (in it or its data/ folder)"
+        )
+
+    def _fall_back_to_parquet(self, dest: Path, problems: list[DataError]) -> list[DataError]:
+        """iamdb.zip could not be had: download Teklia's parquet copy when metadata.toml lists
+        it. The problems left: none once it is here, else the zip's and the parquet's."""
+        from text_recognizer.datasets.download import ensure_downloaded
+        from text_recognizer.datasets.metadata import load_metadata
+
+        listed = {remote.filename for remote in load_metadata(self.metadata_path)}
+        names = [name for name in PARQUET_FILES.values() if name in listed]
+        if len(names) < len(PARQUET_FILES):
+            return problems
+        progress.line(
+            f"warning: {ARCHIVE} could not be downloaded; downloading Teklia's IAM-line parquet "
+            "copy instead (Teklia's split, not checked against the Aachen lists; README, IAM)"
+        )
+        try:
+            ensure_downloaded(self.metadata_path, dest, only=names)
+        except DataError as e:
+            return [*problems, e]
+        return [] if self.layout() == "parquet" else problems
+
     # ----- processing ----------------------------------------------------------------------------
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        layout = self.layout()
         lists_dir = self.split_lists_dir()
-        if lists_dir is None:
+        benchmark: frozenset[str] = frozenset()
+        if layout == "parquet":  # the files are the split; the benchmark is known by its text
+            split_of: dict[str, str] = {}
+            benchmark = self._benchmark_texts()
+        elif lists_dir is None:
             raise DataError(f"no {', '.join(SPLIT_FILES.values())} in {self.data_dir}")
-        split_of = read_split_lists(lists_dir)
+        else:
+            split_of = read_split_lists(lists_dir)
         mapping = make_mapping(IAM_CHARACTERS)
         items: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {
             "train": [],
@@ -334,12 +425,18 @@ class IamLinesDataset(Dataset):
             "test": [],
         }
 
-        def keep(line: IamLine) -> str | None:
-            split = split_of.get(line.form_id)
+        def keep(line: IamLine, given: str | None = None) -> str | None:
+            """The line's split, or None (counted) when it is not used. ``given``: the parquet
+            file's split (its rows have no form id)."""
+            split = given or split_of.get(line.form_id)
             if split is None:
                 self.note_skip("form_not_in_split_lists", line.id)
-            elif split != "test" and line.form_id[:7] in PARAGRAPH_BENCHMARK_FORMS:
+            elif (
+                given is None and split != "test" and line.form_id[:7] in PARAGRAPH_BENCHMARK_FORMS
+            ):
                 self.note_skip("paragraph_benchmark_form", line.id)
+            elif given is not None and split != "test" and squash(line.text) in benchmark:
+                self.note_skip("paragraph_benchmark_text", line.id)
             elif self.args["skip_err"] and not line.ok:
                 self.note_skip("err_segmentation", line.id)
             elif len(line.text) > self.args["max_length"]:
@@ -360,8 +457,10 @@ class IamLinesDataset(Dataset):
             label = encode(line.text, mapping, self.args["max_length"])
             items[split].append((array, label))
 
-        if self.layout() == "official":
+        if layout == "official":
             self._read_official(keep, add)
+        elif layout == "parquet":
+            self._read_parquet(keep, add)
         else:
             self._read_fsdl(keep, add)
         squeezed = self.skipped.pop("squeezed", 0)
@@ -392,6 +491,47 @@ class IamLinesDataset(Dataset):
                     self.note_skip("undecodable_image", f"{line.image_path} ({type(e).__name__})")
                     continue
                 add(split, line, image)
+        self._warn_skips()
+
+    def _benchmark_texts(self) -> frozenset[str]:
+        """The paragraph-benchmark lines' texts (whitespace removed), from a lines.txt."""
+        lines_txt = self._benchmark_lines_txt()
+        texts: frozenset[str] = frozenset()
+        if lines_txt is not None:
+            lines = parse_lines_txt(read_lines_txt(lines_txt), str(lines_txt))
+            texts = frozenset(
+                squash(line.text) for line in lines if line.form_id[:7] in PARAGRAPH_BENCHMARK_FORMS
+            )
+        if not texts:
+            where = lines_txt or f"{self.data_dir} or {paths.SHARED_DATA_DIR / RAW_NAME}"
+            progress.line(
+                f"warning: IAM parquet: no paragraph-benchmark lines in {LINES_TXT} ({where}), so "
+                f"those of {', '.join(PARAGRAPH_BENCHMARK_FORMS)} cannot be told apart and stay in "
+                "train and validation"
+            )
+        return texts
+
+    def _read_parquet(self, keep: Any, add: Any) -> None:
+        """Teklia's three files, row by row: an image that does not decode is a counted skip."""
+        folder = parquet_folder(self.data_dir)
+        assert folder is not None  # layout() said parquet
+        for split, name in PARQUET_FILES.items():
+            with progress.bar(None, f"IAM {name}", unit="line") as bar:
+                for row, data, text in iter_rows(folder / name):
+                    bar.update(1)
+                    line = IamLine(f"{name}:{row}", True, 0, 0, (0, 0, 0, 0), text or "")
+                    if keep(line, split) is None:
+                        continue
+                    try:
+                        if data is None:
+                            raise ValueError("no image bytes")
+                        if len(data) > MAX_IMAGE_BYTES:
+                            raise OSError(f"over {MAX_IMAGE_BYTES:,} bytes")
+                        image = read_image_bytes(data)
+                    except Exception as e:  # a bad row is a counted skip, never a crash
+                        self.note_skip("undecodable_image", f"{line.id} ({type(e).__name__})")
+                        continue
+                    add(split, line, image)
         self._warn_skips()
 
     def _read_fsdl(self, keep: Any, add: Any) -> None:

@@ -192,20 +192,27 @@ def kaggle_credentials() -> tuple[tuple[str, str] | None, str]:
         ) from None
 
 
-def download_from_kaggle(dest_dir: Path, url: str | None = None) -> Path:
-    """Stream the dataset zip from Kaggle's API into ``dest_dir`` (``.part``, renamed when whole)."""
+def download_from_kaggle(
+    dest_dir: Path,
+    url: str | None = None,
+    dataset: str = KAGGLE_DATASET,
+    archive: str = ARCHIVE,
+) -> Path:
+    """Stream a dataset zip from Kaggle's API into ``dest_dir`` (``.part``, renamed when whole).
+
+    ``dataset`` and ``archive`` name another Kaggle set (KaggleAzDataset shares this code)."""
     import requests
 
     url = url or KAGGLE_DOWNLOAD_URL
     credentials, where = kaggle_credentials()
-    place = f"or download {KAGGLE_DATASET} yourself and place the zip or its files in {dest_dir} (or pass data_dir)"
+    place = f"or download {dataset} yourself and place the zip or its files in {dest_dir} (or pass data_dir)"
     if credentials is None:
         raise DataError(
             f"no Kaggle credentials: put kaggle.json (kaggle.com > Settings > API > Create New "
             f"Token) at {where} or set KAGGLE_USERNAME and KAGGLE_KEY; {place}"
         )
     dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / ARCHIVE
+    target = dest_dir / archive
     part = target.with_name(target.name + ".part")
     try:
         with requests.get(url, auth=credentials, stream=True, timeout=(10, 60)) as response:

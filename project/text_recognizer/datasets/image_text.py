@@ -1,0 +1,321 @@
+"""Bring your own handwriting: line images and their transcripts from a folder (``data_dir``).
+
+Three layouts the field uses, detected (``format: auto``) or named (``csv``, ``sidecar``,
+``pylaia``); see `image_text_layouts` for how each is read:
+
+- ``csv``: a ``.csv``/``.tsv`` of ``filename,text`` rows, with a header or not (Kaggle's
+  ``written_name_*_v2.csv`` with ``FILENAME,IDENTITY`` is one); a filename is a path under the
+  folder or, when unique, a bare file name found anywhere in it;
+- ``sidecar`` (kraken, OCR-D): ``x.png`` next to ``x.gt.txt``;
+- ``pylaia``: ``gt.txt`` of ``id transcript`` lines (id = image stem), images anywhere in the folder.
+
+Splits: ``train.txt``, ``validation.txt`` (or ``val.txt``) and ``test.txt`` in the folder (or
+``train_list``/``validation_list``/``test_list``), one id or file name a line; else ``test_fraction``
+of the usable items is held out as test with ``split_seed`` (fixed, so every run seed is tested on
+the same items) and validation is the usual ``validation_fraction``/``seed`` carve.
+
+Characters: ``charset`` if given, else those of the training transcripts (saved with the model in
+the mapping). Items are skipped, counted and shown in the summary (``note_skip``) when their image
+is missing or unreadable, their transcript empty, too long for ``max_length`` or outside the
+charset, or an image has no transcript. Images of any size and mode go through
+``preprocess_image`` as the other line datasets do (``fit_height``, or ``keep_aspect``), recorded
+in ``preprocessing`` so predict and serve read new images the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from text_recognizer import progress
+from text_recognizer.datasets.base import Dataset, summary_main
+from text_recognizer.datasets.image_text_layouts import (
+    FORMATS,
+    Item,
+    detect_format,
+    read_items,
+    read_split_list,
+)
+from text_recognizer.datasets.text import encode_many, make_mapping
+from text_recognizer.errors import ConfigError, DataError
+
+SPLITS = ("train", "validation", "test")
+# Split lists looked for in the folder when no *_list argument names one.
+SPLIT_FILE_NAMES = {
+    "train": ("train.txt",),
+    "validation": ("validation.txt", "val.txt"),
+    "test": ("test.txt",),
+}
+WARNED_SKIPS = (
+    "unreadable_image",
+    "transcript_without_image",
+    "image_without_transcript",
+    "ambiguous_image_name",
+    "listed_but_not_found",
+)
+SPLIT_SEED = 2020  # as KaggleNamesDataset's: the same items are held out as test by default
+
+
+class ImageTextDataset(Dataset):
+    """Line images of a user's folder as ``(image_height, image_width)`` uint8 and
+    ``(N, max_length)`` labels over ``[<blank>, <pad>, *charset]``."""
+
+    name = "image_text"
+    kind = "lines"
+    shaping_args: ClassVar[tuple[str, ...]] = (
+        "image_height",
+        "image_width",
+        "keep_aspect",
+        "max_length",
+        "format",
+        "test_fraction",
+        "split_seed",
+    )
+    extra_keys: ClassVar[tuple[str, ...]] = ("trainval_is_validation",)
+    needs_download = False
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        format: str = "auto",
+        image_height: int = 64,
+        image_width: int = 1024,
+        keep_aspect: bool = False,
+        max_length: int = 128,
+        charset: str | None = None,
+        test_fraction: float = 0.1,
+        split_seed: int = SPLIT_SEED,
+        labels_file: str | None = None,
+        train_list: str | None = None,
+        validation_list: str | None = None,
+        test_list: str | None = None,
+        **common: Any,
+    ) -> None:
+        if format not in FORMATS:
+            raise ConfigError(f"format must be one of {FORMATS}; got {format!r}")
+        if not 0.0 < float(test_fraction) < 1.0:
+            raise ConfigError(f"test_fraction must be > 0 and < 1; got {test_fraction}")
+        if charset is not None and not charset:
+            raise ConfigError("charset is empty; leave it out to take the training characters")
+        super().__init__(
+            data_dir=data_dir,
+            image_height=int(image_height),
+            image_width=int(image_width),
+            keep_aspect=bool(keep_aspect),
+            max_length=int(max_length),
+            format=format,
+            test_fraction=float(test_fraction),
+            split_seed=int(split_seed),
+            **common,
+        )
+        self.charset = charset
+        self.listed: set[str] = set()  # the splits that have a list, once processed
+        self.labels_file = self._resolve(labels_file)
+        self.lists = {
+            s: self._resolve(v)
+            for s, v in zip(SPLITS, (train_list, validation_list, test_list), strict=True)
+        }
+
+    def _resolve(self, value: str | None) -> Path | None:
+        """A path argument: relative to ``data_dir`` unless absolute."""
+        return None if value is None else (self.data_dir / Path(value).expanduser()).resolve()
+
+    # ----- what shapes the cache --------------------------------------------------------------------
+    def extra_sources(self) -> list[str]:
+        """The arguments that are no part of the readable cache name (free text, paths)."""
+        named = {"labels": self.labels_file, **self.lists}
+        return [f"charset={self.charset!r}", *(f"{k}={v}" for k, v in named.items())]
+
+    def raw_files(self) -> list[Path]:
+        """The whole folder (every image and transcript) and any list or labels file outside it:
+        their names, sizes and times are stored with the cache, so an edit rebuilds it."""
+        outside = [self.labels_file, *self.lists.values()]
+        return [self.data_dir, *(p for p in outside if p is not None)]
+
+    def missing_files(self) -> list[str]:
+        return [] if self.data_dir.is_dir() else [str(self.data_dir)]
+
+    def prepare_raw_data(self) -> None:
+        """A user's folder, never downloaded: say which one is missing."""
+        if not self.data_dir.is_dir():
+            raise DataError(f"data_dir {self.data_dir} is not a folder")
+
+    def preprocessing(self) -> dict[str, Any]:
+        """How images were shaped (preprocessing.py), so predict and serve do the same."""
+        resize = "keep_aspect" if self.args["keep_aspect"] else "fit_height"
+        return {
+            "resize": resize,
+            "height": self.args["image_height"],
+            "width": self.args["image_width"],
+        }
+
+    def layout(self) -> tuple[str, Path | None]:
+        """(format, transcript file or None for sidecars) as read."""
+        return detect_format(self.data_dir, self.args["format"], self.labels_file)
+
+    def summary(self) -> str:
+        try:
+            fmt, where = self.layout()
+        except DataError as e:  # the folder changed since the cache was built
+            return f"{super().summary()}\n  format:     unknown now ({e})"
+        if where is not None and where.is_relative_to(self.data_dir):
+            where = where.relative_to(self.data_dir)
+        return f"{super().summary()}\n  format:     {fmt}{f' ({where})' if where else ''}"
+
+    # ----- processing ---------------------------------------------------------------------------------
+    def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        fmt, where = self.layout()
+        items = read_items(self.data_dir, fmt, where, self.note_skip)
+        split_of = self._split_lists(items)
+        kept: list[tuple[Item, str | None]] = []
+        for item in items:
+            split = split_of.get(item.key) if split_of is not None else None
+            if split is None and "train" in self.listed:  # a train list says what trains
+                self.note_skip("not_in_split_lists", item.rel)
+            elif not item.text:
+                self.note_skip("empty_transcript", item.rel)
+            elif len(item.text) > self.args["max_length"]:
+                self.note_skip("longer_than_max_length", f"{item.rel} ({len(item.text)})")
+            elif self.charset is not None and set(item.text) - set(self.charset):
+                self.note_skip("outside_charset", f"{item.rel}: {item.text[:40]!r}")
+            else:
+                kept.append((item, split))
+        images, kept = self._decode(kept)
+        split_names = self._assign(kept)
+        return self._assemble(images, kept, split_names)
+
+    def _split_lists(self, items: list[Item]) -> dict[str, str] | None:
+        """Item key -> split from the split lists, or None when there is none."""
+        found: dict[str, Path] = {}
+        for split in SPLITS:
+            path = self.lists[split]
+            if path is None:
+                path = next(
+                    (
+                        self.data_dir / n
+                        for n in SPLIT_FILE_NAMES[split]
+                        if (self.data_dir / n).is_file()
+                    ),
+                    None,
+                )
+            if path is not None:
+                found[split] = path
+        self.listed = set(found)
+        if not found:
+            return None
+        by_name: dict[str, str] = {}
+        for item in items:
+            for name in item.names():
+                by_name.setdefault(name, item.key)
+        split_of: dict[str, str] = {}
+        for split, path in found.items():
+            for line_no, entry in read_split_list(path):
+                key = by_name.get(entry)
+                if key is None:
+                    self.note_skip("listed_but_not_found", f"{path.name}:{line_no}: {entry[:60]}")
+                elif split_of.setdefault(key, split) != split:
+                    raise DataError(
+                        f"{path}: line {line_no}: {entry!r} is also in the {split_of[key]} list; "
+                        "an item belongs to one split"
+                    )
+        return split_of
+
+    def _decode(
+        self, kept: list[tuple[Item, str | None]]
+    ) -> tuple[np.ndarray, list[tuple[Item, str | None]]]:
+        """Every usable image through ``preprocess_image``; an unreadable one is a counted skip."""
+        from text_recognizer.preprocessing import preprocess_image
+
+        spec = self.preprocessing()
+        images = np.zeros((len(kept), spec["height"], spec["width"]), dtype=np.uint8)
+        good: list[tuple[Item, str | None]] = []
+        with progress.bar(len(kept), "image_text", unit="img") as bar:
+            for item, split in kept:
+                bar.update(1)
+                try:
+                    images[len(good)] = preprocess_image(item.path, spec, polarity="dark")
+                except Exception as e:  # undecodable, truncated, too large: a counted skip
+                    self.note_skip("unreadable_image", f"{item.rel} ({type(e).__name__})")
+                    continue
+                good.append((item, split))
+        self._warn_skips()
+        return images[: len(good)], good
+
+    def _warn_skips(self) -> None:
+        """One warning line per kind of broken pairing (as KaggleNamesDataset's): a typo in a file
+        name or a damaged image is seen while processing, not only in the summary."""
+        for reason in WARNED_SKIPS:
+            count = self.skipped.get(reason, 0)
+            if count:
+                examples = ", ".join(self.skipped_examples.get(reason, [])[:3])
+                progress.line(
+                    f"warning: {self.data_dir}: {count} item(s) skipped, {reason} (e.g. {examples})"
+                )
+
+    def _assign(self, kept: list[tuple[Item, str | None]]) -> list[str]:
+        """Each usable item's split: from the lists, the rest by the seeded test carve."""
+        names = [split or "train" for _, split in kept]
+        if "test" in self.listed:
+            return names
+        pool = np.array([i for i, n in enumerate(names) if n == "train"], dtype=np.int64)
+        if len(pool) < 2:
+            raise DataError(
+                f"{self.data_dir} has {len(pool)} usable item(s); need 2+ to hold out a test set"
+            )
+        order = np.random.default_rng(self.args["split_seed"]).permutation(len(pool))
+        num_test = min(max(1, round(len(pool) * self.args["test_fraction"])), len(pool) - 1)
+        for i in pool[order[:num_test]]:
+            names[i] = "test"
+        return names
+
+    def _assemble(
+        self, images: np.ndarray, kept: list[tuple[Item, str | None]], names: list[str]
+    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Mapping from the training transcripts (or ``charset``); others outside it skipped."""
+        train_texts = [item.text for (item, _), n in zip(kept, names, strict=True) if n == "train"]
+        if not train_texts:
+            raise DataError(
+                f"{self.data_dir} has no usable training item (skipped: {self.skipped})"
+            )
+        chars = self.charset if self.charset is not None else sorted(set("".join(train_texts)))
+        mapping = make_mapping(chars)
+        known = set(chars)
+        picks: dict[str, list[int]] = {s: [] for s in SPLITS}
+        for i, ((item, _), split) in enumerate(zip(kept, names, strict=True)):
+            if set(item.text) - known:
+                self.note_skip(
+                    f"outside_training_charset_{split}", f"{item.rel}: {item.text[:40]!r}"
+                )
+            else:
+                picks[split].append(i)
+        length = self.args["max_length"]
+
+        def part(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            texts = [kept[i][0].text for i in idx]
+            return images[np.array(idx, dtype=np.int64)], encode_many(texts, mapping, length)
+
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (part(picks[s]) for s in SPLITS)
+        arrays = {
+            "x_trainval": np.concatenate([x_tr, x_va]),
+            "y_trainval": np.concatenate([y_tr, y_va]),
+            "trainval_is_validation": np.r_[np.zeros(len(x_tr), bool), np.ones(len(x_va), bool)],
+            "x_test": x_te,
+            "y_test": y_te,
+        }
+        return arrays, mapping
+
+    def load_or_generate_data(self) -> ImageTextDataset:
+        """As the base, validating on a listed validation split when the folder has one."""
+        if not self.user_data_dir:  # checked here, so the registry can build it without one
+            raise ConfigError(
+                "ImageTextDataset needs data_dir: the folder of line images and transcripts"
+            )
+        self.official_validation = True  # used only when the cached mask marks a listed split
+        super().load_or_generate_data()
+        return self
+
+
+if __name__ == "__main__":
+    raise SystemExit(summary_main("ImageTextDataset"))

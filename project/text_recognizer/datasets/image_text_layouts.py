@@ -1,0 +1,253 @@
+"""Reading the folder layouts of `image_text.ImageTextDataset`: which one it is, and its items.
+
+Each layout yields `Item` (image path, transcript) for every transcript whose image is there;
+the rest is counted through ``note_skip`` (an image without transcript, a transcript without
+image), never fatal. What cannot be read as the layout at all (a CSV row with one column, a
+``gt.txt`` line without the space after its id, an empty folder) is a one-line `DataError` naming
+the file and line, as guessing would train on wrong labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from text_recognizer.errors import DataError
+from text_recognizer.fileio import read_small_text
+
+FORMATS = ("auto", "csv", "sidecar", "pylaia")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
+SIDECAR = ".gt.txt"
+PYLAIA_GT = "gt.txt"
+# Header names (lower case) of the filename and transcript columns, Kaggle's FILENAME,IDENTITY too.
+FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_path", "path", "id", "img")
+TEXT_COLUMNS = ("text", "transcript", "transcription", "label", "identity", "gt", "ground_truth")
+# Read limits: a transcript file of a million lines is ~50 MB; one sidecar is one line.
+MAX_LABELS_BYTES = 256 << 20
+MAX_SIDECAR_BYTES = 1 << 20
+MAX_LIST_BYTES = 64 << 20
+LAYOUTS_HELP = (
+    "expected a CSV/TSV of filename,text, x.gt.txt beside each x.png (kraken), or gt.txt of "
+    "'id transcript' lines beside the images (PyLaia)"
+)
+
+NoteSkip = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One line image and its transcript; ``rel`` is its path under the folder (the key)."""
+
+    path: Path
+    rel: str
+    text: str
+
+    @property
+    def key(self) -> str:
+        return self.rel
+
+    def names(self) -> tuple[str, ...]:
+        """What a split list may call it: the path under the folder, the file name, the stem
+        (and the path without its suffix, PyLaia's id of an image in a subfolder)."""
+        return (self.rel, self.path.name, self.path.stem, self.rel.rsplit(".", 1)[0])
+
+
+def clean_text(raw: str) -> str:
+    """Line ends become spaces and the ends are stripped; inner spaces are the writer's."""
+    return " ".join(part.strip("\r") for part in raw.strip().split("\n"))
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Relative posix path -> image file, for every image under the folder (sorted)."""
+    found = sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    )
+    return {p.relative_to(folder).as_posix(): p for p in found}
+
+
+def detect_format(folder: Path, fmt: str, labels_file: Path | None) -> tuple[str, Path | None]:
+    """(format, its transcript file; None for sidecars). A folder with nothing to read is a
+    DataError saying what was looked for."""
+    if not folder.is_dir():
+        raise DataError(f"data_dir {folder} is not a folder")
+    if not any(p.is_file() for p in folder.rglob("*")):
+        raise DataError(f"data_dir {folder} is empty; {LAYOUTS_HELP}")
+    if labels_file is not None:
+        if not labels_file.is_file():
+            raise DataError(f"labels_file {labels_file} is not a file")
+        if fmt == "auto":
+            fmt = "csv" if labels_file.suffix.lower() in (".csv", ".tsv") else "pylaia"
+        if fmt == "sidecar":
+            raise DataError("labels_file is for the csv and pylaia formats; sidecars need none")
+        return fmt, labels_file
+    tables = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file()
+    )
+    gt = folder / PYLAIA_GT
+    if fmt == "auto":
+        if gt.is_file():
+            fmt = "pylaia"
+        elif tables:
+            fmt = "csv"
+        elif any(folder.rglob(f"*{SIDECAR}")):
+            fmt = "sidecar"
+        else:
+            raise DataError(f"no transcripts found in {folder}; {LAYOUTS_HELP}")
+    if fmt == "pylaia":
+        if not gt.is_file():
+            raise DataError(
+                f"{folder} has no {PYLAIA_GT} (format pylaia); name it with labels_file"
+            )
+        return fmt, gt
+    if fmt == "csv":
+        if len(tables) != 1:
+            names = ", ".join(p.name for p in tables) or "none"
+            raise DataError(
+                f"{folder} has {len(tables)} CSV/TSV files ({names}); format csv reads one: name "
+                "it with labels_file"
+            )
+        return fmt, tables[0]
+    return fmt, None
+
+
+def read_items(folder: Path, fmt: str, where: Path | None, note_skip: NoteSkip) -> list[Item]:
+    """The items of the folder in its layout; images left without a transcript are counted."""
+    images = list_images(folder)
+    if fmt == "csv" and where is not None:
+        pairs = read_table(where)
+        items = match(pairs, images, folder, where, note_skip, by_stem=False)
+    elif fmt == "pylaia" and where is not None:
+        pairs = read_id_lines(where)
+        items = match(pairs, images, folder, where, note_skip, by_stem=True)
+    else:
+        items = read_sidecars(images, folder, note_skip)
+    used = {item.rel for item in items}
+    for rel in images:
+        if rel not in used:
+            note_skip("image_without_transcript", rel)
+    return items
+
+
+def read_table(path: Path) -> list[tuple[int, str, str]]:
+    """(line, filename, text) rows of a CSV or TSV, with a header or not. A TSV's quotes are
+    literal (transcripts hold them); a header-less row with more fields keeps them in the text."""
+    text = read_small_text(path, MAX_LABELS_BYTES, "transcript file", DataError, "utf-8-sig")
+    first = text.split("\n", 1)[0]
+    tab = path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first)
+    delimiter = "\t" if tab else ","
+    quoting = csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows: list[tuple[int, str, str]] = []
+    file_col, text_col, header = 0, 1, False
+    line = 0
+    try:
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            if not row or not "".join(row).strip():
+                continue
+            lowered = [c.strip().lower() for c in row]
+            if not rows and not header and lowered[0] in FILE_COLUMNS:
+                header = True
+                file_col = next(i for i, c in enumerate(lowered) if c in FILE_COLUMNS)
+                text_col = next((i for i, c in enumerate(lowered) if c in TEXT_COLUMNS), 1)
+                continue
+            if len(row) < 2 or max(file_col, text_col) >= len(row):
+                raise DataError(
+                    f"{path}: line {start}: {len(row)} column(s) in {delimiter.join(row)[:60]!r}; "
+                    f"each row is filename{delimiter}text"
+                )
+            value = row[text_col] if header else delimiter.join(row[1:])
+            rows.append((start, row[file_col].strip(), value))
+    except csv.Error as e:
+        raise DataError(f"{path}: line {line + 1}: not a readable CSV row ({e})") from None
+    return rows
+
+
+def read_id_lines(path: Path) -> list[tuple[int, str, str]]:
+    """(line, id, text) of PyLaia's ``gt.txt``; its ``<space>`` token lists become text."""
+    text = read_small_text(path, MAX_LABELS_BYTES, "transcript file", DataError, "utf-8-sig")
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(None, 1)
+        if len(parts) < 2:
+            raise DataError(
+                f"{path}: line {number}: no space between id and transcript in {line[:60]!r}; "
+                "each line is 'id transcript'"
+            )
+        tokens = parts[1].split()
+        if "<space>" in tokens and all(len(t) == 1 or t == "<space>" for t in tokens):
+            parts[1] = "".join(" " if t == "<space>" else t for t in tokens)
+        rows.append((number, parts[0], parts[1]))
+    return rows
+
+
+def match(
+    rows: list[tuple[int, str, str]],
+    images: dict[str, Path],
+    folder: Path,
+    where: Path,
+    note_skip: NoteSkip,
+    by_stem: bool,
+) -> list[Item]:
+    """Pair each row with its image: a path under the folder (absolute or not), else a unique file
+    name (or stem, with ``by_stem``) anywhere in it. Unmatched, ambiguous or repeated rows are
+    counted."""
+    by_name: dict[str, list[str]] = {}
+    for rel, path in images.items():
+        names = {path.name, rel}
+        if by_stem:
+            names |= {path.stem, rel.rsplit(".", 1)[0]}
+        for name in names:
+            by_name.setdefault(name, []).append(rel)
+    items: list[Item] = []
+    seen: set[str] = set()
+    for line, name, raw in rows:
+        wanted = name.replace("\\", "/").removeprefix("./")
+        if Path(wanted).is_absolute() and Path(wanted).is_relative_to(folder):
+            wanted = Path(wanted).relative_to(folder).as_posix()
+        found = by_name.get(wanted, [])
+        label = f"{where.name}:{line}: {name[:60]}"
+        if not found:
+            note_skip("transcript_without_image", label)
+        elif len(set(found)) > 1:
+            note_skip("ambiguous_image_name", label)
+        elif found[0] in seen:
+            note_skip("duplicate_transcript", label)
+        else:
+            seen.add(found[0])
+            items.append(Item(images[found[0]], found[0], clean_text(raw)))
+    return items
+
+
+def read_sidecars(images: dict[str, Path], folder: Path, note_skip: NoteSkip) -> list[Item]:
+    """kraken's ``x.png`` + ``x.gt.txt`` pairs (any image suffix); lone sidecars are counted."""
+    by_stem: dict[str, str] = {}
+    for rel in images:
+        by_stem.setdefault(rel.rsplit(".", 1)[0], rel)
+    items = []
+    for gt in sorted(folder.rglob(f"*{SIDECAR}")):
+        rel_gt = gt.relative_to(folder).as_posix()
+        rel = by_stem.get(rel_gt[: -len(SIDECAR)])
+        if rel is None:
+            note_skip("transcript_without_image", rel_gt)
+            continue
+        try:
+            text = read_small_text(gt, MAX_SIDECAR_BYTES, "transcript", DataError, "utf-8-sig")
+        except DataError as e:
+            note_skip("unreadable_transcript", f"{rel_gt} ({str(e)[-60:]})")
+            continue
+        items.append(Item(images[rel], rel, clean_text(text)))
+    return items
+
+
+def read_split_list(path: Path) -> list[tuple[int, str]]:
+    """(line, entry) of a split list: one id or file name a line (names may hold spaces)."""
+    if not path.is_file():
+        raise DataError(f"split list {path} is not a file")
+    text = read_small_text(path, MAX_LIST_BYTES, "split list", DataError, "utf-8-sig")
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]

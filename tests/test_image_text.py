@@ -1,0 +1,260 @@
+"""ImageTextDataset on folders built from the real shared images: csv, sidecar and PyLaia layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_script
+from text_recognizer.datasets.base import summary_main
+from text_recognizer.datasets.image_text import ImageTextDataset
+from text_recognizer.datasets.kaggle_names import (
+    ALPHABET,
+    KaggleNamesDataset,
+    clean_label,
+    read_csv_rows,
+)
+from text_recognizer.datasets.text import decode
+from text_recognizer.errors import ConfigError, DataError
+from text_recognizer.preprocessing import preprocess_image
+
+
+def texts(ds: ImageTextDataset, split: str) -> list[str]:
+    return [decode(y, ds.mapping) for y in getattr(ds, f"y_{split}")]
+
+
+def kaggle_rows(names: Path, split: str) -> list[tuple[str, str]]:
+    """(image path under the names folder, label) of the rows KaggleNamesDataset uses."""
+    data = (names / f"written_name_{split}_v2.csv").read_bytes()
+    rows = []
+    for filename, identity in read_csv_rows(data, split):
+        label, reason = clean_label(identity)
+        if reason is None and filename and (names / f"{split}_v2" / filename).is_file():
+            rows.append((f"{split}_v2/{filename}", label))
+    return rows
+
+
+@pytest.fixture
+def names(shared_data: Path) -> Path:
+    folder = shared_data / "kaggle_handwriting_names"
+    if not (folder / "written_name_validation_v2.csv").is_file():
+        pytest.skip(f"Kaggle names sample not found at {folder}")
+    return folder
+
+
+@pytest.fixture
+def lines(shared_data: Path) -> list[Path]:
+    found = sorted((shared_data / "iam" / "lines_support").glob("*.png"))
+    if len(found) < 3:
+        pytest.skip("IAM support lines not found in the shared data")
+    return found
+
+
+def test_csv_layout_gives_kaggle_names_arrays(tmp_path: Path, names: Path, data_dirs) -> None:
+    """The same images, split and preprocessing args: identical arrays (no skew)."""
+    folder = tmp_path / "names"
+    for split in ("validation", "test"):
+        shutil.copytree(names / f"{split}_v2", folder / f"{split}_v2")
+    rows = kaggle_rows(names, "validation") + kaggle_rows(names, "test")
+    csv_rows = ["FILENAME,IDENTITY", *(f"{path},{label}" for path, label in rows)]
+    (folder / "labels.csv").write_text("\r\n".join(csv_rows) + "\r\n", encoding="utf-8")
+    shape = {"image_height": 32, "image_width": 256, "keep_aspect": True, "max_length": 64}
+    ours = ImageTextDataset(data_dir=str(folder), charset=ALPHABET, test_fraction=0.2, **shape)
+    ours.load_or_generate_data()
+    theirs = KaggleNamesDataset(data_dir=str(names), split_from_available=0.2, **shape)
+    theirs.load_or_generate_data()
+    assert ours.mapping == theirs.mapping
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(ours, f"x_{split}"), getattr(theirs, f"x_{split}"))
+        np.testing.assert_array_equal(getattr(ours, f"y_{split}"), getattr(theirs, f"y_{split}"))
+    assert ours.config()["preprocessing"] == theirs.config()["preprocessing"]
+    # The 10 images KaggleNamesDataset drops for their labels have no row here: counted.
+    assert ours.skipped == {"image_without_transcript": 10}
+    assert "format:     csv (labels.csv)" in ours.summary()
+
+
+def test_kaggle_names_csv_read_as_is(names: Path, data_dirs) -> None:
+    """Kaggle's own CSV, named with labels_file: bare file names found in their folder."""
+    ds = ImageTextDataset(
+        data_dir=str(names), labels_file="written_name_test_v2.csv", image_height=32
+    ).load_or_generate_data()
+    total = len(ds.x_train) + len(ds.x_val) + len(ds.x_test)
+    assert ds.skipped["image_without_transcript"] == 1500  # the validation images
+    assert ds.skipped["transcript_without_image"] == 41370 - 64
+    assert total + sum(v for k, v in ds.skipped.items() if k.startswith(("empty", "outside"))) == 64
+    assert "KEVIN" in texts(ds, "train") + texts(ds, "val") + texts(ds, "test")
+    train_chars = set("".join(texts(ds, "train") + texts(ds, "val")))
+    assert ds.mapping == ["<blank>", "<pad>", *sorted(train_chars)]
+
+
+def sidecar_folder(tmp_path: Path, names: Path, lines: list[Path]) -> Path:
+    """IAM lines and Kaggle names with x.gt.txt sidecars, in varied modes, plus unusable items."""
+    folder = tmp_path / "sidecar"
+    (folder / "sub").mkdir(parents=True)
+    for path in lines:
+        shutil.copy(path, folder / path.name)
+        (folder / f"{path.stem}.gt.txt").write_text(path.stem + "\n", encoding="utf-8")
+    rows = kaggle_rows(names, "validation")[:24]
+    for i, (rel, label) in enumerate(rows):
+        image = Image.open(names / rel)
+        target = folder / "sub" / f"name{i:02d}.png"
+        if i % 3 == 1:
+            image = image.convert("RGBA")  # any mode reads the same
+        elif i % 3 == 2:
+            image = image.resize((image.width * 2, image.height))  # any size
+        image.save(target)
+        target.with_name(f"name{i:02d}.gt.txt").write_text(label.title(), encoding="utf-8")
+    shutil.copy(names / rows[0][0], folder / "no_transcript.jpg")
+    (folder / "no_image.gt.txt").write_text("Lost", encoding="utf-8")
+    (folder / "blank.png").write_bytes((folder / "sub" / "name00.png").read_bytes())
+    (folder / "blank.gt.txt").write_text("  \n", encoding="utf-8")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "broken.gt.txt").write_text("Broken", encoding="utf-8")
+    return folder
+
+
+def test_sidecar_layout_skips_and_split_files(
+    tmp_path: Path, names: Path, lines: list[Path], data_dirs, capsys
+) -> None:
+    folder = sidecar_folder(tmp_path, names, lines)
+    stems = [p.stem for p in lines]
+    # Lists name items by stem, file name or path; the IAM lines are tested only.
+    (folder / "test.txt").write_text("\n".join(stems) + "\nnot_there\n", encoding="utf-8")
+    (folder / "val.txt").write_text("sub/name00.png\nname01\n", encoding="utf-8")
+    ds = ImageTextDataset(data_dir=str(folder), image_height=40, image_width=800, max_length=36)
+    ds.load_or_generate_data()
+    assert ds.skipped == {
+        "transcript_without_image": 1,
+        "image_without_transcript": 1,
+        "listed_but_not_found": 1,
+        "empty_transcript": 1,
+        "longer_than_max_length": 2,  # two 37-character IAM lines
+        "unreadable_image": 1,
+        "outside_training_charset_test": 1,  # "," of the third line never in training names
+    }
+    assert ds.skipped_examples["unreadable_image"] == ["broken.png (ImageError)"]
+    assert "warning:" in capsys.readouterr().err
+    assert len(ds.x_val) == 2 and len(ds.x_train) == 22 and len(ds.x_test) == 0
+    train_chars = set("".join(texts(ds, "train") + texts(ds, "val")))
+    assert ds.mapping == ["<blank>", "<pad>", *sorted(train_chars)]
+    assert ds.x_train.shape[1:] == (40, 800) and ds.x_train.dtype == np.uint8
+    # Serving reads a raw file exactly as training did.
+    config = ds.config()
+    assert config["preprocessing"] == {"resize": "fit_height", "height": 40, "width": 800}
+    label = (folder / "sub" / "name00.gt.txt").read_text(encoding="utf-8")
+    index = texts(ds, "val").index(label)
+    served = preprocess_image(folder / "sub" / "name00.png", config["preprocessing"], "auto")
+    np.testing.assert_array_equal(served, ds.x_val[index])
+    summary = ds.summary()
+    assert "format:     sidecar" in summary and "empty_transcript: e.g. blank.png" in summary
+
+    # An edit to the folder rebuilds the cache; the charset argument skips what it lacks.
+    (folder / "sub" / "name03.gt.txt").write_text("Zzyzx", encoding="utf-8")
+    again = ImageTextDataset(data_dir=str(folder), image_height=40, image_width=800, max_length=36)
+    assert "Zzyzx" in texts(again.load_or_generate_data(), "train")
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    given = ImageTextDataset(
+        data_dir=str(folder), image_height=40, image_width=800, max_length=36, charset=letters
+    ).load_or_generate_data()
+    assert given.mapping == ["<blank>", "<pad>", *letters]
+    labels = [p.read_text(encoding="utf-8") for p in (folder / "sub").glob("*.gt.txt")]
+    outside = [label for label in labels if set(label) - set(letters)]  # "Jean-Michel"
+    assert outside and given.skipped["outside_charset"] == len(outside) + 1  # + the IAM line
+    assert "outside_training_charset_test" not in given.skipped
+
+
+def test_pylaia_layout_and_summary_command(tmp_path: Path, lines: list[Path], data_dirs) -> None:
+    folder = tmp_path / "pylaia"
+    (folder / "images").mkdir(parents=True)
+    gt = []
+    for i, path in enumerate(lines * 4):  # 12 items of 3 real lines
+        shutil.copy(path, folder / "images" / f"line{i:02d}.png")
+        tokens = " ".join("<space>" if ch == " " else ch for ch in path.stem)
+        gt.append(f"line{i:02d} {tokens if i % 2 else path.stem}")
+    gt.append("missing99 A line without its image")
+    (folder / "gt.txt").write_text("\n".join(gt) + "\n", encoding="utf-8")
+    args = {"data_dir": str(folder), "image_height": 32, "test_fraction": 0.25}
+    ds = ImageTextDataset(**args).load_or_generate_data()
+    assert ds.skipped == {"transcript_without_image": 1}
+    assert len(ds.x_test) == 3 and len(ds.x_train) + len(ds.x_val) == 9
+    assert set(texts(ds, "train")) <= {p.stem for p in lines}  # <space> tokens decoded
+    assert ImageTextDataset(**args, seed=5).load_or_generate_data().x_test.tobytes() == (
+        ds.x_test.tobytes()
+    )  # the test carve does not move with the run's seed
+    result = run_script("-m", "text_recognizer.datasets.image_text", json.dumps(args))
+    assert result.returncode == 0, result.stderr
+    assert "ImageTextDataset (lines)" in result.stdout and "format:     pylaia (gt.txt)" in (
+        result.stdout
+    )
+    assert "test:       3 x (32, 1024) uint8" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, r"is empty; expected a CSV/TSV"),
+        ({"labels.csv": "a.png,A\nb.png\n"}, r"labels\.csv: line 2: 1 column\(s\) in 'b\.png'"),
+        ({"gt.txt": "a A\nb\n"}, r"gt\.txt: line 2: no space between id and transcript"),
+        ({"x.png": b"\x89PNG"}, r"no transcripts found in"),
+        ({"a.csv": "a,b\n", "b.tsv": "a\tb\n"}, r"has 2 CSV/TSV files \(a\.csv, b\.tsv\)"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, data_dirs, capsys, files, message) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    for name, content in files.items():
+        path = folder / name
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.raises(DataError, match=message) as e:
+        ImageTextDataset(data_dir=str(folder)).load_or_generate_data()
+    assert "\n" not in str(e.value)
+    assert summary_main("ImageTextDataset", [json.dumps({"data_dir": str(folder)})]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and len([x for x in err if x.startswith("error")]) == 1
+
+
+def test_split_list_conflicts_and_required_folder(
+    tmp_path: Path, lines: list[Path], data_dirs
+) -> None:
+    folder = tmp_path / "twice"
+    folder.mkdir()
+    rows = []
+    for path in lines:
+        shutil.copy(path, folder / path.name)
+        rows.append(f'"{path.name}","{path.stem}"')
+    (folder / "lines.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (folder / "train.txt").write_text(f"{lines[0].name}\n{lines[1].name}\n", encoding="utf-8")
+    (folder / "test.txt").write_text(f"{lines[2].stem}\n", encoding="utf-8")
+    ds = ImageTextDataset(data_dir=str(folder), image_height=32).load_or_generate_data()
+    assert len(ds.x_test) + len(ds.x_train) + len(ds.x_val) == 2  # test line: unseen characters
+    (folder / "test.txt").write_text(f"{lines[0].stem}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"test\.txt: line 1: .* is also in the train list"):
+        ImageTextDataset(data_dir=str(folder), image_height=32).load_or_generate_data()
+    with pytest.raises(ConfigError, match="needs data_dir"):
+        ImageTextDataset().load_or_generate_data()
+
+
+def test_tsv_with_header_keeps_quotes_and_warns(
+    tmp_path: Path, lines: list[Path], data_dirs, capsys
+) -> None:
+    folder = tmp_path / "tsv"
+    (folder / "img").mkdir(parents=True)
+    rows = ["image\tsomething\ttranscription"]
+    for i, path in enumerate(lines * 2):
+        shutil.copy(path, folder / "img" / f"{i}.png")
+        name = str(folder / "img" / f"{i}.png") if i == 0 else f"img/{i}.png"  # absolute too
+        rows.append(f'{name}\t-\t"{path.stem}"')
+    rows.append("img/typo.png\t-\tLost")
+    (folder / "lines.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ds = ImageTextDataset(data_dir=str(folder), image_height=32, test_fraction=0.5)
+    ds.load_or_generate_data()
+    every = texts(ds, "train") + texts(ds, "val") + texts(ds, "test")
+    assert len(every) == 6 and all(t.startswith('"') and t.endswith('"') for t in every)
+    assert ds.skipped["transcript_without_image"] == 1
+    err = capsys.readouterr().err
+    assert "1 item(s) skipped, transcript_without_image (e.g. lines.tsv:8: img/typo.png)" in err
