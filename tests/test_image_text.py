@@ -55,14 +55,37 @@ def lines(shared_data: Path) -> list[Path]:
     return found
 
 
-def test_csv_layout_gives_kaggle_names_arrays(tmp_path: Path, names: Path, data_dirs) -> None:
-    """The same images, split and preprocessing args: identical arrays (no skew)."""
+def write_layout(layout: str, folder: Path, names: Path, rows: list[tuple[str, str]]) -> None:
+    """The same images and labels in one of the three layouts, items in the same order (the
+    images numbered in the CSV's order, so a sorted folder lists them as the CSV does)."""
+    folder.mkdir(parents=True)
+    if layout == "csv":
+        for split in ("validation", "test"):
+            shutil.copytree(names / f"{split}_v2", folder / f"{split}_v2")
+        lines = ["FILENAME,IDENTITY", *(f"{path},{label}" for path, label in rows)]
+        (folder / "labels.csv").write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+        return
+    (folder / "images").mkdir()
+    gt = []
+    for i, (path, label) in enumerate(rows):
+        image = folder / "images" / f"{i:05d}.jpg"
+        shutil.copy(names / path, image)
+        if layout == "sidecar":
+            image.with_suffix(".gt.txt").write_text(label + "\n", encoding="utf-8")
+        gt.append(f"{image.stem} {label}")
+    if layout == "pylaia":
+        (folder / "gt.txt").write_text("\n".join(gt) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("layout", ["csv", "sidecar", "pylaia"])
+def test_every_layout_gives_kaggle_names_arrays(
+    tmp_path: Path, names: Path, data_dirs, layout: str
+) -> None:
+    """The same images, split and preprocessing args in any layout: KaggleNamesDataset's arrays
+    exactly (no skew), so both train to the same model."""
     folder = tmp_path / "names"
-    for split in ("validation", "test"):
-        shutil.copytree(names / f"{split}_v2", folder / f"{split}_v2")
     rows = kaggle_rows(names, "validation") + kaggle_rows(names, "test")
-    csv_rows = ["FILENAME,IDENTITY", *(f"{path},{label}" for path, label in rows)]
-    (folder / "labels.csv").write_text("\r\n".join(csv_rows) + "\r\n", encoding="utf-8")
+    write_layout(layout, folder, names, rows)
     shape = {"image_height": 32, "image_width": 256, "keep_aspect": True, "max_length": 64}
     ours = ImageTextDataset(data_dir=str(folder), charset=ALPHABET, test_fraction=0.2, **shape)
     ours.load_or_generate_data()
@@ -73,9 +96,11 @@ def test_csv_layout_gives_kaggle_names_arrays(tmp_path: Path, names: Path, data_
         np.testing.assert_array_equal(getattr(ours, f"x_{split}"), getattr(theirs, f"x_{split}"))
         np.testing.assert_array_equal(getattr(ours, f"y_{split}"), getattr(theirs, f"y_{split}"))
     assert ours.config()["preprocessing"] == theirs.config()["preprocessing"]
-    # The 10 images KaggleNamesDataset drops for their labels have no row here: counted.
-    assert ours.skipped == {"image_without_transcript": 10}
-    assert "format:     csv (labels.csv)" in ours.summary()
+    if layout == "csv":  # the 10 images KaggleNamesDataset drops for their labels: counted
+        assert ours.skipped == {"image_without_transcript": 10}
+        assert "format:     csv (labels.csv)" in ours.summary()
+    else:
+        assert not ours.skipped and f"format:     {layout}" in ours.summary()
 
 
 def test_kaggle_names_csv_read_as_is(names: Path, data_dirs) -> None:
