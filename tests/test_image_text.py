@@ -283,3 +283,115 @@ def test_tsv_with_header_keeps_quotes_and_warns(
     assert ds.skipped["transcript_without_image"] == 1
     err = capsys.readouterr().err
     assert "1 item(s) skipped, transcript_without_image (e.g. lines.tsv:8: img/typo.png)" in err
+
+
+def tiny_folder(folder: Path, count: int, seed: int = 0) -> Path:
+    """``count`` small grey PNG lines (random sizes, some RGB, a few broken or empty files) and
+    a CSV of their transcripts, with a validation list so every split is gathered."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    rows, listed = [], []
+    for i in range(count):
+        name = f"line_{i:05d}.png"
+        if i % 97 == 5:
+            (folder / name).write_bytes(b"" if i % 2 else b"\x89PNG\r\n\x1a\nbroken")
+        else:
+            size = (int(rng.integers(20, 90)), int(rng.integers(6, 20)))
+            image = Image.new("L", size, int(rng.integers(180, 256)))
+            ImageDraw.Draw(image).text((1, 0), str(i), fill=int(rng.integers(0, 80)))
+            image = image.convert("RGB") if i % 5 == 0 else image
+            image.save(folder / name)
+        rows.append(f"{name},{'ab' if i % 7 == 0 else 'AB'[i % 2]}{i}")
+        if i % 11 == 0:
+            listed.append(name)
+    (folder / "labels.csv").write_text("filename,text\n" + "\n".join(rows) + "\n")
+    (folder / "validation.txt").write_text("\n".join(listed) + "\n")
+    return folder
+
+
+def test_parallel_decoding_gives_the_serial_arrays(
+    tmp_path: Path, data_dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workers=2 (the pool forced on a small folder, in many small chunks) gives workers=1's
+    arrays bit for bit, in the same order, with the same skips; workers is no part of the key."""
+    from text_recognizer.datasets import image_text_layouts
+
+    monkeypatch.setattr(image_text_layouts, "POOL_MIN_IMAGES", 10)
+    monkeypatch.setattr(image_text_layouts, "CHUNK_ROWS", 23)
+    folder = tiny_folder(tmp_path / "tiny", 700)
+    args = {
+        "data_dir": str(folder),
+        "image_height": 16,
+        "image_width": 64,
+        "charset": "AB0123456789",
+    }
+    serial = ImageTextDataset(workers=1, **args)
+    parallel = ImageTextDataset(workers=2, **args)
+    assert serial.cache_key() == parallel.cache_key() == ImageTextDataset(**args).cache_key()
+    with pytest.raises(ConfigError, match="workers"):
+        ImageTextDataset(workers=-1, **args)
+    arrays = {}
+    for name, ds in (("serial", serial), ("parallel", parallel)):
+        arrays[name] = ds.process()
+        assert ds.skipped["unreadable_image"] == 7  # broken and empty PNGs (an 8th: "ab490")
+        assert ds.skipped["outside_charset"] == 100  # the lower-case ones
+    assert serial.skipped == parallel.skipped
+    assert serial.skipped_examples == parallel.skipped_examples
+    (ours, ours_mapping), (theirs, theirs_mapping) = arrays["parallel"], arrays["serial"]
+    assert ours_mapping == theirs_mapping
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+    assert ours["trainval_is_validation"].sum() > 0 and len(ours["x_test"]) > 0
+    # the first listed validation item (0 is "ab0", outside the charset) is line 11's image
+    first = ours["x_trainval"][ours["trainval_is_validation"]][0]
+    spec = serial.preprocessing()
+    np.testing.assert_array_equal(first, preprocess_image(folder / "line_00011.png", spec, "dark"))
+
+
+def test_decoding_stopped_leaves_no_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error or Ctrl-C in the parent while the pool decodes terminates its workers."""
+    import os
+    import time
+
+    from text_recognizer.datasets import image_text_layouts
+
+    folder = tiny_folder(tmp_path / "tiny", 40)
+    paths = [str(p) for p in sorted(folder.glob("*.png"))] * 20
+    monkeypatch.setattr(image_text_layouts, "POOL_MIN_IMAGES", 10)
+    monkeypatch.setattr(image_text_layouts, "CHUNK_ROWS", 4)
+    pids: list[int] = []
+    stop = image_text_layouts._stop
+
+    def spy(pool, finished: bool) -> None:
+        pids.extend(p.pid for p in (pool._processes or {}).values())
+        stop(pool, finished)
+
+    monkeypatch.setattr(image_text_layouts, "_stop", spy)
+
+    def interrupt(start: int, statuses: list) -> None:
+        raise KeyboardInterrupt
+
+    out = np.zeros((len(paths), 16, 64), dtype=np.uint8)
+    spec = {"resize": "fit_height", "height": 16, "width": 64}
+    with pytest.raises(KeyboardInterrupt):
+        image_text_layouts.decode_images(paths, spec, out, 2, interrupt)
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.05)
+    assert not alive, f"workers {alive} still running"
+    assert os.getpid() not in pids
+
+
+def _running(pid: int) -> bool:
+    """A process exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

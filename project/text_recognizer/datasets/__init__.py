@@ -199,6 +199,7 @@ DATASETS: dict[str, Entry] = {
             "train_list": Param(str, None, nullable=True, help="default: train.txt if there"),
             "validation_list": Param(str, None, nullable=True, help="default: validation.txt"),
             "test_list": Param(str, None, nullable=True, help="default: test.txt if there"),
+            "workers": Param(int, 0, min=0, max=1024, help="decoding processes (0: all cores)"),
         },
         kind="lines",
         help="your own line images + transcripts (CSV/TSV, kraken .gt.txt or PyLaia gt.txt)",

@@ -20,6 +20,10 @@ is missing or unreadable, their transcript empty, too long for ``max_length`` or
 charset, or an image has no transcript. Images of any size and mode go through
 ``preprocess_image`` as the other line datasets do (``fit_height``, or ``keep_aspect``), recorded
 in ``preprocessing`` so predict and serve read new images the same way.
+
+Images are decoded on ``workers`` processes (0: all cores; 1: in this process), in chunks written
+straight into the preallocated array: the same arrays bit for bit whatever ``workers`` is, so it is
+no part of the cache key.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.image_text_layouts import (
     FORMATS,
     Item,
+    decode_images,
     detect_format,
     read_items,
     read_split_list,
@@ -91,6 +96,7 @@ class ImageTextDataset(Dataset):
         train_list: str | None = None,
         validation_list: str | None = None,
         test_list: str | None = None,
+        workers: int = 0,
         **common: Any,
     ) -> None:
         if format not in FORMATS:
@@ -99,6 +105,8 @@ class ImageTextDataset(Dataset):
             raise ConfigError(f"test_fraction must be > 0 and < 1; got {test_fraction}")
         if charset is not None and not charset:
             raise ConfigError("charset is empty; leave it out to take the training characters")
+        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 0:
+            raise ConfigError(f"workers must be 0 (all cores) or more; got {workers!r}")
         super().__init__(
             data_dir=data_dir,
             image_height=int(image_height),
@@ -111,6 +119,9 @@ class ImageTextDataset(Dataset):
             **common,
         )
         self.charset = charset
+        self.workers = int(
+            workers
+        )  # not in args: it does not change the arrays (nor the cache key)
         self.listed: set[str] = set()  # the splits that have a list, once processed
         self.labels_file = self._resolve(labels_file)
         self.lists = {
@@ -182,9 +193,9 @@ class ImageTextDataset(Dataset):
                 self.note_skip("outside_charset", f"{item.rel}: {item.text[:40]!r}")
             else:
                 kept.append((item, split))
-        images, kept = self._decode(kept)
+        images, rows, kept = self._decode(kept)
         split_names = self._assign(kept)
-        return self._assemble(images, kept, split_names)
+        return self._assemble(images, rows, kept, split_names)
 
     def _split_lists(self, items: list[Item]) -> dict[str, str] | None:
         """Item key -> split from the split lists, or None when there is none."""
@@ -224,24 +235,28 @@ class ImageTextDataset(Dataset):
 
     def _decode(
         self, kept: list[tuple[Item, str | None]]
-    ) -> tuple[np.ndarray, list[tuple[Item, str | None]]]:
-        """Every usable image through ``preprocess_image``; an unreadable one is a counted skip."""
-        from text_recognizer.preprocessing import preprocess_image
-
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[Item, str | None]]]:
+        """Every usable image through ``preprocess_image`` on ``workers`` processes: (the array of
+        one row per item, the rows of the readable ones, those items). An unreadable image is a
+        counted skip, noted in the items' order."""
         spec = self.preprocessing()
         images = np.zeros((len(kept), spec["height"], spec["width"]), dtype=np.uint8)
-        good: list[tuple[Item, str | None]] = []
+        readable = np.zeros(len(kept), dtype=bool)
         with progress.bar(len(kept), "image_text", unit="img") as bar:
-            for item, split in kept:
-                bar.update(1)
-                try:
-                    images[len(good)] = preprocess_image(item.path, spec, polarity="dark")
-                except Exception as e:  # undecodable, truncated, too large: a counted skip
-                    self.note_skip("unreadable_image", f"{item.rel} ({type(e).__name__})")
-                    continue
-                good.append((item, split))
+
+            def on_chunk(start: int, statuses: list[str | None]) -> None:
+                bar.update(len(statuses))
+                for i, status in enumerate(statuses, start):
+                    if status is None:
+                        readable[i] = True
+                    else:
+                        self.note_skip("unreadable_image", f"{kept[i][0].rel} ({status})")
+
+            paths = [str(item.path) for item, _ in kept]
+            decode_images(paths, spec, images, self.workers, on_chunk)
         self._warn_skips()
-        return images[: len(good)], good
+        rows = np.flatnonzero(readable)
+        return images, rows, [kept[i] for i in rows]
 
     def _warn_skips(self) -> None:
         """One warning line per kind of broken pairing (as KaggleNamesDataset's): a typo in a file
@@ -271,9 +286,15 @@ class ImageTextDataset(Dataset):
         return names
 
     def _assemble(
-        self, images: np.ndarray, kept: list[tuple[Item, str | None]], names: list[str]
+        self,
+        images: np.ndarray,
+        rows: np.ndarray,
+        kept: list[tuple[Item, str | None]],
+        names: list[str],
     ) -> tuple[dict[str, np.ndarray], list[str]]:
-        """Mapping from the training transcripts (or ``charset``); others outside it skipped."""
+        """Mapping from the training transcripts (or ``charset``); others outside it skipped.
+        ``kept[i]``'s image is ``images[rows[i]]``; the splits are gathered in place in
+        ``images``, which becomes ``x_trainval`` (`split_off`): no second copy of the images."""
         train_texts = [item.text for (item, _), n in zip(kept, names, strict=True) if n == "train"]
         if not train_texts:
             raise DataError(
@@ -291,17 +312,18 @@ class ImageTextDataset(Dataset):
             else:
                 picks[split].append(i)
         length = self.args["max_length"]
-
-        def part(idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            texts = [kept[i][0].text for i in idx]
-            return images[np.array(idx, dtype=np.int64)], encode_many(texts, mapping, length)
-
-        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (part(picks[s]) for s in SPLITS)
+        y_tr, y_va, y_te = (
+            encode_many([kept[i][0].text for i in picks[s]], mapping, length) for s in SPLITS
+        )
+        order = np.concatenate([np.asarray(picks[s], dtype=np.int64) for s in SPLITS])
+        gather_rows(images, rows[order])
+        trainval = len(picks["train"]) + len(picks["validation"])
+        x_test = split_off(images, trainval, len(picks["test"]))
         arrays = {
-            "x_trainval": np.concatenate([x_tr, x_va]),
+            "x_trainval": images,
             "y_trainval": np.concatenate([y_tr, y_va]),
-            "trainval_is_validation": np.r_[np.zeros(len(x_tr), bool), np.ones(len(x_va), bool)],
-            "x_test": x_te,
+            "trainval_is_validation": np.r_[np.zeros(len(y_tr), bool), np.ones(len(y_va), bool)],
+            "x_test": x_test,
             "y_test": y_te,
         }
         return arrays, mapping
@@ -315,6 +337,57 @@ class ImageTextDataset(Dataset):
         self.official_validation = True  # used only when the cached mask marks a listed split
         super().load_or_generate_data()
         return self
+
+
+def gather_rows(a: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``a[order]`` (``order``: distinct row indices) computed in place, one row at a time: the
+    first ``len(order)`` rows of ``a`` (a view); the rest are left as they happen to be."""
+    n = len(order)
+    read = np.zeros(len(a), dtype=bool)
+    read[order] = True
+    done = np.zeros(n, dtype=bool)
+    # Chains that end at a row no one writes (>= n): from their head, a row no one reads.
+    for head in np.flatnonzero(~read[:n]).tolist():
+        j = head
+        while True:
+            k = int(order[j])
+            a[j] = a[k]
+            done[j] = True
+            if k >= n:
+                break
+            j = k
+    # The rest are cycles: one row set aside closes each.
+    for start in np.flatnonzero(~done).tolist():
+        if done[start]:
+            continue
+        saved = a[start].copy()
+        j = start
+        while True:
+            k = int(order[j])
+            done[j] = True
+            if k == start:
+                a[j] = saved
+                break
+            a[j] = a[k]
+            j = k
+    return a[:n]
+
+
+def split_off(a: np.ndarray, keep: int, count: int, step_bytes: int = 64 << 20) -> np.ndarray:
+    """Rows ``keep:keep + count`` of ``a`` as a new array, ``a`` shrunk in place to its first
+    ``keep`` rows (``a`` owns its data and nothing views it): moved a block at a time from the end,
+    so memory never holds both copies."""
+    shape = a.shape[1:]
+    out = np.empty((count, *shape), dtype=a.dtype)
+    end = keep + count
+    a.resize((end, *shape), refcheck=False)  # the rows after these (unreadable images) go
+    step = max(1, step_bytes // max(1, a[0].nbytes if len(a) else 1))
+    while end > keep:
+        start = max(keep, end - step)
+        out[start - keep : end - keep] = a[start:end]
+        end = start
+        a.resize((end, *shape), refcheck=False)
+    return out
 
 
 if __name__ == "__main__":

@@ -5,15 +5,24 @@ the rest is counted through ``note_skip`` (an image without transcript, a transc
 image), never fatal. What cannot be read as the layout at all (a CSV row with one column, a
 ``gt.txt`` line without the space after its id, an empty folder) is a one-line `DataError` naming
 the file and line, as guessing would train on wrong labels.
+
+`decode_images` then decodes the items' images, in this process or on a pool of processes, into
+the rows of one preallocated array.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from text_recognizer.errors import DataError
 from text_recognizer.fileio import read_small_text
@@ -35,6 +44,11 @@ LAYOUTS_HELP = (
 )
 
 NoteSkip = Callable[..., None]
+# Decoding: folders of fewer images are decoded in-process (a pool's start-up would dominate);
+# a task is up to CHUNK_ROWS images and CHUNK_BYTES of output, 2 tasks per worker in flight.
+POOL_MIN_IMAGES = 512
+CHUNK_ROWS = 256
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -251,3 +265,117 @@ def read_split_list(path: Path) -> list[tuple[int, str]]:
         raise DataError(f"split list {path} is not a file")
     text = read_small_text(path, MAX_LIST_BYTES, "split list", DataError, "utf-8-sig")
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+# ----- decoding the images, in-process or on all cores -----------------------------------------------
+OnChunk = Callable[[int, list["str | None"]], None]
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def chunk_rows(height: int, width: int) -> int:
+    """Images a task decodes: CHUNK_ROWS, fewer for large images (bounded bytes in flight)."""
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // max(1, height * width)))
+
+
+def decode_rows(paths: list[str], spec: dict[str, Any], out: np.ndarray) -> list[str | None]:
+    """Each image through ``preprocess_image`` ("dark" ink) into its row of ``out``; per image
+    None, or the name of the exception that made it unreadable (its row is left as it was)."""
+    from text_recognizer.preprocessing import preprocess_image
+
+    statuses: list[str | None] = []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = preprocess_image(path, spec, polarity="dark")
+        except Exception as e:  # undecodable, truncated, too large: a counted skip
+            statuses.append(type(e).__name__)
+            continue
+        statuses.append(None)
+    return statuses
+
+
+def decode_chunk(paths: list[str], spec: dict[str, Any]) -> tuple[np.ndarray, list[str | None]]:
+    """A worker's task: the rows of ``paths`` (zeros where unreadable) and their statuses."""
+    out = np.zeros((len(paths), int(spec["height"]), int(spec["width"])), dtype=np.uint8)
+    return out, decode_rows(paths, spec, out)
+
+
+def _worker_start() -> None:
+    """Workers leave Ctrl-C to the parent, which stops them (no traceback from each)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def decode_images(
+    paths: list[str], spec: dict[str, Any], out: np.ndarray, workers: int, on_chunk: OnChunk
+) -> None:
+    """Decode ``paths`` into the rows of ``out`` (preallocated, one row each), calling
+    ``on_chunk(start, statuses)`` for each chunk in order. ``workers`` processes (0: all cores;
+    1, or fewer than POOL_MIN_IMAGES images: in this process); the result is the same bit for bit.
+    Memory is ``out`` plus a bounded number of chunks in flight, however many images there are."""
+    step = chunk_rows(int(spec["height"]), int(spec["width"]))
+    starts = range(0, len(paths), step)
+    workers = min(workers or default_workers(), len(starts))
+    if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
+        for start in starts:
+            on_chunk(start, decode_rows(paths[start : start + step], spec, out[start:]))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # forkserver (spawn where there is none): workers never fork a parent holding other threads'
+    # locks (torch, tqdm) and import only the decoding code.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    finished = False
+    try:
+        todo = iter(starts)
+        pending: deque = deque()
+
+        def submit() -> None:
+            start = next(todo, None)
+            if start is not None:
+                chunk = paths[start : start + step]
+                pending.append((start, pool.submit(decode_chunk, chunk, spec)))
+
+        for _ in range(2 * workers):
+            submit()
+        while pending:
+            start, future = pending.popleft()
+            rows, statuses = future.result()
+            out[start : start + len(rows)] = rows
+            del rows
+            submit()
+            on_chunk(start, statuses)
+        finished = True
+    except BrokenProcessPool:
+        raise DataError(
+            "an image-decoding worker process died (out of memory or killed); rerun with "
+            "dataset_args workers=1 to decode in one process"
+        ) from None
+    finally:
+        _stop(pool, finished)
+
+
+def _stop(pool: Any, finished: bool) -> None:
+    """Shut the pool down; after an error or Ctrl-C its workers are terminated, never left."""
+    if finished:
+        pool.shutdown(wait=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
