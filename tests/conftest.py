@@ -132,3 +132,13 @@ def memory_capped(limit_bytes: int) -> list[str]:
         "else runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
     )
     return ["-c", code]
+
+
+@pytest.fixture
+def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No Kaggle credentials anywhere (the user's real ones are never read by the tests)."""
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "kaggle-config"
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
+    return config

@@ -50,16 +50,6 @@ def az_dir(tmp_path: Path, rows: list[tuple[int, np.ndarray]]) -> Path:
     return folder
 
 
-@pytest.fixture
-def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No Kaggle credentials anywhere (the user's real ones are never read by the tests)."""
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    config = tmp_path / "kaggle-config"
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
-    return config
-
-
 def by_image(rows: list[tuple[int, np.ndarray]]) -> dict[bytes, int]:
     return {image.tobytes(): label for label, image in rows}
 

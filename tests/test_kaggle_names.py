@@ -25,16 +25,6 @@ needs_names = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No Kaggle credentials anywhere (the user's real ones are never read by the tests)."""
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY"):
-        monkeypatch.delenv(var, raising=False)
-    config = tmp_path / "kaggle-config"
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
-    return config
-
-
 def test_label_cleaning() -> None:
     assert clean_label(" jean-michel ") == ("JEAN-MICHEL", None)
     assert clean_label("d'arc  marie") == ("D'ARC MARIE", None)

@@ -144,11 +144,10 @@ _NOTED: set[str] = set()  # the alias notes this process has printed
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return the resolved config (defaults filled in) or raise ConfigError with one clear line."""
-    from text_recognizer import progress
-    from text_recognizer.datasets import DATASET_ALIASES, DATASETS
-    from text_recognizer.models import MODEL_ALIASES, MODELS
-    from text_recognizer.networks import NETWORK_ALIASES, NETWORKS
-    from text_recognizer.registry import canonical_name, lookup
+    from text_recognizer.datasets import DATASETS
+    from text_recognizer.models import MODELS
+    from text_recognizer.networks import NETWORKS
+    from text_recognizer.registry import lookup
 
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a JSON object, got {type(config).__name__}")
@@ -172,16 +171,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
                 "(it becomes a folder name)"
             )
 
-    for key, registry, aliases in (
-        ("dataset", DATASETS, DATASET_ALIASES),
-        ("model", MODELS, MODEL_ALIASES),
-        ("network", NETWORKS, NETWORK_ALIASES),
-    ):  # FSDL's names run as ours; the record holds ours, so runs compare by one name
-        given, resolved[key] = resolved[key], canonical_name(registry, resolved[key], key, aliases)
-        note = f"note: {key} {given!r} is {aliases.source}'s name for {resolved[key]!r}"
-        if given != resolved[key] and note not in _NOTED:  # once: sweeps validate many configs
-            _NOTED.add(note)
-            progress.line(note)
+    _use_own_names(resolved)
     dataset = lookup(DATASETS, resolved["dataset"], "dataset")
     model = lookup(MODELS, resolved["model"], "model")
     network = lookup(NETWORKS, resolved["network"], "network")
@@ -225,6 +215,28 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if data_dir is not None:
         resolved["dataset_args"]["data_dir"] = str(resolve_data_dir(data_dir))
     return resolved
+
+
+def _use_own_names(resolved: dict[str, Any]) -> None:
+    """FSDL's dataset, model and network names run as ours, and the record holds ours, so runs
+    compare under one name; the note that says so comes once per process (sweeps validate many
+    configs)."""
+    from text_recognizer import progress
+    from text_recognizer.datasets import DATASET_ALIASES, DATASETS
+    from text_recognizer.models import MODEL_ALIASES, MODELS
+    from text_recognizer.networks import NETWORK_ALIASES, NETWORKS
+    from text_recognizer.registry import canonical_name
+
+    for key, registry, aliases in (
+        ("dataset", DATASETS, DATASET_ALIASES),
+        ("model", MODELS, MODEL_ALIASES),
+        ("network", NETWORKS, NETWORK_ALIASES),
+    ):
+        given, resolved[key] = resolved[key], canonical_name(registry, resolved[key], key, aliases)
+        note = f"note: {key} {given!r} is {aliases.source}'s name for {resolved[key]!r}"
+        if given != resolved[key] and note not in _NOTED:
+            _NOTED.add(note)
+            progress.line(note)
 
 
 def _check_lm_settings(resolved: dict[str, Any], given: Mapping[str, Any]) -> None:

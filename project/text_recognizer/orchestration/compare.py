@@ -864,8 +864,8 @@ def _split_metrics(values: list[str] | None) -> list[str] | None:
 
 
 @command
-def compare_main(argv: list[str] | None = None) -> int:
-    """Entry point of training/compare_runs.py."""
+def _parser() -> Any:
+    """compare_runs' options."""
     parser = one_line_parser(
         description="Compare run records: what differs in their configs, key metrics, status, "
         "time; saves a plot of training curves.",
@@ -906,7 +906,12 @@ def compare_main(argv: list[str] | None = None) -> int:
         "--plot", help=f"where to save the curves (default: {PLOT_NAME} beside the runs)"
     )
     parser.add_argument("--no-plot", action="store_true", help="do not save a plot")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """Entry point of training/compare_runs.py."""
+    args = _parser().parse_args(argv)
     try:
         if args.columns and args.metric:
             raise UserError("give --columns or --metric, not both (--columns lists every column)")
@@ -934,49 +939,56 @@ def compare_main(argv: list[str] | None = None) -> int:
                     f"warning: {printable(run.name)}: {'; '.join(run.problems)}; not read",
                 )
         ordered = sort_runs(runs, sort, args.desc)
-        records = table_records(ordered, columns)
-        if args.format == "csv":
-            sys.stdout.write(to_csv(records, columns))
-        elif args.format == "json":
-            sys.stdout.write(to_json(records))
-        else:
-            width = None if args.wide and not sys.stdout.isatty() else terminal_width()
-            table = format_table(ordered, columns=columns, width=width)
-            print(table)
-            blocks = table.count("\n\n") + 1  # cells never hold a newline (printable)
-            if blocks > 2:
-                progress.line(
-                    f"note: {len(columns)} columns in {blocks} blocks; pick some with --columns"
-                )
-        for path, text in ((args.csv, to_csv(records, columns)), (args.json, to_json(records))):
-            if path:
-                try:
-                    write_text_atomic(path, text)
-                except OSError as e:
-                    raise storage_error(e, path) from None
-                progress.line(f"wrote {path}")
-        if args.no_plot:
-            return 0
-        out = Path(args.plot) if args.plot else plot_dir / PLOT_NAME
-        try:
-            saved = plot_curves(
-                ordered,
-                out,
-                title=f"{len(runs)} run{'s' if len(runs) > 1 else ''}, "
-                f"{time.strftime('%Y-%m-%d %H:%M')}",
-            )
-        except ImportError:
-            message = "matplotlib is not installed (pip install matplotlib); no plot saved"
-            if args.plot:
-                raise UserError(message) from None
-            progress.line(f"warning: {message}")
-            return 0
-        except OSError as e:
-            raise UserError(f"cannot write the plot to {out}: {e.strerror or e}") from None
-        if saved is None:
-            progress.line("no per-epoch metrics yet; no plot saved")
-        else:
-            progress.line(f"curves: {saved}")
-        return 0
+        _print_and_write(args, ordered, columns)
+        return 0 if args.no_plot else _save_plot(args, ordered, plot_dir)
     except UserError as e:
         return print_error(e)
+
+
+def _print_and_write(args: Any, ordered: list[RunInfo], columns: list[str]) -> None:
+    """The table (or CSV / JSON) on stdout, and the --csv / --json files."""
+    records = table_records(ordered, columns)
+    if args.format == "csv":
+        sys.stdout.write(to_csv(records, columns))
+    elif args.format == "json":
+        sys.stdout.write(to_json(records))
+    else:
+        width = None if args.wide and not sys.stdout.isatty() else terminal_width()
+        table = format_table(ordered, columns=columns, width=width)
+        print(table)
+        blocks = table.count("\n\n") + 1  # cells never hold a newline (printable)
+        if blocks > 2:
+            progress.line(
+                f"note: {len(columns)} columns in {blocks} blocks; pick some with --columns"
+            )
+    for path, text in ((args.csv, to_csv(records, columns)), (args.json, to_json(records))):
+        if path:
+            try:
+                write_text_atomic(path, text)
+            except OSError as e:
+                raise storage_error(e, path) from None
+            progress.line(f"wrote {path}")
+
+
+def _save_plot(args: Any, ordered: list[RunInfo], plot_dir: Path) -> int:
+    """The curves PNG (--plot, else beside the runs); a missing matplotlib is a warning unless
+    --plot asked for it."""
+    out = Path(args.plot) if args.plot else plot_dir / PLOT_NAME
+    n = len(ordered)
+    try:
+        saved = plot_curves(
+            ordered, out, title=f"{n} run{'s' if n > 1 else ''}, {time.strftime('%Y-%m-%d %H:%M')}"
+        )
+    except ImportError:
+        message = "matplotlib is not installed (pip install matplotlib); no plot saved"
+        if args.plot:
+            raise UserError(message) from None
+        progress.line(f"warning: {message}")
+        return 0
+    except OSError as e:
+        raise UserError(f"cannot write the plot to {out}: {e.strerror or e}") from None
+    if saved is None:
+        progress.line("no per-epoch metrics yet; no plot saved")
+    else:
+        progress.line(f"curves: {saved}")
+    return 0
