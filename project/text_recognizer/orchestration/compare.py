@@ -863,7 +863,6 @@ def _split_metrics(values: list[str] | None) -> list[str] | None:
     return [m.strip() for v in values for m in v.split(",") if m.strip()]
 
 
-@command
 def _parser() -> Any:
     """compare_runs' options."""
     parser = one_line_parser(
@@ -909,6 +908,7 @@ def _parser() -> Any:
     return parser
 
 
+@command
 def compare_main(argv: list[str] | None = None) -> int:
     """Entry point of training/compare_runs.py."""
     args = _parser().parse_args(argv)
