@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from text_recognizer.errors import SweepError
-from text_recognizer.orchestration.sweep_space import is_number, is_whole
+from text_recognizer.orchestration.sweep_space import is_number, is_whole, mapping_problems
 
 MIN_ITER_BANDS = 100  # W&B lists this many bands from min_iter
 MAX_BAND = 1 << 53  # bands beyond any trial's epochs are left out (an eta of 1e300 overflows)
@@ -83,18 +83,7 @@ def problems(early_terminate: Any) -> list[str]:
     """Everything wrong with ``early_terminate`` (empty when hyperband can use it), one line each:
     what W&B's schema rejects, what its hyperband fails on, and a configuration with no band."""
     where = "early_terminate"
-    if not isinstance(early_terminate, Mapping):
-        return [f"{where}: {early_terminate!r} is not of type 'object'"]
-    found = [
-        f"{where}: Additional properties are not allowed ({k!r} was unexpected)"
-        for k in early_terminate
-        if k not in KEYS
-    ]
-    if "type" not in early_terminate:
-        found.append(f"{where}: 'type' is a required property")
-    for key, check in KEYS.items():
-        if key in early_terminate and (problem := check(early_terminate[key])):
-            found.append(f"{where}.{key}: {problem}")
+    found = mapping_problems(early_terminate, where, KEYS, required=("type",))
     if found:
         return found
     if "max_iter" in early_terminate and "s" not in early_terminate:

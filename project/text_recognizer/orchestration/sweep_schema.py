@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from text_recognizer.orchestration import hyperband
-from text_recognizer.orchestration.sweep_space import is_number, is_whole, parameter_problems
+from text_recognizer.orchestration.sweep_space import (
+    is_number,
+    is_whole,
+    mapping_problems,
+    parameter_problems,
+)
 
 METHODS = ("bayes", "random", "grid", "custom")
 GOALS = ("minimize", "maximize")
@@ -40,31 +45,10 @@ _METRIC_KEYS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def _mapping(
-    value: Any,
-    where: str,
-    keys: Mapping[str, Callable[[Any], str | None]],
-    required: tuple[str, ...] = (),
-) -> list[str]:
-    """A mapping with known keys only, each checked; required ones present."""
-    if not isinstance(value, Mapping):
-        return [f"{where}: {value!r} is not of type 'object'"]
-    problems = [
-        f"{where}: Additional properties are not allowed ({k!r} was unexpected)"
-        for k in value
-        if k not in keys
-    ]
-    problems += [f"{where}: {k!r} is a required property" for k in required if k not in value]
-    for key, check in keys.items():
-        if key in value and (problem := check(value[key])):
-            problems.append(f"{where}.{key}: {problem}")
-    return problems
-
-
 def _metrics(value: Any) -> str | None:
     if not isinstance(value, list) or len(value) < 2:
         return f"{value!r} is not a list of at least 2 metrics"
-    problems = [p for m in value for p in _mapping(m, "metric", _METRIC_KEYS, ("name",))]
+    problems = [p for m in value for p in mapping_problems(m, "metric", _METRIC_KEYS, ("name",))]
     return problems[0] if problems else None
 
 
@@ -75,7 +59,7 @@ def _scheduler(value: Any) -> str | None:
         "optimizer": _STRING,
         "search_space": _STRING,
     }
-    problems = _mapping(value, "scheduler", keys, ("engine",))
+    problems = mapping_problems(value, "scheduler", keys, ("engine",))
     return problems[0] if problems else None
 
 
@@ -102,7 +86,7 @@ _TOP: dict[str, Callable[[Any], str | None]] = {
     "command": _kind(lambda v: isinstance(v, list), "of type 'array'"),
     "name": _STRING,
     "run_cap": lambda v: _INTEGER(v) or (None if v > 0 else f"run_cap {v} is not above 0"),
-    "metric": lambda v: next(iter(_mapping(v, "metric", _METRIC_KEYS, ("name",))), None),
+    "metric": lambda v: next(iter(mapping_problems(v, "metric", _METRIC_KEYS, ("name",))), None),
     "metrics": _metrics,
     "scheduler": _scheduler,
     "early_terminate": lambda v: None,  # checked below, with the bands it gives

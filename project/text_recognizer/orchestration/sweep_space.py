@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -394,3 +394,25 @@ def grid_points(space: list[Param]) -> Iterator[dict[tuple[str, ...], Any]]:
     """Every grid point once, in W&B's order: the first parameter (by name) varies slowest."""
     for combo in itertools.product(*grid_columns(space)):
         yield {p.path: value for p, (_, value) in zip(space, combo, strict=True)}
+
+
+def mapping_problems(
+    value: Any,
+    where: str,
+    keys: Mapping[str, Callable[[Any], str | None]],
+    required: tuple[str, ...] = (),
+) -> list[str]:
+    """What W&B's schema says of a mapping: unknown keys, missing required ones, and each known
+    key's own check (shared by the sweep schema and hyperband's early_terminate)."""
+    if not isinstance(value, Mapping):
+        return [f"{where}: {value!r} is not of type 'object'"]
+    problems = [
+        f"{where}: Additional properties are not allowed ({k!r} was unexpected)"
+        for k in value
+        if k not in keys
+    ]
+    problems += [f"{where}: {k!r} is a required property" for k in required if k not in value]
+    for key, check in keys.items():
+        if key in value and (problem := check(value[key])):
+            problems.append(f"{where}.{key}: {problem}")
+    return problems
