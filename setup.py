@@ -30,6 +30,10 @@ setup(
             "nbformat>=5",
             "nbclient>=0.7",
             "ipykernel>=6",
+            # tests/test_serve_browser.py drives Debian's chromium through chromedriver
+            "selenium>=4.10",
+            # FastAPI's TestClient
+            "httpx>=0.24",
         ],
         # bench/bench_peers.py only (never a runtime dependency): the Lightning Trainer it races
         "bench": ["lightning==2.6.6"],
