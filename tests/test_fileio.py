@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from text_recognizer import fileio
+from text_recognizer.errors import UserError
 
 
 def _dead_pid() -> int:
@@ -107,3 +108,39 @@ def test_read_small_text_refuses_what_a_user_file_must_not_be(tmp_path: Path) ->
     (tmp_path / "ok.json").write_text('{"a": "é"}', encoding="utf-8")
     assert fileio.read_small_text(tmp_path / "ok.json", 2048, "config file") == '{"a": "é"}'
     assert issubclass(StorageError, UserError)
+
+
+def test_walk_files_lists_what_sorted_rglob_lists(tmp_path: Path) -> None:
+    """The streamed walk (folder fingerprints, ImageTextDataset's listing) keeps rglob's order:
+    a folder's files at its name's place, links to files in, links to folders not followed."""
+    for rel in ("b.png", "a/x.png", "a.png", "a/b/c.txt", "a-b/y", "Z", "a/b.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "linked").symlink_to(tmp_path / "a", target_is_directory=True)
+    expected = [
+        p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*")) if p.is_file()
+    ]
+    assert [rel for rel, _ in fileio.walk_files(tmp_path)] == expected
+    assert "linked/x.png" not in expected and "link.png" in expected
+
+
+def test_reading_a_small_file_allocates_its_size_not_the_limit(tmp_path: Path) -> None:
+    """A 256 MB limit must not mean a 256 MB buffer for a 1 kB file (ImageTextDataset reads
+    transcript files with that limit)."""
+    import tracemalloc
+
+    path = tmp_path / "labels.csv"
+    path.write_text("a.png,word\n" * 100)
+    tracemalloc.start()
+    try:
+        assert fileio.read_small_text(path, 256 << 20, "labels") == "a.png,word\n" * 100
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    with path.open("a") as f:  # over the limit: still refused
+        f.write("x" * 5000)
+    with pytest.raises(UserError, match="over the size limit"):
+        fileio.read_small_text(path, 4096, "labels")

@@ -395,3 +395,25 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state not in ("Z", "X")
+
+
+def test_a_csv_name_two_images_answer_to_is_ambiguous(tmp_path: Path) -> None:
+    """A row's name that is one image's path and another's file name (``x.png`` and
+    ``sub/x.png``) is counted as ambiguous, never paired with either; a unique file name pairs."""
+    from text_recognizer.datasets.image_text_layouts import read_items
+
+    for rel in ("x.png", "sub/x.png", "sub/y.png", "z.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "labels.csv").write_text("x.png,one\ny.png,two\nsub/x.png,three\nq.png,four\n")
+    skips: list[tuple[str, str]] = []
+    items = read_items(
+        tmp_path, "csv", tmp_path / "labels.csv", lambda reason, what: skips.append((reason, what))
+    )
+    assert [(i.rel, i.text) for i in items] == [("sub/y.png", "two"), ("sub/x.png", "three")]
+    assert [r for r, _ in skips] == [
+        "ambiguous_image_name",
+        "transcript_without_image",
+        "image_without_transcript",
+        "image_without_transcript",
+    ]

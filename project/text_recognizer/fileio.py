@@ -30,6 +30,32 @@ _TEMP_RE = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
 STALE_TEMP_AGE_S = 24 * 3600
 
 
+def walk_files(top: Path | str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """(posix path under ``top``, its entry) for every file below ``top``, in the order of
+    ``sorted(Path(top).rglob("*"))`` (a folder's subtree sits at its name's place), without
+    holding more than one folder's names at a time: a folder of millions of images is listed in
+    memory of its depth, not its size. Like ``rglob``, symbolic links to folders are not followed;
+    links to files are files."""
+
+    def walk(folder: str, prefix: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        try:
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError:  # unreadable or vanished: rglob skips it too
+            return
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    yield from walk(entry.path, rel + "/")
+                elif entry.is_file():
+                    yield rel, entry
+            except OSError:
+                continue
+
+    yield from walk(str(top), "")
+
+
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (os.umask has no getter)."""
     with suppress(OSError, ValueError):
@@ -174,7 +200,10 @@ def read_small_bytes(
         raise error(f"{what} {path} is not a regular file (a folder, device or pipe)")
     with open(fd, "rb") as f:
         try:  # a file already too large is refused unread; one still growing is cut at the limit
-            data = f.read(max_bytes + 1) if info.st_size <= max_bytes else b""
+            # sized by the file, not the limit: read(max_bytes + 1) would allocate the limit
+            data = f.read(info.st_size + 1) if info.st_size <= max_bytes else b""
+            if len(data) > info.st_size:  # grown since fstat: read on, up to the limit
+                data += f.read(max_bytes + 1 - len(data))
         except OSError as e:
             raise storage_error(e, path, f"read {what}") from None
     if info.st_size > max_bytes or len(data) > max_bytes:

@@ -39,7 +39,12 @@ from text_recognizer.errors import (
     one_line,
     storage_error,
 )
-from text_recognizer.fileio import atomic_path, check_output_file, clean_stale_temps
+from text_recognizer.fileio import (
+    atomic_path,
+    check_output_file,
+    clean_stale_temps,
+    walk_files,
+)
 
 log = logging.getLogger(__name__)
 # 2: synthetic line glyphs never clipped (fonts with overhangs); 3: checksummed file, raw-file
@@ -472,17 +477,24 @@ def _cache_error(error: StorageError) -> StorageError:
 
 def files_fingerprint(files: Iterable[Path]) -> str:
     """sha1 of (path, size, mtime_ns) of the existing files, every file under a folder included;
-    '' when none exists (a cache whose raw files were removed is still served)."""
-    rows = []
+    '' when none exists (a cache whose raw files were removed is still served). Streamed: a
+    folder's file list is never held (`walk_files`)."""
+    digest, rows = hashlib.sha1(), 0
     for top in files:
-        found = sorted(p for p in Path(top).rglob("*") if p.is_file()) if top.is_dir() else [top]
-        for path in found:
+        top = Path(top)
+        if top.is_dir():
+            found = ((top / rel, entry.stat) for rel, entry in walk_files(top))
+        else:
+            found = iter([(top, top.stat)])
+        for path, stat in found:
             try:
-                info = path.stat()
+                info = stat()
             except OSError:
                 continue
-            rows.append(f"{path}|{info.st_size}|{info.st_mtime_ns}")
-    return hashlib.sha1("\n".join(rows).encode()).hexdigest() if rows else ""
+            separator = "\n" if rows else ""  # rows joined by new lines, as they always were
+            digest.update(f"{separator}{path}|{info.st_size}|{info.st_mtime_ns}".encode())
+            rows += 1
+    return digest.hexdigest() if rows else ""
 
 
 class _Inconsistent(Exception):

@@ -252,8 +252,8 @@ class ImageTextDataset(Dataset):
                     else:
                         self.note_skip("unreadable_image", f"{kept[i][0].rel} ({status})")
 
-            paths = [str(item.path) for item, _ in kept]
-            decode_images(paths, spec, images, self.workers, on_chunk)
+            rels = [item.rel for item, _ in kept]  # the items' strings, not copies
+            decode_images(rels, spec, images, self.workers, on_chunk, str(self.data_dir))
         self._warn_skips()
         rows = np.flatnonzero(readable)
         return images, rows, [kept[i] for i in rows]

@@ -15,9 +15,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import posixpath
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from text_recognizer.errors import DataError
-from text_recognizer.fileio import read_small_text
+from text_recognizer.fileio import read_small_text, walk_files
 
 FORMATS = ("auto", "csv", "sidecar", "pylaia")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm")
@@ -51,11 +52,12 @@ CHUNK_ROWS = 256
 CHUNK_BYTES = 8 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One line image and its transcript; ``rel`` is its path under the folder (the key)."""
+    """One line image and its transcript: ``rel``, the image's posix path under the folder (the
+    key), and the text. Two strings and no path object: a folder's items cost a few hundred bytes
+    each, against an image's thousands in the cache."""
 
-    path: Path
     rel: str
     text: str
 
@@ -66,7 +68,8 @@ class Item:
     def names(self) -> tuple[str, ...]:
         """What a split list may call it: the path under the folder, the file name, the stem
         (and the path without its suffix, PyLaia's id of an image in a subfolder)."""
-        return (self.rel, self.path.name, self.path.stem, self.rel.rsplit(".", 1)[0])
+        name = posixpath.basename(self.rel)
+        return (self.rel, name, posixpath.splitext(name)[0], self.rel.rsplit(".", 1)[0])
 
 
 def clean_text(raw: str) -> str:
@@ -74,12 +77,11 @@ def clean_text(raw: str) -> str:
     return " ".join(part.strip("\r") for part in raw.strip().split("\n"))
 
 
-def list_images(folder: Path) -> dict[str, Path]:
-    """Relative posix path -> image file, for every image under the folder (sorted)."""
-    found = sorted(
-        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-    )
-    return {p.relative_to(folder).as_posix(): p for p in found}
+def list_images(folder: Path) -> list[str]:
+    """The posix path under the folder of every image in it, sorted (streamed: `walk_files`)."""
+    return [
+        rel for rel, _ in walk_files(folder) if posixpath.splitext(rel)[1].lower() in IMAGE_SUFFIXES
+    ]
 
 
 def detect_format(folder: Path, fmt: str, labels_file: Path | None) -> tuple[str, Path | None]:
@@ -142,20 +144,21 @@ def read_items(folder: Path, fmt: str, where: Path | None, note_skip: NoteSkip) 
     for rel in images:
         if rel not in used:
             note_skip("image_without_transcript", rel)
+    del used
     return items
 
 
-def read_table(path: Path) -> list[tuple[int, str, str]]:
-    """(line, filename, text) rows of a CSV or TSV, with a header or not. A TSV's quotes are
-    literal (transcripts hold them); a header-less row with more fields keeps them in the text."""
+def read_table(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, filename, text) rows of a CSV or TSV, with a header or not, one at a time (they are
+    paired as they come, never all held). A TSV's quotes are literal (transcripts hold them); a
+    header-less row with more fields keeps them in the text."""
     text = read_small_text(path, MAX_LABELS_BYTES, "transcript file", DataError, "utf-8-sig")
     first = text.split("\n", 1)[0]
     tab = path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first)
     delimiter = "\t" if tab else ","
     quoting = csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    rows: list[tuple[int, str, str]] = []
-    file_col, text_col, header = 0, 1, False
+    file_col, text_col, header, first_row = 0, 1, False, True
     line = 0
     try:
         for row in reader:
@@ -163,7 +166,7 @@ def read_table(path: Path) -> list[tuple[int, str, str]]:
             if not row or not "".join(row).strip():
                 continue
             lowered = [c.strip().lower() for c in row]
-            if not rows and not header and lowered[0] in FILE_COLUMNS:
+            if first_row and not header and lowered[0] in FILE_COLUMNS:
                 header = True
                 file_col = next(i for i, c in enumerate(lowered) if c in FILE_COLUMNS)
                 text_col = next((i for i, c in enumerate(lowered) if c in TEXT_COLUMNS), 1)
@@ -174,16 +177,16 @@ def read_table(path: Path) -> list[tuple[int, str, str]]:
                     f"each row is filename{delimiter}text"
                 )
             value = row[text_col] if header else delimiter.join(row[1:])
-            rows.append((start, row[file_col].strip(), value))
+            first_row = False
+            yield start, row[file_col].strip(), value
     except csv.Error as e:
         raise DataError(f"{path}: line {line + 1}: not a readable CSV row ({e})") from None
-    return rows
 
 
-def read_id_lines(path: Path) -> list[tuple[int, str, str]]:
-    """(line, id, text) of PyLaia's ``gt.txt``; its ``<space>`` token lists become text."""
+def read_id_lines(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, id, text) of PyLaia's ``gt.txt``, one at a time; ``<space>`` token lists become
+    text."""
     text = read_small_text(path, MAX_LABELS_BYTES, "transcript file", DataError, "utf-8-sig")
-    rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -196,13 +199,28 @@ def read_id_lines(path: Path) -> list[tuple[int, str, str]]:
         tokens = parts[1].split()
         if "<space>" in tokens and all(len(t) == 1 or t == "<space>" for t in tokens):
             parts[1] = "".join(" " if t == "<space>" else t for t in tokens)
-        rows.append((number, parts[0], parts[1]))
-    return rows
+        yield number, parts[0], parts[1]
+
+
+AMBIGUOUS = ""  # a name that two images answer to, in `name_index`
+
+
+def name_index(images: list[str], by_stem: bool) -> dict[str, str]:
+    """Name -> image for the other names an image answers to (its file name; with ``by_stem`` its
+    stem and its path without suffix), `AMBIGUOUS` where several do. An image's path is not
+    repeated here (``images`` is looked up for it)."""
+    index: dict[str, str] = {}
+    for rel in images:
+        name = posixpath.basename(rel)
+        names = {name, posixpath.splitext(name)[0], rel.rsplit(".", 1)[0]} if by_stem else {name}
+        for other in names - {rel}:
+            index[other] = rel if index.get(other, rel) == rel else AMBIGUOUS
+    return index
 
 
 def match(
-    rows: list[tuple[int, str, str]],
-    images: dict[str, Path],
+    rows: Iterable[tuple[int, str, str]],
+    images: list[str],
     folder: Path,
     where: Path,
     note_skip: NoteSkip,
@@ -211,51 +229,50 @@ def match(
     """Pair each row with its image: a path under the folder (absolute or not), else a unique file
     name (or stem, with ``by_stem``) anywhere in it. Unmatched, ambiguous or repeated rows are
     counted."""
-    by_name: dict[str, list[str]] = {}
-    for rel, path in images.items():
-        names = {path.name, rel}
-        if by_stem:
-            names |= {path.stem, rel.rsplit(".", 1)[0]}
-        for name in names:
-            by_name.setdefault(name, []).append(rel)
+    paths, index = set(images), name_index(images, by_stem)
     items: list[Item] = []
     seen: set[str] = set()
     for line, name, raw in rows:
         wanted = name.replace("\\", "/").removeprefix("./")
         if Path(wanted).is_absolute() and Path(wanted).is_relative_to(folder):
             wanted = Path(wanted).relative_to(folder).as_posix()
-        found = by_name.get(wanted, [])
+        candidates = {wanted, index.get(wanted)} if wanted in paths else {index.get(wanted)}
+        candidates.discard(None)
+        found = AMBIGUOUS if len(candidates) > 1 else next(iter(candidates), None)
         label = f"{where.name}:{line}: {name[:60]}"
-        if not found:
+        if found is None:
             note_skip("transcript_without_image", label)
-        elif len(set(found)) > 1:
+        elif found == AMBIGUOUS:
             note_skip("ambiguous_image_name", label)
-        elif found[0] in seen:
+        elif found in seen:
             note_skip("duplicate_transcript", label)
         else:
-            seen.add(found[0])
-            items.append(Item(images[found[0]], found[0], clean_text(raw)))
+            seen.add(found)
+            items.append(Item(found, clean_text(raw)))
     return items
 
 
-def read_sidecars(images: dict[str, Path], folder: Path, note_skip: NoteSkip) -> list[Item]:
+def read_sidecars(images: list[str], folder: Path, note_skip: NoteSkip) -> list[Item]:
     """kraken's ``x.png`` + ``x.gt.txt`` pairs (any image suffix); lone sidecars are counted."""
     by_stem: dict[str, str] = {}
     for rel in images:
         by_stem.setdefault(rel.rsplit(".", 1)[0], rel)
     items = []
-    for gt in sorted(folder.rglob(f"*{SIDECAR}")):
-        rel_gt = gt.relative_to(folder).as_posix()
+    for rel_gt, _ in walk_files(folder):
+        if not rel_gt.endswith(SIDECAR):
+            continue
         rel = by_stem.get(rel_gt[: -len(SIDECAR)])
         if rel is None:
             note_skip("transcript_without_image", rel_gt)
             continue
         try:
-            text = read_small_text(gt, MAX_SIDECAR_BYTES, "transcript", DataError, "utf-8-sig")
+            text = read_small_text(
+                folder / rel_gt, MAX_SIDECAR_BYTES, "transcript", DataError, "utf-8-sig"
+            )
         except DataError as e:
             note_skip("unreadable_transcript", f"{rel_gt} ({str(e)[-60:]})")
             continue
-        items.append(Item(images[rel], rel, clean_text(text)))
+        items.append(Item(rel, clean_text(text)))
     return items
 
 
@@ -284,15 +301,18 @@ def chunk_rows(height: int, width: int) -> int:
     return max(1, min(CHUNK_ROWS, CHUNK_BYTES // max(1, height * width)))
 
 
-def decode_rows(paths: list[str], spec: dict[str, Any], out: np.ndarray) -> list[str | None]:
-    """Each image through ``preprocess_image`` ("dark" ink) into its row of ``out``; per image
-    None, or the name of the exception that made it unreadable (its row is left as it was)."""
+def decode_rows(
+    paths: list[str], spec: dict[str, Any], out: np.ndarray, root: str = ""
+) -> list[str | None]:
+    """Each image (``paths`` under ``root``) through ``preprocess_image`` ("dark" ink) into its
+    row of ``out``; per image None, or the name of the exception that made it unreadable (its row
+    is left as it was)."""
     from text_recognizer.preprocessing import preprocess_image
 
     statuses: list[str | None] = []
     for i, path in enumerate(paths):
         try:
-            out[i] = preprocess_image(path, spec, polarity="dark")
+            out[i] = preprocess_image(os.path.join(root, path), spec, polarity="dark")
         except Exception as e:  # undecodable, truncated, too large: a counted skip
             statuses.append(type(e).__name__)
             continue
@@ -300,10 +320,12 @@ def decode_rows(paths: list[str], spec: dict[str, Any], out: np.ndarray) -> list
     return statuses
 
 
-def decode_chunk(paths: list[str], spec: dict[str, Any]) -> tuple[np.ndarray, list[str | None]]:
+def decode_chunk(
+    paths: list[str], spec: dict[str, Any], root: str = ""
+) -> tuple[np.ndarray, list[str | None]]:
     """A worker's task: the rows of ``paths`` (zeros where unreadable) and their statuses."""
     out = np.zeros((len(paths), int(spec["height"]), int(spec["width"])), dtype=np.uint8)
-    return out, decode_rows(paths, spec, out)
+    return out, decode_rows(paths, spec, out, root)
 
 
 def _worker_start() -> None:
@@ -312,9 +334,14 @@ def _worker_start() -> None:
 
 
 def decode_images(
-    paths: list[str], spec: dict[str, Any], out: np.ndarray, workers: int, on_chunk: OnChunk
+    paths: list[str],
+    spec: dict[str, Any],
+    out: np.ndarray,
+    workers: int,
+    on_chunk: OnChunk,
+    root: str = "",
 ) -> None:
-    """Decode ``paths`` into the rows of ``out`` (preallocated, one row each), calling
+    """Decode ``paths`` (under ``root``: the items' own paths, no second list) into the rows of ``out`` (preallocated, one row each), calling
     ``on_chunk(start, statuses)`` for each chunk in order. ``workers`` processes (0: all cores;
     1, or fewer than POOL_MIN_IMAGES images: in this process); the result is the same bit for bit.
     Memory is ``out`` plus a bounded number of chunks in flight, however many images there are."""
@@ -323,7 +350,7 @@ def decode_images(
     workers = min(workers or default_workers(), len(starts))
     if workers <= 1 or len(paths) < POOL_MIN_IMAGES:
         for start in starts:
-            on_chunk(start, decode_rows(paths[start : start + step], spec, out[start:]))
+            on_chunk(start, decode_rows(paths[start : start + step], spec, out[start:], root))
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -343,7 +370,7 @@ def decode_images(
             start = next(todo, None)
             if start is not None:
                 chunk = paths[start : start + step]
-                pending.append((start, pool.submit(decode_chunk, chunk, spec)))
+                pending.append((start, pool.submit(decode_chunk, chunk, spec, root)))
 
         for _ in range(2 * workers):
             submit()
