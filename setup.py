@@ -20,6 +20,7 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "project"},
     packages=find_packages("project"),
+    package_data={"text_recognizer.serving": ["static/*"]},
     install_requires=requirements,
     extras_require={
         "test": [
@@ -47,9 +48,11 @@ setup(
             "local-sweep=text_recognizer.orchestration.local_sweep:local_sweep_main",
             "compare-runs=text_recognizer.orchestration.compare:compare_main",
             "evaluate-run=text_recognizer.evaluate:evaluate_main",
+            "export-model=text_recognizer.export:export_main",
             "predict-text=text_recognizer.predict:predict_main",
             "page-ocr=text_recognizer.page_ocr:page_ocr_main",
             "paragraph-ocr=text_recognizer.paragraph_ocr:paragraph_ocr_main",
+            "serve-text=text_recognizer.serve:serve_main",
             "gpu-manager=text_recognizer.leasing.gpu_manager:main",
             "update-metadata=text_recognizer.datasets.update_metadata:update_metadata_main",
         ],

@@ -119,7 +119,9 @@ def median(values: list[float]) -> float:
 
 
 def ratio_line(name: str, what: str, value: float, target: float, kind: str = ">=") -> str:
-    ok = value >= target
+    if kind not in (">=", "<="):
+        raise ValueError(f"kind must be '>=' or '<=', got {kind!r}")
+    ok = value >= target if kind == ">=" else value <= target
     verdict = "" if ok else "  MISSED"
     return f"ratio {name} {what} = {value:.2f} (target {kind} {target:g}){verdict}"
 

@@ -186,6 +186,11 @@ class ImageError(UserError):
     """An input that is not a usable image (unreadable, empty, wrong shape)."""
 
 
+class ExportError(UserError):
+    """A network that cannot be exported to ONNX, or whose export does not match torch: one
+    line, exit 2, and nothing written."""
+
+
 class MetadataError(DataError):
     """A metadata.toml is missing, malformed, or lacks a required key."""
 
@@ -243,6 +248,22 @@ class CheckpointError(UserError):
 
 class SweepError(UserError):
     """A sweep YAML or a state folder that cannot be used: one line, exit 2, before any trial."""
+
+
+class SlurmError(UserError):
+    """Slurm cannot take the work (no sbatch, a refused submission, a bad partition or limit)."""
+
+
+class SlurmTaskFailed(Exception):
+    """A run inside a Slurm task exited non-zero: raised there so Slurm and submitit record the
+    task as failed (its ``exit_code`` is the run's)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.exit_code))
 
 
 class LeaseFolderError(UserError):

@@ -36,14 +36,16 @@ def evaluate_run(
     beam: int | None = None,
     lm: Any = None,
     dataset: str | None = None,
+    runtime: str = "torch",
 ) -> dict[str, Any]:
     """Metrics, timing, worst examples and per-item predictions of a run on a dataset split
     (of its own dataset, or of ``dataset``), read with ``beam`` / ``lm`` (a
-    predictors.LmChoice) or the run's own decoding."""
+    predictors.LmChoice) or the run's own decoding; ``runtime="onnx"``: the network of the
+    run's exported model.onnx (or an .onnx given as ``run``) in onnxruntime."""
     from text_recognizer.config import TrainArgs
     from text_recognizer.predictors import LinePredictor, load_predictor
 
-    predictor = load_predictor(run, beam, lm)
+    predictor = load_predictor(run, beam, lm, runtime)
     model = predictor.model
     name, args, x, y = read_split_arrays(predictor, run, dataset_args, split, limit, dataset)
     batch = TrainArgs.from_config(
@@ -70,6 +72,7 @@ def evaluate_run(
     decoder = predictor.decoder
     return {
         "run": str(run),
+        "runtime": runtime,
         "decoder": {
             "method": decoder.method,
             "beam_width": decoder.beam_width if decoder.method == "beam" else 1,
@@ -208,6 +211,12 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         "--beam", type=int, default=None, help="CTC beam width (default: the run's decoding)"
     )
     add_lm_arguments(parser)
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="run the network in torch (weights.pt) or onnxruntime (an exported model.onnx)",
+    )
     args = parser.parse_args(argv)
     return run_command(lambda: _evaluate(args))
 
@@ -247,7 +256,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json_out:
         check_report_path(args.json_out, args.run)
     report = evaluate_run(
-        args.run, overrides, args.split, args.limit, args.worst, args.beam, lm, dataset
+        args.run,
+        overrides,
+        args.split,
+        args.limit,
+        args.worst,
+        args.beam,
+        lm,
+        dataset,
+        args.runtime,
     )
     print(format_report(report))
     if args.json_out:

@@ -1,4 +1,5 @@
-"""``python -m text_recognizer.predict IMAGE... --model RUN [--beam N] [--lm ARPA] [--json]``.
+"""``python -m text_recognizer.predict IMAGE... --model RUN [--beam N] [--lm ARPA] [--json]
+[--runtime {torch,onnx}]``.
 
 Prints one line of text per image, or with ``--json`` one JSON object per image (text,
 confidence, milliseconds). Exit codes: 0 success, 2 bad input (one ``error: ...`` line): an
@@ -6,7 +7,9 @@ unreadable, empty or oversized image, a folder given as an image, a run director
 weights, weights that are corrupt, of a newer format or out of bounds, a model of the wrong kind,
 a beam width outside 1..100, a missing or corrupt ``--lm`` file, an ``--lm-weight`` outside 0..10;
 1 out of memory; 130 interrupted. ``--lm`` (with ``--lm-weight``, ``--lm-bonus``) reads with beam
-search (``--beam``, default 16) and a character n-gram LM.
+search (``--beam``, default 16) and a character n-gram LM. ``--runtime onnx`` runs the network
+of an exported model (``python -m text_recognizer.export``: the run folder's model.onnx, or an
+.onnx given as --model) in onnxruntime; preprocessing and decoding are the same code as torch's.
 """
 
 from __future__ import annotations
@@ -26,12 +29,20 @@ def predict_main(argv: list[str] | None = None) -> int:
         description="Read the text in images with a saved model (characters or lines).",
     )
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    parser.add_argument("--model", required=True, help="run directory or weights.pt")
+    parser.add_argument(
+        "--model", required=True, help="run directory, weights.pt, or (--runtime onnx) an .onnx"
+    )
     parser.add_argument("--beam", type=int, default=None, help="CTC beam width (line models)")
     predictors.add_lm_arguments(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image")
     parser.add_argument(
         "--kind", choices=("character", "line"), default=None, help="require this model kind"
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=predictors.RUNTIMES,
+        default="torch",
+        help="run the network in torch (weights.pt) or onnxruntime (an exported model.onnx)",
     )
     args = parser.parse_args(argv)
     return run_command(lambda: _predict(args), "use smaller images or a machine with more memory")
@@ -50,11 +61,15 @@ def _predict(args: Any) -> int:
             raise UserError("--beam applies to CTC line models, not to --kind character")
         if lm is not None:
             raise UserError("--lm applies to CTC line models, not to --kind character")
-        predictor = predictors.CharacterPredictor.from_weights(args.model)
+        predictor = predictors.CharacterPredictor.from_weights(args.model, runtime=args.runtime)
     elif args.kind == "line":
-        predictor = predictors.LinePredictor.from_weights(args.model, beam=args.beam, lm=lm)
+        predictor = predictors.LinePredictor.from_weights(
+            args.model, beam=args.beam, lm=lm, runtime=args.runtime
+        )
     else:
-        predictor = predictors.load_predictor(args.model, beam=args.beam, lm=lm)
+        predictor = predictors.load_predictor(
+            args.model, beam=args.beam, lm=lm, runtime=args.runtime
+        )
     for path in args.images:  # all checked before any output; read again one at a time below
         load_image(path)
     for path in args.images:

@@ -1,7 +1,8 @@
 """Predictors: a saved model applied to a user's images, with the training preprocessing.
 
 A predictor is built from a run directory or a weights file alone: the mapping, the input shape
-and the ``preprocessing`` dict travel in the weights' ``data_config``, and every image goes
+and the ``preprocessing`` dict travel in the weights' ``data_config`` (or, for ``runtime="onnx"``,
+in the metadata of a model ``python -m text_recognizer.export`` wrote), and every image goes
 through :func:`text_recognizer.preprocessing.preprocess_image`, the function the datasets use,
 so what the model sees at serving time is what it saw in training. Inputs may be paths, numpy
 arrays or PIL images in any size, colour mode and polarity (dark ink on light paper is detected
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     from text_recognizer.decoding import Decoder
 
 WEIGHTS_NAME = "weights.pt"
+# What runs the network: torch (weights.pt) or onnxruntime (an exported model.onnx). Everything
+# around the network (preprocessing, batching, decoding) is the same code for both.
+RUNTIMES = ("torch", "onnx")
 # Pixels per batch: 128 EMNIST characters are 0.1 M; wider inputs get smaller batches, so memory
 # stays bounded whatever input shape the weights declare.
 BATCH_PIXELS = 1 << 22
@@ -110,12 +114,16 @@ class Predictor:
 
     @classmethod
     def from_weights(
-        cls, path: str | Path, beam: int | None = None, lm: LmChoice | None = None
+        cls,
+        path: str | Path,
+        beam: int | None = None,
+        lm: LmChoice | None = None,
+        runtime: str = "torch",
+        threads: int | None = None,
     ) -> Predictor:
-        """Build from a weights file (``torch.load(weights_only=True)``, CPU)."""
-        from text_recognizer.models.base import Model
-
-        model, config = Model.load_with_config(weights_path(path))
+        """Build from a weights file (``torch.load(weights_only=True)``, CPU), or with
+        ``runtime="onnx"`` from an exported ``.onnx`` (see :func:`load_model`)."""
+        model, config = load_model(path, runtime, threads)
         return cls(model, config, beam, lm)
 
     @classmethod
@@ -202,15 +210,20 @@ class LinePredictor(Predictor):
 
 
 def load_predictor(
-    path: str | Path, beam: int | None = None, lm: LmChoice | None = None
+    path: str | Path,
+    beam: int | None = None,
+    lm: LmChoice | None = None,
+    runtime: str = "torch",
+    threads: int | None = None,
 ) -> Predictor:
-    """The right predictor for whatever model a run or weights file holds."""
-    from text_recognizer.models.base import Model
+    """The right predictor for whatever model a run, weights file or exported ONNX model holds
+    (``runtime``: "torch" reads weights.pt, "onnx" an exported .onnx; ``threads``: see
+    :func:`load_model`)."""
     from text_recognizer.models.character_model import CharacterModel
 
     if beam is not None:
         check_beam(beam)
-    model, config = Model.load_with_config(weights_path(path))
+    model, config = load_model(path, runtime, threads)
     if isinstance(model, CharacterModel):
         if beam is not None and beam > 1:
             raise UserError("--beam applies to CTC line models; this is a CharacterModel")
@@ -218,6 +231,35 @@ def load_predictor(
             raise UserError("--lm applies to CTC line models; this is a CharacterModel")
         return CharacterPredictor(model, config)
     return LinePredictor(model, config, beam, lm)
+
+
+def load_model(
+    path: str | Path, runtime: str = "torch", threads: int | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """(Model, run config) for ``runtime``: "torch" reads a run folder's weights.pt (or a weights
+    file); "onnx" reads an exported model (a run folder's model.onnx, or an .onnx file) and puts
+    an `onnx_runtime.OnnxNetwork` where the torch network would be, so ``Model.predict`` (batching,
+    scaling, decoding) stays the one prediction path for both runtimes.
+
+    ``threads``: onnxruntime's intra-op threads for this model's session (None: onnxruntime's
+    default). Torch's threads are process-wide (``torch.set_num_threads``), not a model's, so
+    asking for them here with ``runtime="torch"`` is refused rather than silently ignored.
+    """
+    if runtime not in RUNTIMES:
+        raise UserError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}"[:200])
+    from text_recognizer.onnx_runtime import check_threads, load_onnx_model
+
+    if threads is not None:
+        check_threads(threads)
+    if runtime == "onnx":
+        return load_onnx_model(path, threads)
+    if threads is not None:
+        raise UserError(
+            "threads applies to the onnx runtime; torch's are process-wide (torch.set_num_threads)"
+        )
+    from text_recognizer.models.base import Model
+
+    return Model.load_with_config(weights_path(path))
 
 
 def check_beam(beam: object) -> int:

@@ -21,6 +21,7 @@ from text_recognizer import progress
 from text_recognizer.errors import UserError
 from text_recognizer.leasing.lease_folder import LeaseFolder
 from text_recognizer.leasing.leases import CPU_RUN_PREFIX, Lease, holder_info
+from text_recognizer.leasing.slurm_job import slurm_cpus
 
 ENV_FAIR_THREADS = "TEXT_RECOGNIZER_FAIR_THREADS"
 
@@ -133,10 +134,14 @@ def share_cpu(
     Every run holds a ``cpu-run.N.lock`` for its lifetime; a run that does not set
     ``train_args.num_threads`` (or OMP_NUM_THREADS) takes cores / (runs side by side), where runs
     side by side is GNU parallel's -j when started by parallel, else the number of cpu-run locks
-    held right now. Best effort: a broken lease folder only costs the sharing, never the run.
+    held right now. Under Slurm (``SLURM_CPUS_PER_TASK`` set) it takes ``--cpus-per-task``
+    threads and holds no lock: Slurm has split the node already. Best effort: a broken lease
+    folder only costs the sharing, never the run.
     """
     env = os.environ if env is None else env
     cores = cores or usable_cores()
+    if slurm_cpus(env) is not None:  # Slurm split the node: nothing to count or share here
+        return _decide_threads(requested, env, cores, None, 1)
     folder = LeaseFolder(lease_dir, env)
     lease: Lease | None = None
     active = 1
@@ -165,6 +170,9 @@ def _decide_threads(
     run's own setting wins, then the switches, then cores / max(parallel's -j, runs holding)."""
     if requested:
         return CpuShare(requested, "train_args.num_threads", runs_side_by_side=active)
+    slurm = slurm_cpus(env)
+    if slurm is not None:  # the allocation, over an OMP_NUM_THREADS exported from the login node
+        return CpuShare(slurm, f"Slurm --cpus-per-task={slurm}", runs_side_by_side=1)
     if _off(env.get(ENV_FAIR_THREADS, "1")):
         return CpuShare(None, f"{ENV_FAIR_THREADS}=0", runs_side_by_side=active)
     if env.get("OMP_NUM_THREADS"):

@@ -20,6 +20,7 @@ from text_recognizer.leasing.cpu_share import share_cpu
 from text_recognizer.leasing.gpu_inventory import GpuInfo
 from text_recognizer.leasing.leases import ENV_LEASE_INFO, Lease, inherited_lease
 from text_recognizer.leasing.manager import GPUManager
+from text_recognizer.leasing.slurm_job import in_slurm, slurm_gpus
 
 _NO_GPU = "notice: no GPU available ({why}); running on the CPU"
 _HELD: list[Lease] = []
@@ -63,6 +64,8 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
     release_leases()
     if gpu is None:
         return "cpu"
+    if in_slurm():
+        return _slurm_device(gpu)
     parent = inherited_lease()
     if parent is not None and gpu in (-1, 0):
         import torch
@@ -102,6 +105,28 @@ def select_device(gpu: int | None, run_name: str | None = None) -> str:
     if lease is not None:
         _FIELDS["_owns_lease_env"] = True
     return "cuda:0"
+
+
+def _slurm_device(gpu: int) -> str:
+    """Under Slurm the GPUs are the ones Slurm gave this job (placement is Slurm's, as it is
+    torchrun's under torchrun): no lease; ``--gpu=-1`` takes the first, ``--gpu=N`` the N-th."""
+    given = slurm_gpus()
+    if not given:
+        _notice("Slurm gave this job no GPU; ask for one with --gpus-per-run or --gres=gpu:1")
+        return "cpu"
+    index = max(gpu, 0)
+    if index >= len(given):
+        raise UserError(
+            f"--gpu={gpu} does not exist in this Slurm job, which was given {len(given)} GPU(s) "
+            f"({','.join(given)}); use --gpu=-1, or ask Slurm for more"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        _notice("CUDA cannot be initialised; a CPU build of torch or no driver")
+        return "cpu"
+    progress.line(f"using GPU {index} of the {len(given)} Slurm gave this job ({given[index]})")
+    return f"cuda:{index}"
 
 
 def _lease_by_index(manager: GPUManager, gpu: GpuInfo, run_name: str | None) -> Lease | None:

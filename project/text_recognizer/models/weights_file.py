@@ -96,7 +96,7 @@ def check_weights(payload: Any, path: str | Path) -> dict[str, Any]:
     Returns the payload with ``network_args`` and ``config`` defaulted to empty dicts. Raises a
     DataError naming ``path`` and what is wrong.
     """
-    bad = _weights_problem(payload)
+    bad = weights_problem(payload)
     if bad:
         raise DataError(f"cannot read weights {path}: {bad}")
     payload = {**payload}
@@ -111,7 +111,7 @@ def check_weights(payload: Any, path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def _weights_problem(payload: Any) -> str | None:
+def weights_problem(payload: Any) -> str | None:
     """What is wrong with the payload's fields (not its tensors), or None."""
     from text_recognizer.models import MODELS
     from text_recognizer.networks import NETWORKS

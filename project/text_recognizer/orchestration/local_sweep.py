@@ -1,6 +1,7 @@
 """Run a W&B sweep YAML offline: the project's engine proposes (W&B's meaning), trials run here.
 
     python training/local_sweep.py training/sweep_mnist.yaml --jobs 2 [--count N] [--state DIR]
+    python training/local_sweep.py training/sweep_mnist.yaml --jobs 8 --slurm [--partition P ...]
 
 The YAML is the one ``wandb sweep`` takes. Each trial runs the YAML's command the way ``wandb agent``
 does (``${env} ${interpreter} ${program} ${args}``, program training/run_sweep.py), as a subprocess
@@ -26,6 +27,7 @@ This module is only the command: its flags, the checks before anything is writte
 lock. The parts live in ``sweep_yaml`` (the file), ``engine`` (grid, optuna's random and bayes,
 hyperband), ``sweep_state`` (state.json and the folder), ``trial_process`` (a trial's process and
 log), ``scheduler`` (the trials, J at a time) and ``sweep_report`` (leaderboard and curves).
+With ``--slurm`` each trial is a Slurm job instead of a subprocess (``slurm_trials``).
 """
 
 from __future__ import annotations
@@ -93,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only check the YAML (program, command, every grid point) and exit: 0 when valid "
         "(tasks/sweep_wandb.sh runs this before `wandb sweep`)",
     )
+    from text_recognizer.orchestration.slurm import add_slurm_arguments
+
+    add_slurm_arguments(parser)
     return parser
 
 
@@ -113,6 +118,8 @@ def _state_dir(args: argparse.Namespace, sweep: dict[str, Any]) -> Path:
 def resume_command(args: argparse.Namespace) -> str:
     """The command that resumes this sweep: the same YAML with the options it was started with
     (--jobs, --count, --gpu, --nowandb, --state), so a resume runs the sweep the same way."""
+    from text_recognizer.orchestration.slurm import DEFAULT_TIME_MIN
+
     words = ["python", "training/local_sweep.py", args.sweep]
     if args.jobs != 1:
         words += ["--jobs", str(args.jobs)]
@@ -124,6 +131,13 @@ def resume_command(args: argparse.Namespace) -> str:
         words += ["--state", args.state]
     if args.nowandb:
         words.append("--nowandb")
+    if args.slurm:
+        words.append("--slurm")
+        defaults = {"gpus_per_run": 0, "cpus_per_run": 1, "time": DEFAULT_TIME_MIN}
+        for flag in ("partition", "gpus_per_run", "cpus_per_run", "mem", "time"):
+            value = getattr(args, flag)
+            if value is not None and value != defaults.get(flag):
+                words += [f"--{flag.replace('_', '-')}", str(value)]
     return shlex.join(words)
 
 
@@ -139,6 +153,11 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
     state_dir: Path | None = None
     try:
         _check_counts(args)
+        from text_recognizer.orchestration.slurm import check_slurm, options_from_args
+
+        slurm = options_from_args(args)
+        if args.array_parallelism is not None:
+            raise UserError("--array-parallelism is for experiment files; a sweep runs --jobs")
         gpu = parse_gpu(args.gpu)
         sweep = load_sweep(args.sweep)
         check_sweep(sweep, args.sweep)
@@ -149,6 +168,12 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
         state_dir = _state_dir(args, sweep)
         check_state_dir(state_dir)
         check_state_folder(state_dir, "--state folder" if args.state else "state folder")
+        launcher = None
+        if args.slurm:
+            from text_recognizer.orchestration.slurm_trials import SlurmTrialLauncher
+
+            check_slurm()
+            launcher = SlurmTrialLauncher(slurm, state_dir)
         with state_lock(state_dir):
             runner = LocalSweep(
                 sweep,
@@ -160,10 +185,12 @@ def local_sweep_main(argv: list[str] | None = None) -> int:
                 nowandb=args.nowandb,
                 custom_state=args.state is not None,
                 resume=resume_command(args),
+                launcher=launcher,
             )
             runner.say(
                 f"sweep {runner.state.name}: {sweep['method']} search, {runner.total} trials, "
-                f"{args.jobs} at a time ({checked} configs validated); state in {state_dir}"
+                f"{args.jobs} at a time{' as Slurm jobs' if args.slurm else ''} ({checked} "
+                f"configs validated); state in {state_dir}"
             )
             return runner.run()
     except UserError as e:

@@ -1,11 +1,13 @@
 """``prepare_experiments``: one shell command per experiment of a file, ready for GNU parallel.
 
     python training/prepare_experiments.py training/experiments/sample.json | parallel -j2
+    python training/prepare_experiments.py training/experiments/sample.json --slurm [--wait]
 
 The file is ``{"experiment_group": ..., "experiments": [config, ...]}``. Every experiment is
 validated before anything is printed, so a typo in the fifth experiment never leaves four runs
 going and a half-done group; the group travels into each config. Each line is quoted with
-``shlex``, so any JSON (quotes, ``$``, ``{}``) reaches run_experiment.py unchanged.
+``shlex``, so any JSON (quotes, ``$``, ``{}``) reaches run_experiment.py unchanged. With
+``--slurm`` the same commands go to Slurm as one job array instead (``orchestration/slurm.py``).
 """
 
 from __future__ import annotations
@@ -142,19 +144,37 @@ def prepare_experiments_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nowandb", action="store_true", help="pass --nowandb to every run")
     parser.add_argument(
         "--python",
-        default="python",
-        help="interpreter in the commands (default: python; e.g. a virtualenv's python on "
-        "other hosts)",
+        default=None,
+        help="interpreter in the commands (default: python; with --slurm this interpreter; "
+        "e.g. a virtualenv's python on other hosts)",
     )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --slurm: wait for the runs, print their table, exit with the number failed",
+    )
+    from text_recognizer.orchestration.slurm import add_slurm_arguments, options_from_args
+
+    add_slurm_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        if args.wait and not args.slurm:
+            raise UserError("--wait needs --slurm")
+        options = options_from_args(args)
         configs = prepare_configs(args.experiments_file)
+        if args.slurm:
+            from text_recognizer.orchestration.slurm import submit_experiments
+
+            return submit_experiments(
+                configs, options, args.python, args.save, args.nowandb, args.wait, RUN_SCRIPT
+            )
     except UserError as e:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return e.exit_code
     lines = [
-        command_line(c, python=args.python, save=args.save, nowandb=args.nowandb) for c in configs
+        command_line(c, python=args.python or "python", save=args.save, nowandb=args.nowandb)
+        for c in configs
     ]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()

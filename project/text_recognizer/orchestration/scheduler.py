@@ -97,6 +97,7 @@ class LocalSweep:
         out: IO[str] | None = None,
         custom_state: bool = False,
         resume: str | None = None,
+        launcher: Any = None,
     ) -> None:
         from text_recognizer.fileio import clean_stale_temps
 
@@ -110,6 +111,8 @@ class LocalSweep:
         self.nowandb = nowandb
         self.out = out or sys.stdout
         self.custom_state = custom_state  # the resume hint then names --state
+        # None: trials are local subprocesses; else what submits them (slurm_trials, --slurm)
+        self.launcher = launcher
         # The command that resumes the sweep, with the options it was started with.
         self.resume = resume or shlex.join(
             ["python", "training/local_sweep.py", source]
@@ -261,7 +264,10 @@ class LocalSweep:
         self.save()
         header = f"=== attempt {trial.attempts}, {timestamp()}: {' '.join(command)}"
         log = open_trial_log(self.logs_dir / f"{trial.id}.log", header)
-        proc = spawn_trial(command, env, log)
+        if self.launcher is None:
+            proc = spawn_trial(command, env, log)
+        else:
+            proc = self.launcher.spawn(command, env, log, trial.id)
         trial.status = "running"
         trial.pid = proc.pid
         trial.exit_code = trial.metric = trial.error = trial.ended_at = trial.wall_time = None
@@ -402,6 +408,8 @@ class LocalSweep:
                 continue
             if trial.pid and trial_process_alive(trial.pid, trial.id):
                 self._stop_leftover(trial, trial.pid)
+            if self.launcher is not None and trial.status in ("running", "interrupted"):
+                self.launcher.stop_leftover(trial.id)  # a Slurm job a killed session left
             if trial.stop_requested and trial.status == "running":
                 trial.status = "stopped"
                 summary = read_trial_record(self.state_dir / trial.id, "summary")

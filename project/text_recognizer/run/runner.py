@@ -133,6 +133,7 @@ def _mark_running(
     import torch
 
     from text_recognizer.leasing.devices import lease_fields
+    from text_recognizer.leasing.slurm_job import record_fields
 
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))
     resumed = isinstance(record.summary.get("started_at"), str) and not created
@@ -150,6 +151,7 @@ def _mark_running(
             world_size=dist_info.world_size if dist_info is not None else 1,
             **{k: v for k, v in model.notes.items() if k.startswith("init_")},
             **lease_fields(),
+            **record_fields(),  # the Slurm job, array task, node and GPUs (absent outside Slurm)
         )
     except OSError as e:
         _abandon(record, created)

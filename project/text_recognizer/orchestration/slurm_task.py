@@ -1,0 +1,210 @@
+"""One Slurm task: a run's command as a subprocess, resumed in its own run folder when requeued.
+
+This object is what submitit pickles and runs on the compute node (``python -m
+submitit.core._submit``). It runs exactly the command ``prepare_experiments`` prints (or a sweep
+trial's), so a run under Slurm is the same run as anywhere else. What it adds is the way back
+after an interruption:
+
+- Slurm's warning before the time limit or a preemption (``--signal=USR2@90``, submitit's) reaches
+  the run, which checkpoints and ends ``interrupted`` (exit 130); submitit then calls
+  ``checkpoint`` here, which waits for the run and hands back the same task bound to its run
+  folder, and requeues the job.
+- A plain SIGTERM (``scancel --signal=TERM``) ends the run ``interrupted`` as well; the task then
+  requeues its own job (``scontrol requeue``, the same job id) unless it was cancelled outright.
+- The requeued task continues the run with ``--resume RUN_DIR``: the folder is the one whose
+  ``summary.json`` names this task's Slurm ids (``leasing/slurm_job.record_fields``), so no epoch
+  is repeated. A run that failed (exit 1) or was refused as bad input (exit 2) is never requeued.
+
+A task whose run did not finish raises ``SlurmTaskFailed``, so Slurm shows it FAILED and submitit's
+result names the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from text_recognizer.errors import SlurmTaskFailed
+
+INTERRUPTED = 130
+MAX_REQUEUES = 50  # a run interrupted this often without finishing is stopped, not requeued again
+CHILD_GRACE_S = 60.0  # how long checkpoint() waits for the run to write its checkpoint and end
+
+
+def find_task_run(search_dir: Path, key: dict[str, str] | None) -> Path | None:
+    """The run folder in ``search_dir`` (one level down) whose summary.json names this Slurm task
+    (``key``: its array job and task ids, or its job id); None when it has none yet."""
+    from text_recognizer.run.records import read_json
+
+    if key is None or not search_dir.is_dir():
+        return None
+    found = []
+    for child in search_dir.iterdir():
+        recorded = read_json(child / "summary.json").get("slurm")
+        if isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in key.items()):
+            found.append(child)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _job_state(job_id: str) -> str:
+    """This job's state as squeue reports it (``RUNNING``, ``CANCELLED``...), '' when unknown."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
+
+
+def _requeue(job_id: str) -> bool:
+    try:
+        done = subprocess.run(
+            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"warning: scontrol requeue {job_id} failed: {e}", file=sys.stderr, flush=True)
+        return False
+    if done.returncode != 0:
+        print(
+            f"warning: scontrol requeue {job_id} failed: {done.stderr.strip()}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return done.returncode == 0
+
+
+@dataclass
+class SlurmTask:
+    """A picklable command for submitit: ``command`` runs the run from the start; ``resume_base``
+    + ``--resume RUN_DIR`` continues it. ``search_dir`` is where its run folder appears (the
+    experiment group's folder), unless ``run_dir`` is known (a sweep trial's, or after a
+    checkpoint)."""
+
+    command: list[str]
+    resume_base: list[str]
+    search_dir: str
+    runs_root: str
+    cwd: str
+    label: str = ""
+    requeue_on_term: bool = True
+    run_dir: str | None = None
+    log_path: str | None = None  # the run's output appended here (a sweep trial's log)
+    unset_env: list[str] = field(default_factory=list)
+    _proc: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_proc": None}
+
+    def _run_dir(self) -> Path | None:
+        from text_recognizer.leasing.slurm_job import task_key
+
+        if self.run_dir is not None:
+            known = Path(self.run_dir)
+            return known if (known / "summary.json").is_file() else None
+        return find_task_run(Path(self.search_dir), task_key())
+
+    def argv(self) -> list[str]:
+        """The command for this attempt: a fresh start, or ``--resume`` of the run it began."""
+        run_dir = self._run_dir()
+        if run_dir is None:
+            return list(self.command)
+        return [*self.resume_base, "--resume", str(run_dir)]
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in self.unset_env}
+        env["TEXT_RECOGNIZER_RUNS_DIR"] = self.runs_root
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def __call__(self) -> int:
+        """Run the command; requeue the job after an interruption; raise unless it finished."""
+        argv = self.argv()
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        what = "resuming" if "--resume" in argv else "starting"
+        print(f"slurm task {self.label}: {what} (restart {restarts})", file=sys.stderr, flush=True)
+        log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
+        try:
+            if log is not None:
+                log.write(f"=== Slurm job {os.environ.get('SLURM_JOB_ID', '?')}: {what}\n")
+                log.flush()
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self._env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+            )
+            code = self._proc.wait()
+        finally:
+            if log is not None:
+                log.close()
+        if code == 0:
+            return 0
+        job = os.environ.get("SLURM_JOB_ID", "")
+        requeue = code == INTERRUPTED and self.requeue_on_term and bool(job)
+        if requeue and self._may_requeue(job) and _requeue(job):
+            print(
+                f"slurm task {self.label}: interrupted; requeued job {job} to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(-1)  # as submitit does: no result is written, the job comes back
+        raise SlurmTaskFailed(f"{self.label}: the run exited with {code}", code)
+
+    @staticmethod
+    def _may_requeue(job: str) -> bool:
+        """Only a job still running (signalled, not cancelled) and not requeued too often."""
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        if restarts.isdigit() and int(restarts) >= MAX_REQUEUES:
+            print(f"not requeued: restarted {restarts} times already", file=sys.stderr)
+            return False
+        return _job_state(job) == "RUNNING"
+
+    def checkpoint(self) -> Any:
+        """Called by submitit on Slurm's warning (time limit, preemption): let the run end at its
+        checkpoint and return this task bound to its run folder, for submitit to requeue.
+        None (no requeue) when the run ended on its own with a failure or bad input."""
+        from submitit.helpers import DelayedSubmission
+
+        code = self._stop_run()
+        if code is not None and code not in (0, INTERRUPTED):
+            return None
+        run_dir = self._run_dir()
+        bound = replace(self, run_dir=str(run_dir) if run_dir is not None else self.run_dir)
+        return DelayedSubmission(bound)
+
+    def _stop_run(self) -> int | None:
+        """Wait for the run to end (it got Slurm's signal too); SIGTERM it if it has not after a
+        few seconds, so its checkpoint is written before Slurm's kill. Its exit code, or None.
+
+        This runs in a signal handler that interrupted ``Popen.wait``, which holds the lock that
+        ``Popen.poll`` needs, so the child is reaped here with ``os.waitpid`` directly."""
+        proc = self._proc
+        if proc is None:
+            return None
+        started = time.monotonic()
+        nudged = False
+        while time.monotonic() - started < CHILD_GRACE_S:
+            try:
+                pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped already
+                return proc.returncode
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                return proc.returncode
+            if not nudged and time.monotonic() - started > 5:
+                os.kill(proc.pid, signal.SIGTERM)  # the signal did not reach it (--signal=B:...)
+                nudged = True
+            time.sleep(0.2)
+        return None
