@@ -218,7 +218,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load first")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load first")
     parser.add_argument("--model", default=None, help="a run folder (default: untrained 28x952)")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads")

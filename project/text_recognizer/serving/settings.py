@@ -31,7 +31,7 @@ DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 DEFAULT_WORKERS = 0  # 0: one per usable core
 MAX_WORKERS = 64
 # Single-image requests read in one forward pass at most (a 64 x 1024 line is 64 kB as uint8).
-MAX_SHARED_BATCH = 16
+MAX_SHARED_BATCH = 8
 # Images per /v1/predict_batch request.
 MAX_BATCH = 64
 # Files or fields in one multipart body (Starlette's parser refuses more, 400).
