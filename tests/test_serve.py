@@ -595,3 +595,135 @@ def test_batcher_keeps_each_request_s_row_and_error() -> None:
         assert batcher.submit(np.full((2, 3), 7, np.uint8)).result(10) == 7
     finally:
         batcher.close()
+
+
+# ----- resources held by clients -------------------------------------------------------------------
+
+
+def test_decoded_images_held_at_once_are_bounded_by_max_reading(
+    line_reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request decodes and prepares its image in one worker thread: with max_reading 2, at most
+    2 full-size decoded images exist at once, however many requests arrive (each 12 concurrent
+    requests would otherwise hold its decoded image while waiting for the model)."""
+    from text_recognizer.serving import app as app_module
+
+    alive, peak, lock = [0], [0], threading.Lock()
+    real_open, real_prepare = app_module.open_images, line_reader.prepare
+
+    def counted_open(payloads: list[bytes], max_pixels: int) -> list[Any]:
+        images = real_open(payloads, max_pixels)
+        with lock:
+            alive[0] += 1
+            peak[0] = max(peak[0], alive[0])
+        return images
+
+    def slow_prepare(image: Any) -> Any:
+        threading.Event().wait(0.05)
+        try:
+            return real_prepare(image)
+        finally:
+            with lock:
+                alive[0] -= 1
+
+    monkeypatch.setattr(app_module, "open_images", counted_open)
+    monkeypatch.setattr(line_reader, "prepare", slow_prepare)
+    body = png_bytes((64, 400))
+    with ServerThread(create_app(line_reader, Limits(max_reading=2))) as url:
+
+        def client() -> None:
+            with httpx.Client(base_url=url, timeout=60) as c:
+                assert c.post("/v1/predict", files={"image": ("a.png", body)}).status_code == 200
+
+        clients = [threading.Thread(target=client) for _ in range(12)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(timeout=60)
+    assert peak[0] == 2 and alive[0] == 0
+
+
+def test_a_client_that_disconnects_mid_body_is_no_server_error(
+    line_reader: Reader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body cut short by the client (Content-Length 1000, 3 bytes sent, socket closed) is the
+    client's doing: no traceback in the server's log, and the server goes on."""
+    with serving(create_app(line_reader)) as client:
+        host, port = client.base_url.host, client.base_url.port
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 1000\r\n\r\nabc"
+            )
+        assert_still_serving(client)
+    assert "Traceback" not in caplog.text and "ClientDisconnect" not in caplog.text
+
+
+def test_a_request_head_that_never_ends_is_cut_off(
+    line_reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slowloris: a connection that sends half a request head and stops (or nothing at all) is
+    closed after the head deadline, so idle clients cannot use up the file descriptors; a client
+    that finished its request keeps its connection for the next one."""
+    from text_recognizer.serving import server as server_module
+
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT_S", 0.5)
+    with serving(create_app(line_reader)) as client:
+        host, port = client.base_url.host, client.base_url.port
+        with (
+            socket.create_connection((host, port), timeout=5) as half,
+            socket.create_connection((host, port), timeout=5) as silent,
+        ):
+            half.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+            assert half.recv(100) == b""  # closed by the server within the 5 s timeout
+            assert silent.recv(100) == b""
+        assert_still_serving(client)
+
+
+def test_a_batch_count_is_checked_before_any_image_is_decoded(line_client: httpx.Client) -> None:
+    """100 items (over the 64 a batch holds) are refused by their count, not after decoding
+    each: the items here are not even valid base64."""
+    reply = line_client.post("/v1/predict_batch", json=["data:image/png;base64,!!"] * 100)
+    assert "got 100" in assert_one_line_error(reply, 400)
+
+
+def test_tasks_serve_takes_the_run_as_model_flag(kaggle_run: Path) -> None:  # noqa: F811
+    """tasks/serve.sh RUN and tasks/serve.sh --model RUN both start the server (checked with a
+    port in use: the one-line error comes after the model is found)."""
+    script = Path(__file__).resolve().parents[1] / "tasks" / "serve.sh"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        for argv in (
+            [str(kaggle_run), "--port", port],
+            ["--port", port, "--model", str(kaggle_run)],
+        ):
+            done = subprocess.run(
+                ["bash", str(script), *argv], capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 2, done.stderr
+            assert f"port {port} on 127.0.0.1 is in use" in done.stderr
+
+
+def test_a_served_language_model_is_read_once(noisy_line_run: Path, tmp_path: Path) -> None:
+    """With --lm, the server reads with the LM it checked at start: the ARPA file removed or
+    rewritten while serving changes no answer (each decode used to read the file again, so a
+    rebuilt or moved LM made every request a 422 blamed on the client)."""
+    from text_recognizer import ngram
+    from text_recognizer.predictors import LmChoice
+    from text_recognizer.serving.reader import load_reader
+
+    text = ["KEVIN", "LENA", "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG", "O'BRIEN-SMITH"]
+    arpa = tmp_path / "names.arpa"
+    ngram.write_arpa(ngram.estimate(text * 3, 3), arpa)
+    reader = load_reader(noisy_line_run, beam=4, lm=LmChoice(str(arpa), 1.0, 0.0))
+    files = sorted((KAGGLE_DIR / "test_v2").glob("*.jpg"))[:5]
+    with serving(create_app(reader)) as client:
+        before = [client.post("/v1/predict", json={"image": data_url(p)}).json() for p in files]
+        arpa.write_text("not an ARPA file any more\n")
+        after = [client.post("/v1/predict", json={"image": data_url(p)}).json() for p in files]
+        arpa.unlink()
+        gone = [client.post("/v1/predict", json={"image": data_url(p)}).json() for p in files]
+    assert "LM" in reader.decoder_name()
+    assert [a["pred"] for a in after] == [a["pred"] for a in before] == [a["pred"] for a in gone]

@@ -4,13 +4,16 @@ chromedriver is missing or does not start."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from predict_fixtures import kaggle_run  # noqa: F401
 from test_serve import IAM_LINES, noisy_line_run  # noqa: F401
 
@@ -50,10 +53,11 @@ def browser() -> Any:
 def page(browser: Any, noisy_line_run: Path) -> Any:  # noqa: F811
     """The page of a real server (in a thread) reading the noisy line model, loaded in chromium."""
     torch.set_num_threads(1)
-    with ServerThread(create_app(load_reader(noisy_line_run))) as url:
+    reader = load_reader(noisy_line_run)
+    with ServerThread(create_app(reader)) as url:
         browser.get(url + "/")
         wait_for(browser, lambda: "line model" in text(browser, "model"))
-        yield browser, url
+        yield browser, url, reader
 
 
 def text(browser: Any, element_id: str) -> str:
@@ -79,7 +83,7 @@ def read_answer(browser: Any, act: Any) -> dict[str, str]:
 def test_upload_a_handwritten_line_shows_its_text(page: Any, noisy_line_run: Path) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
 
-    browser, _ = page
+    browser, _, _ = page
     path = IAM_LINES / "He rose from his breakfast-nook bench.png"
     if not path.is_file():
         pytest.skip(f"{path} is missing")
@@ -90,15 +94,26 @@ def test_upload_a_handwritten_line_shows_its_text(page: Any, noisy_line_run: Pat
     assert shown["ms"].endswith(" ms") and float(shown["ms"].split()[0]) >= 0
 
 
-def test_draw_on_the_canvas_and_read(page: Any) -> None:
-    """Strokes drawn with the mouse reach the canvas, and the page shows what the API reads for
-    that very drawing."""
+def test_draw_on_the_canvas_and_read(page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strokes drawn with the mouse in the right half of the canvas reach the model: the page
+    sizes its canvas by the model's input and, for this "crop" model (which keeps the top-left
+    64 x 256 of an image as it is), scales the drawing to that, so the model sees the strokes
+    (sent as drawn, they were cropped away and the model read a blank image). The page shows what
+    the API reads for that very drawing."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    browser, url = page
+    browser, url, reader = page
+    assert reader.predictor.preprocessing["resize"] == "crop"
+    seen: list[np.ndarray] = []
+    prepare = reader.prepare
+    monkeypatch.setattr(reader, "prepare", lambda image: seen.append(prepare(image)) or seen[-1])
+    size = browser.execute_script(
+        "const c = document.getElementById('canvas'); return [c.width, c.height];"
+    )
+    assert size == [600, 150]  # 256 x 64's aspect
     canvas = browser.find_element(By.ID, "canvas")
-    strokes = ActionChains(browser).move_to_element_with_offset(canvas, -250, -20).click_and_hold()
+    strokes = ActionChains(browser).move_to_element_with_offset(canvas, 50, 10).click_and_hold()
     for dx, dy in [(30, 40), (30, -40), (30, 40), (40, 0), (0, -40), (60, 20), (40, 20)]:
         strokes.move_by_offset(dx, dy)
     strokes.release().perform()
@@ -108,17 +123,22 @@ def test_draw_on_the_canvas_and_read(page: Any) -> None:
         "let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++; return n;"
     )
     assert dark > 200  # the pen drew black strokes on the white canvas
-    drawing = browser.execute_script("return document.getElementById('canvas').toDataURL()")
     shown = read_answer(browser, lambda: browser.find_element(By.ID, "read").click())
     assert shown["error"] == "" and shown["pred"]
-    direct = httpx.post(f"{url}/v1/predict", json={"image": drawing}, timeout=WAIT_S).json()
-    assert shown["pred"] == direct["pred"]
+    (model_input,) = seen
+    ink_columns = np.flatnonzero((model_input > 127).any(axis=0))
+    assert len(ink_columns) > 40 and ink_columns.min() > 100  # the strokes, where they were drawn
+    sent = Image.fromarray(255 - model_input)  # what the model saw, as an upload again
+    buffer = io.BytesIO()
+    sent.save(buffer, "PNG")
+    direct = httpx.post(f"{url}/v1/predict", files={"image": ("d.png", buffer.getvalue())})
+    assert shown["pred"] == direct.json()["pred"]
 
 
 def test_a_file_that_is_not_an_image_shows_the_error(page: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    browser, _ = page
+    browser, _, _ = page
     notes = tmp_path / "notes.png"
     notes.write_text("not an image")
     shown = read_answer(browser, lambda: browser.find_element(By.ID, "file").send_keys(str(notes)))

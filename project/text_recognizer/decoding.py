@@ -37,7 +37,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -332,6 +332,9 @@ class Decoder:
     lm: str | None = None
     lm_weight: float = 1.0
     lm_bonus: float = 0.0
+    # The LM read from ``lm`` once (`loaded`): a predictor, and a server above all, then reads
+    # with what it checked at start, whatever later happens to the file.
+    lm_model: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in DECODERS:
@@ -342,6 +345,12 @@ class Decoder:
             raise ValueError(f"lm must be the path of an ARPA file, got {self.lm!r:.40}")
         if self.lm is not None and self.method != "beam":
             raise ValueError("a language model needs beam search (decode 'beam')")
+
+    def loaded(self, mapping: Sequence[str]) -> Decoder:
+        """This decoder with its LM read now (`load_lm`: a missing or corrupt file fails here)."""
+        if self.lm is None:
+            return self
+        return replace(self, lm_model=load_lm(self.lm, mapping))
 
     @classmethod
     def with_beam(cls, beam: int | None) -> Decoder:
@@ -359,7 +368,9 @@ class Decoder:
         """(B, T, C) log-probabilities -> class-index sequences, as this decoder says."""
         if self.method == "greedy":
             return greedy_ctc_decode(log_probs, blank, ignore)
-        lm = load_lm(self.lm, mapping) if self.lm is not None else None
+        lm = self.lm_model
+        if lm is None and self.lm is not None:
+            lm = load_lm(self.lm, mapping)
         return lm_ctc_decode(
             log_probs, self.beam_width, lm, self.lm_weight, self.lm_bonus, blank, ignore
         )

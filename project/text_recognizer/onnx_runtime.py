@@ -6,6 +6,11 @@ weights (model class, network and arguments, data config with mapping and prepro
 config); here it is checked as a weights file's fields are (a model from elsewhere is untrusted),
 the Model is rebuilt from it, and `OnnxNetwork` takes the torch network's place, so
 preprocessing, batching and decoding stay the predictors' one path for both runtimes.
+
+The graph itself is checked against the metadata at load (its input's height, and width where
+fixed; its output's rank and class count), and a model whose weights file still sits beside it
+(a run folder's model.onnx) must have been exported from that very file (its size and sha256 are
+in the metadata): a stale export is refused, not read silently.
 """
 
 from __future__ import annotations
@@ -22,6 +27,21 @@ ONNX_METADATA_KEY = "text_recognizer"  # the ONNX metadata_props entry holding t
 ONNX_FORMAT = 1
 MAX_ONNX_METADATA = 16 << 20  # characters of that JSON (a mapping and a run config: ~10 KB)
 MAX_THREADS = 256  # a session's intra-op threads
+EXPORTED_WEIGHTS = "weights.pt"  # the weights file name assumed when the metadata names none
+
+
+def weights_record(path: Path) -> dict[str, Any]:
+    """What the metadata records of the weights file a model is exported from: its name (no
+    folder: a host path is not the model's business), size and sha256."""
+    import hashlib
+
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)
+            size += len(chunk)
+    return {"name": path.name, "bytes": size, "sha256": hasher.hexdigest()}
 
 
 def check_threads(threads: object) -> int:
@@ -90,7 +110,17 @@ class OnnxNetwork:
         import torch
 
         array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        (out,) = self.session.run([self.output_name], {self.input_name: array})
+        try:
+            (out,) = self.session.run([self.output_name], {self.input_name: array})
+        except MemoryError:
+            raise
+        except Exception as e:  # onnxruntime's InvalidArgument, Fail, RuntimeException, ...
+            if "alloc" in str(e).lower():  # its out-of-memory is a RuntimeException
+                raise MemoryError(f"ONNX model {self.path}: {one_line(e, 160)}") from None
+            raise DataError(
+                f"ONNX model {self.path} cannot run on images of shape {list(array.shape)}: "
+                f"{one_line(e, 200)}"
+            ) from None
         if (
             out.ndim != self.output_rank
             or out.shape[0] != len(array)
@@ -110,16 +140,74 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> tuple[Any, 
     p = onnx_path(path)
     session = onnx_session(p, threads)
     payload = onnx_metadata(session, p)
+    check_exported_weights(payload, p)
     model = _model_from_metadata(payload, p)
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 3:
-        raise DataError(
-            f"cannot read ONNX model {p}: it takes {len(inputs)} inputs and gives {len(outputs)} "
-            "outputs; an exported model takes one (N, H, W) batch of images and gives one output"
-        )
+    check_graph(session, model, p)
     # (N, classes) for characters, (N, steps, classes) for lines
     model.network = OnnxNetwork(session, p, len(model.output_shape) + 1, len(model.mapping))
     return model, payload["config"]
+
+
+def check_exported_weights(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a model whose weights file sits beside it (a run folder's model.onnx) but is not
+    the file it was exported from (retrained, fine-tuned, replaced): reading it would silently
+    give the old network's texts. An .onnx with no weights beside it is read as it is."""
+    record = payload.get("weights")
+    name = record.get("name") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        name = EXPORTED_WEIGHTS
+    beside = path.parent / name
+    if not beside.is_file():
+        return
+    target = str(path.parent) if name == EXPORTED_WEIGHTS else str(beside)
+    if path.name != ONNX_NAME:
+        target += f" --onnx {path}"
+    again = f"export it again: python -m text_recognizer.export {target}"
+    size, sha = (record.get("bytes"), record.get("sha256")) if isinstance(record, dict) else (0, 0)
+    if not isinstance(size, int) or not isinstance(sha, str):
+        raise UserError(f"{path} does not record which {name} it was exported from; {again}")
+    try:
+        same = beside.stat().st_size == size and weights_record(beside)["sha256"] == sha
+    except OSError as e:
+        raise UserError(
+            f"cannot read {beside} to check {path} against it: {one_line(e, 120)}"
+        ) from None
+    if not same:
+        raise UserError(f"{path} was exported from another {name}; {again}")
+
+
+def check_graph(session: Any, model: Any, path: Path) -> None:
+    """The graph's declared input and output against the metadata the Model was built from: one
+    (N, H, W) input whose H (and W, where fixed) are the preprocessed images' size, one output of
+    the model's rank whose class count (where declared) is the mapping's. A mismatch would fail
+    on every image inside onnxruntime; here it is one line at load."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    where = f"cannot read ONNX model {path}"
+    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 3:
+        raise DataError(
+            f"{where}: it takes {len(inputs)} inputs and gives {len(outputs)} outputs; an "
+            "exported model takes one (N, H, W) batch of images and gives one output"
+        )
+    graph_h, graph_w = inputs[0].shape[1:]
+    pre = model.preprocessing
+    declared = {
+        "input_shape": tuple(int(d) for d in model.input_shape[-2:]),
+        "preprocessing": (int(pre["height"]), int(pre["width"])),
+    }
+    for field, (height, width) in declared.items():
+        if (isinstance(graph_h, int) and graph_h != height) or (
+            isinstance(graph_w, int) and graph_w != width
+        ):
+            raise DataError(
+                f"{where}: its graph takes (N, {graph_h}, {graph_w}) images but its metadata's "
+                f"{field} gives {height}x{width}; export it again from its weights"
+            )
+    shape, rank, classes = outputs[0].shape, len(model.output_shape) + 1, len(model.mapping)
+    if len(shape) != rank or (isinstance(shape[-1], int) and shape[-1] != classes):
+        raise DataError(
+            f"{where}: its graph gives outputs of shape {list(shape)} but its metadata declares "
+            f"{rank} axes and {classes} classes (its mapping); export it again from its weights"
+        )
 
 
 def onnx_session(path: Path, threads: int | None = None) -> Any:

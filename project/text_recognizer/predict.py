@@ -5,9 +5,11 @@ Prints one line of text per image, or with ``--json`` one JSON object per image 
 confidence, milliseconds). Exit codes: 0 success, 2 bad input (one ``error: ...`` line): an
 unreadable, empty or oversized image, a folder given as an image, a run directory without
 weights, weights that are corrupt, of a newer format or out of bounds, a model of the wrong kind,
-a beam width outside 1..100, a missing or corrupt ``--lm`` file, an ``--lm-weight`` outside 0..10;
-1 out of memory; 130 interrupted. ``--lm`` (with ``--lm-weight``, ``--lm-bonus``) reads with beam
-search (``--beam``, default 16) and a character n-gram LM. ``--runtime onnx`` runs the network
+a beam width outside 1..100, a missing or corrupt ``--lm`` file, an ``--lm-weight`` outside 0..10,
+an .onnx given without ``--runtime onnx``, an exported model whose graph disagrees with its
+metadata or whose run's weights.pt changed since it was exported; 1 out of memory; 130
+interrupted. ``--lm`` (with ``--lm-weight``, ``--lm-bonus``) reads with beam search (``--beam``,
+default 16) and a character n-gram LM. ``--runtime onnx`` runs the network
 of an exported model (``python -m text_recognizer.export``: the run folder's model.onnx, or an
 .onnx given as --model) in onnxruntime; preprocessing and decoding are the same code as torch's.
 """

@@ -188,7 +188,7 @@ class LinePredictor(Predictor):
     model_class = "LineModel"
 
     def _decoder(self, config: dict[str, Any], beam: int | None, lm: LmChoice | None) -> Decoder:
-        from text_recognizer.decoding import Decoder, decoder_from, load_lm
+        from text_recognizer.decoding import Decoder, decoder_from
         from text_recognizer.models.line_model_ctc import LineModelCtc
 
         if not isinstance(self.model, LineModelCtc):
@@ -204,9 +204,7 @@ class LinePredictor(Predictor):
                 decoder = decoder_from(config.get("train_args") or {})
             except (ValueError, TypeError) as e:  # a saved config's lm_weight out of bounds
                 raise UserError(f"the run's train_args: {e}") from None
-        if decoder.lm is not None:
-            load_lm(decoder.lm, self.model.mapping)  # a missing or corrupt file fails here, once
-        return decoder
+        return decoder.loaded(self.model.mapping)  # a missing or corrupt LM fails here, once
 
 
 def load_predictor(
@@ -259,7 +257,13 @@ def load_model(
         )
     from text_recognizer.models.base import Model
 
-    return Model.load_with_config(weights_path(path))
+    p = Path(path).expanduser()
+    if p.suffix == ".onnx" and not p.is_dir():
+        raise UserError(
+            f"{p} is an exported ONNX model, not a weights file; read it with --runtime onnx "
+            '(runtime="onnx")'
+        )
+    return Model.load_with_config(weights_path(p))
 
 
 def check_beam(beam: object) -> int:

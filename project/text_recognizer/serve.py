@@ -1,11 +1,13 @@
 """``python -m text_recognizer.serve --model RUN [--host 127.0.0.1] [--port 8000] [--beam N]
-[--lm ARPA] [--runtime torch|onnx] [--max-bytes B] [--max-pixels P] [--threads N]``.
+[--lm ARPA] [--runtime torch|onnx] [--max-bytes B] [--max-pixels P] [--threads N] [--workers N]
+[--batch N]``.
 
 Serves a saved model over HTTP (FastAPI on uvicorn): ``POST /v1/predict``,
 ``/v1/predict_batch``, ``/v1/predict_paragraph``, ``GET /healthz``, the page at ``/`` and the
 OpenAPI docs at ``/docs`` (see ``serving/app.py``). Prints the URL it serves on; Ctrl-C stops it.
 Exit codes: 2 for a bad flag, a missing run folder, unreadable weights, an LM that cannot be
-loaded or a port in use (one ``error: ...`` line); 1 out of memory; 130 interrupted.
+loaded or a port in use (one ``error: ...`` line); 1 out of memory; 0 when Ctrl-C (or SIGTERM)
+stops it.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def serve_main(argv: list[str] | None = None) -> int:
         "--max-pixels",
         type=int,
         default=settings.DEFAULT_MAX_PIXELS,
-        help=f"largest image in pixels, checked before decoding (default and most "
-        f"{settings.DEFAULT_MAX_PIXELS:,})",
+        help=f"largest image in pixels, checked before decoding (default "
+        f"{settings.DEFAULT_MAX_PIXELS:,}, at most {settings.MAX_PIXELS_CEILING:,})",
     )
     parser.add_argument(
         "--threads",
@@ -63,6 +65,14 @@ def serve_main(argv: list[str] | None = None) -> int:
         default=settings.DEFAULT_THREADS,
         help=f"threads per request, torch's or onnxruntime's (default "
         f"{settings.DEFAULT_THREADS}; requests run in parallel)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=settings.MAX_SHARED_BATCH,
+        help=f"single images read together in one forward pass at most (default "
+        f"{settings.MAX_SHARED_BATCH}; 1 reads each request alone, so every answer is bit for "
+        "bit what predict answers)",
     )
     parser.add_argument(
         "--workers",
@@ -83,9 +93,10 @@ def _check(args: argparse.Namespace) -> None:
     bounds = (
         ("--port", args.port, 0, 65535),
         ("--max-bytes", args.max_bytes, 1, settings.MAX_BYTES_CEILING),
-        ("--max-pixels", args.max_pixels, 1, settings.DEFAULT_MAX_PIXELS),
+        ("--max-pixels", args.max_pixels, 1, settings.MAX_PIXELS_CEILING),
         ("--threads", args.threads, 1, settings.MAX_THREADS),
         ("--workers", args.workers, 0, settings.MAX_WORKERS),
+        ("--batch", args.batch, 1, settings.MAX_BATCH),
     )
     for flag, value, low, high in bounds:
         if not low <= value <= high:
@@ -94,12 +105,20 @@ def _check(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from text_recognizer import predictors, progress
+    from text_recognizer.errors import Interrupted
     from text_recognizer.serving import server, settings
 
     _check(args)
     if args.beam is not None:
         predictors.check_beam(args.beam)
     lm = predictors.lm_choice(args)
+    if args.runtime == "onnx":  # a missing model is one line now, before torch loads
+        from text_recognizer.onnx_runtime import onnx_path
+
+        onnx_path(args.model)
+    else:
+        predictors.weights_path(args.model)
+    server.raise_open_files_limit()
     sock = server.bind_socket(args.host, args.port)
     try:
         import torch
@@ -110,14 +129,22 @@ def _serve(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)  # once, for the whole process: never per request
         workers = args.workers or usable_cores()
-        reader = load_reader(args.model, args.beam, lm, args.runtime, args.threads, workers)
+        reader = load_reader(
+            args.model, args.beam, lm, args.runtime, args.threads, workers, args.batch
+        )
         limits = settings.Limits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
         app = create_app(reader, limits)
         progress.line(
             f"serving the {reader.kind} model {args.model} ({reader.decoder_name()}, "
-            f"{args.runtime}, {workers} model thread(s)) on {server.url_of(sock)} (docs at /docs; Ctrl-C stops)"
+            f"{args.runtime}, {workers} model thread(s)) on {server.url_of(sock)} "
+            "(docs at /docs; Ctrl-C stops)"
         )
-        server.uvicorn_server(app).run(sockets=[sock])
+        try:
+            server.uvicorn_server(app).run(sockets=[sock])
+        except (KeyboardInterrupt, Interrupted):  # Ctrl-C is how a server is stopped: exit 0
+            progress.line("stopped")
+        finally:
+            reader.close()
     finally:
         sock.close()
     return 0

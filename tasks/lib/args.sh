@@ -28,3 +28,12 @@ split_args() {
     shift
   done
 }
+
+# has_flag NAME: whether `flags` (after split_args) holds NAME or NAME=value.
+has_flag() {
+  local flag
+  for flag in "${flags[@]}"; do
+    [[ "$flag" == "$1" || "$flag" == "$1="* ]] && return 0
+  done
+  return 1
+}

@@ -107,9 +107,23 @@ def create_app(reader: Reader, limits: Limits | None = None) -> FastAPI:
         """``work`` in a worker thread, at most ``max_reading`` at once: the loop stays free."""
         return await anyio.to_thread.run_sync(functools.partial(work, *args), limiter=limiter)
 
-    async def images_of(request: Request, batch: bool) -> list[Any]:
-        payloads = await image_payloads(request, limits, batch)
-        return await in_thread(open_images, payloads, limits.max_pixels)
+    def decoded(work: Callable[..., Any]) -> Callable[..., Any]:
+        """``work`` on the decoded images of the payloads, both in one worker thread: the
+        limiter then bounds the decoded images held at once, and only ``work``'s (small) result
+        leaves it."""
+
+        def run(payloads: list[bytes], *args: Any) -> Any:
+            return work(open_images(payloads, limits.max_pixels), *args)
+
+        return run
+
+    def prepared(images: list[Any]) -> Any:
+        (image,) = images
+        return reader.prepare(image)
+
+    def paragraph(images: list[Any], beam: int | None) -> Any:
+        (image,) = images
+        return reader.read_paragraph(image, beam)
 
     @app.post("/v1/predict", openapi_extra=_BODY)
     async def predict(
@@ -118,28 +132,28 @@ def create_app(reader: Reader, limits: Limits | None = None) -> FastAPI:
         mode: str = Query("line", pattern="^(line|character|paragraph)$"),
     ) -> Any:
         """Read one image: FSDL's JSON, a multipart upload or raw image bytes."""
-        (image,) = await images_of(request, batch=False)
+        payloads = await image_payloads(request, limits, batch=False)
         if mode == "paragraph":
-            return await in_thread(reader.read_paragraph, image, beam)
-        if beam is not None:  # its own decoder: read alone
-            (result,) = await in_thread(reader.read, [image], beam)
+            return await in_thread(decoded(paragraph), payloads, beam)
+        if beam is not None or not reader.shares_batches:  # read alone
+            (result,) = await in_thread(decoded(reader.read), payloads, beam)
             return result
         start = time.perf_counter()
-        x = await in_thread(reader.prepare, image)
+        x = await in_thread(decoded(prepared), payloads)
         prediction = await asyncio.wrap_future(reader.submit(x))  # shares a forward pass
         return answer(prediction.text, prediction.confidence, (time.perf_counter() - start) * 1000)
 
     @app.post("/v1/predict_batch", openapi_extra=_BATCH_BODY)
     async def predict_batch(request: Request, beam: int | None = BEAM) -> Any:
         """Read several images (a JSON list of data URLs, or several uploaded files), in order."""
-        images = await images_of(request, batch=True)
-        return await in_thread(reader.read, images, beam)
+        payloads = await image_payloads(request, limits, batch=True)
+        return await in_thread(decoded(reader.read), payloads, beam)
 
     @app.post("/v1/predict_paragraph", openapi_extra=_BODY)
     async def predict_paragraph(request: Request, beam: int | None = BEAM) -> Any:
         """Read a paragraph: its lines found by paragraph_ocr, each read by the line model."""
-        (image,) = await images_of(request, batch=False)
-        return await in_thread(reader.read_paragraph, image, beam)
+        payloads = await image_payloads(request, limits, batch=False)
+        return await in_thread(decoded(paragraph), payloads, beam)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

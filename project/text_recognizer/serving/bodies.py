@@ -13,6 +13,7 @@ import asyncio
 import json
 from typing import Any
 
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -41,12 +42,17 @@ async def read_body(request: Request, limits: Limits) -> bytes:
 
 
 async def _count(request: Request, limits: Limits) -> bytes:
+    from starlette.requests import ClientDisconnect
+
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limits.max_bytes:
-            raise HTTPException(413, too_large(total, limits, at_least=True))
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limits.max_bytes:
+                raise HTTPException(413, too_large(total, limits, at_least=True))
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing, not a server error: no traceback logged
+        raise HTTPException(400, "the client closed the connection before its body ended") from None
     return b"".join(chunks)
 
 
@@ -69,8 +75,8 @@ async def image_payloads(request: Request, limits: Limits, batch: bool) -> list[
     body = await read_body(request, limits)
     if not body:
         raise HTTPException(400, "empty body: send an image")
-    if kind == "application/json":
-        images = _json_images(body, batch)
+    if kind == "application/json":  # parsed off the event loop: 16 MiB of JSON takes a while
+        images = await anyio.to_thread.run_sync(_json_images, body, batch, limits.max_batch)
     elif kind == "multipart/form-data":
         images = await _multipart_images(request, body, batch)
     else:
@@ -80,7 +86,7 @@ async def image_payloads(request: Request, limits: Limits, batch: bool) -> list[
     return images
 
 
-def _json_images(body: bytes, batch: bool) -> list[bytes]:
+def _json_images(body: bytes, batch: bool, max_batch: int) -> list[bytes]:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as e:
@@ -91,6 +97,8 @@ def _json_images(body: bytes, batch: bool) -> list[bytes]:
             raise HTTPException(
                 400, 'expected a JSON list of data URLs, or {"images": [data URLs]}'
             )
+        if not 1 <= len(items) <= max_batch:  # before decoding any of them
+            raise HTTPException(400, f"a batch holds 1 to {max_batch} images, got {len(items)}")
         return [data_url_bytes(item) for item in items]
     if not isinstance(data, dict) or "image" not in data:
         raise HTTPException(400, 'expected a JSON object {"image": "data:image/png;base64,..."}')

@@ -61,9 +61,11 @@ def load_reader(
     runtime: str = DEFAULT_RUNTIME,
     threads: int | None = None,
     workers: int = 1,
+    max_batch: int = MAX_SHARED_BATCH,
 ) -> Reader:
     """A Reader over the model at ``path`` (a run folder, weights file or, for onnx, a model)."""
-    return Reader(open_predictor(path, beam, lm, runtime, threads), runtime, lm, workers)
+    predictor = open_predictor(path, beam, lm, runtime, threads)
+    return Reader(predictor, runtime, lm, workers, max_batch)
 
 
 class Reader:
@@ -93,6 +95,15 @@ class Reader:
     def prepare(self, image: Any) -> Any:
         """A decoded image as the model takes it (the predictor's preprocessing)."""
         return self.predictor.prepare(image)
+
+    @property
+    def shares_batches(self) -> bool:
+        """Whether single images are read together (``max_batch`` > 1; 1 reads each alone)."""
+        return self.batcher.max_batch > 1
+
+    def close(self) -> None:
+        """Stop the model threads (the command's end; they are daemons otherwise)."""
+        self.batcher.close()
 
     def submit(self, x: Any) -> Future:
         """The future `Prediction` of one prepared image, read with others queued meanwhile."""
@@ -131,6 +142,8 @@ class Reader:
             "modes": self.modes(),
             "mapping": self.mapping,
             "input_shape": list(self.predictor.input_shape),
+            # how images are shaped for it (preprocessing.py): the page sizes its canvas by it
+            "resize": str(self.predictor.preprocessing.get("resize", "")),
             "decoder": self.decoder_name(),
             "runtime": self.runtime,
             "version": __version__,

@@ -7,6 +7,7 @@ the same server in a thread (:class:`ServerThread`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import threading
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 from text_recognizer.errors import UserError
+from text_recognizer.serving.settings import HEADER_TIMEOUT_S, MAX_CONNECTIONS
 
 LOG_LEVEL = "warning"  # uvicorn's own lines: startup errors and tracebacks, no line per request
 KEEP_ALIVE_S = 5
@@ -54,13 +56,69 @@ def url_of(sock: socket.socket) -> str:
 
 
 def uvicorn_server(app: Any, log_level: str = LOG_LEVEL) -> Any:
-    """A uvicorn Server for ``app`` (sockets are given to its ``run``)."""
+    """A uvicorn Server for ``app`` (sockets are given to its ``run``): at most
+    MAX_CONNECTIONS connections and requests (more get uvicorn's 503), and a connection that has
+    not sent a whole request head within HEADER_TIMEOUT_S is closed (`header_timeout_protocol`)."""
     import uvicorn
 
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, timeout_keep_alive=KEEP_ALIVE_S
+        app,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        limit_concurrency=MAX_CONNECTIONS,
+        http=header_timeout_protocol(),
     )
     return uvicorn.Server(config)
+
+
+def header_timeout_protocol() -> type:
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's head: a client that opens
+    connections and sends nothing, or a header a byte at a time (slowloris), would otherwise hold
+    a file descriptor each until the process has none left. The deadline runs from the
+    connection's start and again from each response (uvicorn's keep-alive timeout only covers a
+    connection that sends nothing more)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def _arm_header_deadline(self) -> None:
+            self._waiting_after = self.cycle  # a new cycle means a whole head has arrived
+            self._head_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._head_too_slow)
+
+        def _head_too_slow(self) -> None:
+            if self.cycle is self._waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._waiting_after:
+                self._head_deadline.cancel()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._head_deadline.cancel()
+                self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._head_deadline.cancel()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def raise_open_files_limit() -> None:
+    """The soft limit on open files up to the hard one: each connection is a file descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class ServerThread:

@@ -23,9 +23,12 @@ MAX_THREADS: int = onnx_runtime.MAX_THREADS
 # project allows a Kaggle or IAM image file; base64 takes 4/3 of the image's bytes.
 DEFAULT_MAX_BYTES = 16 << 20
 MAX_BYTES_CEILING = 1 << 30
-# Decoded pixels per image: the project's own bound (preprocessing.MAX_IMAGE_PIXELS, 67 M) is the
-# default and the most a flag may allow; it is checked on the image header, before decoding.
-DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+# Decoded pixels per image, checked on the image header before decoding. The default, 16.8 M
+# (4096 x 4096; an IAM form is 8.8 M), bounds what MAX_READING decodes hold at once (a pixel is
+# several bytes while it is converted: 4 such images ~1.5 GB); the project's own bound
+# (preprocessing.MAX_IMAGE_PIXELS, 67 M) is the most the flag allows.
+DEFAULT_MAX_PIXELS = 1 << 24
+MAX_PIXELS_CEILING = MAX_IMAGE_PIXELS
 # Model threads reading single-image requests (each takes what is queued as one batch): one per
 # usable core by default, with one intra-op thread each (DEFAULT_THREADS).
 DEFAULT_WORKERS = 0  # 0: one per usable core
@@ -39,6 +42,12 @@ MAX_FORM_PARTS = 256
 # Requests decoded and read at once; more wait their turn. The work is CPU-bound, so more would
 # not finish sooner, and each may hold a decoded image of up to max_pixels (4 bytes a pixel).
 MAX_READING = 4
+# A request's head (request line and headers) must arrive within this many seconds, from the
+# connection's start or the previous response (slowloris clients hold no descriptor for long).
+HEADER_TIMEOUT_S = 10.0
+# Connections and requests at once (more are answered 503): with --max-bytes, what bounds the
+# memory of bodies in flight (64 x 16 MiB).
+MAX_CONNECTIONS = 64
 # Seconds a client may take to send its body (a slow sender holds a connection, not a thread).
 BODY_TIMEOUT_S = 30.0
 

@@ -6,13 +6,32 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
 const pen = canvas.getContext("2d");
 
+// The model's input (height, width) and how images are shaped for it (/healthz); a "crop" model
+// reads the top-left input_shape of an image as it is, so the drawing is scaled to exactly that.
+let inputShape = null;
+let resize = "";
+let penWidth = 6;
+
 function clearCanvas() {
   pen.fillStyle = "#fff";
   pen.fillRect(0, 0, canvas.width, canvas.height);
   pen.strokeStyle = "#000";
-  pen.lineWidth = 6;
+  pen.lineWidth = penWidth;
   pen.lineCap = "round";
   pen.lineJoin = "round";
+}
+
+// The drawing as the model should see it: scaled to the input shape for a "crop" model (the
+// canvas has its aspect), else as drawn (the other modes scale by height or keep the aspect).
+function drawingBlob(done) {
+  if (resize !== "crop" || !inputShape) {
+    canvas.toBlob(done, "image/png");
+    return;
+  }
+  const scaled = document.createElement("canvas");
+  [scaled.height, scaled.width] = inputShape;
+  scaled.getContext("2d").drawImage(canvas, 0, 0, scaled.width, scaled.height);
+  scaled.toBlob(done, "image/png");
 }
 
 function show(answer) {
@@ -36,7 +55,8 @@ async function send(blob, name) {
   $("status").textContent = "reading...";
   try {
     const reply = await fetch("/v1/predict" + mode, { method: "POST", body: form });
-    const body = await reply.json();
+    const json = (reply.headers.get("content-type") || "").includes("application/json");
+    const body = json ? await reply.json() : { error: await reply.text() };
     if (reply.ok) show(body);
     else fail(body.error || reply.statusText);
   } catch (e) {
@@ -48,10 +68,11 @@ async function send(blob, name) {
 $("file").addEventListener("change", () => {
   const file = $("file").files[0];
   if (file) send(file, file.name);
+  $("file").value = "";  // the same file picked again is read again
 });
 
 $("read").addEventListener("click", () => {
-  canvas.toBlob((blob) => send(blob, "drawing.png"), "image/png");
+  drawingBlob((blob) => send(blob, "drawing.png"));
 });
 
 $("clear").addEventListener("click", clearCanvas);
@@ -65,6 +86,7 @@ function at(event) {
   ];
 }
 canvas.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;  // the main button (or a touch, or a pen) draws
   drawing = true;
   canvas.setPointerCapture(event.pointerId);
   pen.beginPath();
@@ -84,15 +106,25 @@ async function describe() {
     $("model").textContent =
       `${health.kind} model, ${health.decoder} decoding, ${health.runtime} runtime, ` +
       `version ${health.version}`;
+    inputShape = health.input_shape;
+    resize = health.resize;
+    let resized = true;
     if (health.kind === "character") {  // a square canvas for one character
-      canvas.width = 200;
-      canvas.height = 200;
+      canvas.width = 280;
+      canvas.height = 280;
+      penWidth = 22;  // 2-3 pixels at 28 x 28, as MNIST's strokes
       $("mode").disabled = true;
+    } else if (resize === "crop" && inputShape) {  // the input's aspect, 600 wide
+      canvas.width = 600;
+      canvas.height = Math.max(1, Math.round((600 * inputShape[0]) / inputShape[1]));
+      penWidth = Math.max(3, Math.round(canvas.height / 12));
+    } else {
+      resized = false;
     }
+    if (resized) clearCanvas();  // a resized canvas is blank; otherwise what was drawn stays
   } catch (e) {
     $("model").textContent = "the server did not describe its model: " + e;
   }
-  clearCanvas();
 }
 
 clearCanvas();
