@@ -416,6 +416,12 @@ def test_bad_parameters_and_routes(line_client: httpx.Client, char_client: httpx
     assert_one_line_error(line_client.post("/v1/predict?beam=abc", **image), 422)
     assert_one_line_error(line_client.post("/v1/predict?mode=poem", **image), 422)
     assert "CTC" in assert_one_line_error(char_client.post("/v1/predict?beam=3", **image), 422)
+    assert char_client.post("/v1/predict?beam=1", **image).status_code == 200  # as predict --beam 1
+    error = assert_one_line_error(line_client.post("/v1/predict?mode=character", **image), 422)
+    assert "line model" in error and "line, paragraph" in error
+    error = assert_one_line_error(char_client.post("/v1/predict?mode=line", **image), 422)
+    assert "character model" in error
+    assert char_client.post("/v1/predict?mode=character", **image).status_code == 200
     error = assert_one_line_error(char_client.post("/v1/predict_paragraph", **image), 422)
     assert "line model" in error
     assert_one_line_error(line_client.get("/v1/nothing"), 404)

@@ -129,9 +129,15 @@ def create_app(reader: Reader, limits: Limits | None = None) -> FastAPI:
     async def predict(
         request: Request,
         beam: int | None = BEAM,
-        mode: str = Query("line", pattern="^(line|character|paragraph)$"),
+        mode: str | None = Query(None, pattern="^(line|character|paragraph)$"),
     ) -> Any:
-        """Read one image: FSDL's JSON, a multipart upload or raw image bytes."""
+        """Read one image: FSDL's JSON, a multipart upload or raw image bytes; ``mode`` (the
+        model's own kind by default) may ask a line model for a paragraph."""
+        if mode is not None and mode not in reader.modes():
+            raise UserError(
+                f"mode={mode}: this server reads with a {reader.kind} model; mode must be one of "
+                f"{', '.join(reader.modes())}"
+            )
         payloads = await image_payloads(request, limits, batch=False)
         if mode == "paragraph":
             return await in_thread(decoded(paragraph), payloads, beam)

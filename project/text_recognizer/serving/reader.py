@@ -159,9 +159,13 @@ class Reader:
         beam = check_beam(beam)
         model = getattr(self.predictor, "model", None)
         if not isinstance(model, LineModelCtc):
+            if beam == 1:  # greedy: what every other model reads with (predict --beam 1 too)
+                return self.predictor
             raise UserError(
                 f"beam applies to CTC line models; this server reads a {self.kind} model"
             )
+        if beam == 1 and self.lm is not None:
+            raise UserError("beam=1 is greedy decoding; this server's --lm needs beam search")
         with self._by_beam_lock:
             if beam not in self._by_beam:
                 self._by_beam[beam] = LinePredictor(model, self.predictor.config, beam, self.lm)
