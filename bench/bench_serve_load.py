@@ -9,7 +9,8 @@ Each of ``--clients`` threads keeps one HTTP/1.1 connection and POSTs FSDL's JSO
 ``/v1/predict`` as fast as answers come back, for ``--seconds`` after a warm-up. Per runtime:
 requests/s, p50/p95/max latency as the client sees it, errors (any non-200 answer, a wrong text, or
 a failed connection; must be 0) and the server's resident memory (VmRSS) after the warm-up and
-after the load (steady: no growth with the number of requests).
+after the load, sampled once a second meanwhile: the trend (median of the last quarter of the
+samples minus the first quarter's) must stay near 0 (steady: no growth with the requests).
 
 Targets (issue 15): 20 clients for 30 s, 0 errors, p95 under 200 ms on 2 cores.
 
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,12 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def sample_rss(pid: int, stop: threading.Event, samples: list[float]) -> None:
+    """The process's VmRSS in MB once a second into ``samples`` until ``stop`` is set."""
+    while not stop.wait(1.0):
+        samples.append(rss_bytes(pid) / 1e6)
 
 
 class Server:
@@ -246,9 +254,26 @@ def main() -> int:
                 expected = json.loads(answer)["pred"]
                 load(server.port, body, expected, args.clients, args.warmup)
                 rss_before = rss_bytes(server.process.pid)
+                samples: list[float] = []
+                sampling = threading.Event()
+                sampler = threading.Thread(
+                    target=sample_rss, args=(server.process.pid, sampling, samples), daemon=True
+                )
+                sampler.start()
                 figures = load(server.port, body, expected, args.clients, args.seconds)
+                sampling.set()
+                sampler.join()
                 figures["rss_before_mb"] = rss_before / 1e6
                 figures["rss_after_mb"] = rss_bytes(server.process.pid) / 1e6
+                figures["rss_samples_mb"] = samples  # once a second during the load
+                # the trend, not the spikes of a batch in flight: the median of the last quarter
+                # of the samples against the first quarter's
+                quarter = max(1, len(samples) // 4)
+                figures["rss_trend_mb"] = (
+                    statistics.median(samples[-quarter:]) - statistics.median(samples[:quarter])
+                    if samples
+                    else 0.0
+                )
                 figures["health"] = server.health
             finally:
                 server.stop()
@@ -258,7 +283,8 @@ def main() -> int:
                 f"{figures['requests']} requests, {figures['requests_per_s']:.1f} req/s, "
                 f"p50 {figures['p50_ms']:.1f} ms, p95 {figures['p95_ms']:.1f} ms, "
                 f"max {figures['max_ms']:.1f} ms, errors {figures['errors']}, server RSS "
-                f"{figures['rss_before_mb']:.0f} -> {figures['rss_after_mb']:.0f} MB"
+                f"{figures['rss_before_mb']:.0f} -> {figures['rss_after_mb']:.0f} MB (trend, last quarter "
+                f"vs first: {figures['rss_trend_mb']:+.0f} MB)"
             )
             for example in figures["error_examples"]:
                 print(f"  error: {example}")
