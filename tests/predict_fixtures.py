@@ -99,3 +99,27 @@ def kaggle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train_args": {"batch_size": 32, "epochs": 1, "num_threads": 2},
     }
     return train_run(tmp_path_factory.mktemp("runs"), config)
+
+
+@pytest.fixture(scope="session")
+def noisy_line_run(kaggle_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Kaggle CTC model with seeded Gaussian noise (std 0.5) on every weight.
+
+    The 1-epoch model reads every image as the same text at confidence 0.0, so equal answers
+    would prove little; with the noise each image reads differently (texts and confidences), so
+    two paths (the API and the predict command, onnxruntime and torch) giving the same answers
+    shows the same pixels reached the same network.
+    """
+    import torch
+
+    from text_recognizer.models.base import Model
+
+    model, config = Model.load_with_config(kaggle_run / "weights.pt")
+    noise = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.network.parameters():
+            weight.add_(torch.randn(weight.shape, generator=noise) * 0.5)
+    run = tmp_path_factory.mktemp("runs") / "noisy-kaggle-crnn"
+    run.mkdir()
+    model.save_weights(run / "weights.pt", config)
+    return run

@@ -22,6 +22,7 @@ from predict_fixtures import (  # noqa: F401
     MNIST_DIR,
     kaggle_run,
     mnist_run,
+    noisy_line_run,
 )
 
 from text_recognizer.datasets.text import make_mapping
@@ -128,27 +129,6 @@ def exit_code(main, argv: list) -> int:
 def export_cli(capsys, *argv: object) -> tuple[int, str]:
     code = exit_code(export_main, list(argv))
     return code, capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def noisy_line_run(
-    kaggle_run: Path,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    """The tiny Kaggle CTC model with seeded Gaussian noise (std 0.5) on every weight (as in
-    test_serve.py): the 1-epoch model reads every image as the same (blank) text, so equal
-    answers would prove little; with the noise each image reads differently."""
-    from text_recognizer.models.base import Model
-
-    model, config = Model.load_with_config(kaggle_run / "weights.pt")
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in model.network.parameters():
-            weight.add_(torch.randn(weight.shape, generator=noise) * 0.5)
-    run = tmp_path_factory.mktemp("runs") / "noisy-kaggle-crnn"
-    run.mkdir()
-    model.save_weights(run / "weights.pt", config)
-    return run
 
 
 @pytest.fixture(scope="module")

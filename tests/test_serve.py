@@ -22,7 +22,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_fixtures import KAGGLE_DIR, MNIST_DIR, kaggle_run, mnist_run  # noqa: F401
+from predict_fixtures import (  # noqa: F401
+    KAGGLE_DIR,
+    MNIST_DIR,
+    kaggle_run,
+    mnist_run,
+    noisy_line_run,
+)
 
 from text_recognizer.paths import SHARED_DATA_DIR
 from text_recognizer.predict import predict_main
@@ -47,29 +53,8 @@ def one_torch_thread() -> Any:
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def noisy_line_run(kaggle_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
-    """The tiny Kaggle CTC model with seeded Gaussian noise (std 0.5) on every weight.
-
-    The 1-epoch model reads every image as the same text at confidence 0.0, so equal answers
-    would prove little; with the noise each image reads differently (texts and confidences), so
-    the API equalling the predict command shows the same pixels reached the same network.
-    """
-    from text_recognizer.models.base import Model
-
-    model, config = Model.load_with_config(kaggle_run / "weights.pt")
-    noise = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for weight in model.network.parameters():
-            weight.add_(torch.randn(weight.shape, generator=noise) * 0.5)
-    run = tmp_path_factory.mktemp("runs") / "noisy-kaggle-crnn"
-    run.mkdir()
-    model.save_weights(run / "weights.pt", config)
-    return run
-
-
 @pytest.fixture(scope="module")
-def line_reader(noisy_line_run: Path) -> Reader:
+def line_reader(noisy_line_run: Path) -> Reader:  # noqa: F811
     return load_reader(noisy_line_run)
 
 
@@ -140,7 +125,9 @@ def assert_same(answer: dict, row: dict) -> None:
 
 
 def test_lines_equal_the_predict_command(
-    line_client: httpx.Client, capsys: pytest.CaptureFixture, noisy_line_run: Path
+    line_client: httpx.Client,
+    capsys: pytest.CaptureFixture,
+    noisy_line_run: Path,  # noqa: F811
 ) -> None:
     """Every shared line image, as FSDL's JSON data URL and as a multipart upload."""
     files = line_images()
@@ -174,7 +161,9 @@ def test_characters_equal_the_predict_command(
 
 
 def test_onnx_runtime_equals_the_predict_command(
-    capsys: pytest.CaptureFixture, tmp_path: Path, noisy_line_run: Path
+    capsys: pytest.CaptureFixture,
+    tmp_path: Path,
+    noisy_line_run: Path,  # noqa: F811
 ) -> None:
     """``--runtime onnx``: the run exported by ``text_recognizer.export``, served, answers what
     ``predict --runtime onnx`` answers; a per-request beam works there too."""
@@ -221,7 +210,9 @@ def test_batch_json_and_multipart(line_client: httpx.Client) -> None:
 
 
 def test_beam_per_request_is_the_commands_beam(
-    line_client: httpx.Client, capsys: pytest.CaptureFixture, noisy_line_run: Path
+    line_client: httpx.Client,
+    capsys: pytest.CaptureFixture,
+    noisy_line_run: Path,  # noqa: F811
 ) -> None:
     files = line_images()[:4]
     argv = [*map(str, files), "--model", str(noisy_line_run), "--json", "--beam", "4"]
@@ -248,7 +239,8 @@ def test_healthz(line_client: httpx.Client, char_client: httpx.Client) -> None:
 
 
 def test_paragraph_route_reads_like_paragraph_ocr(
-    line_client: httpx.Client, noisy_line_run: Path
+    line_client: httpx.Client,
+    noisy_line_run: Path,  # noqa: F811
 ) -> None:
     from text_recognizer.paragraph_ocr import read_paragraph
     from text_recognizer.predictors import LinePredictor
@@ -447,7 +439,7 @@ def test_a_bug_is_a_one_line_500_and_logged(
 # ----- concurrency ---------------------------------------------------------------------------------
 
 
-def test_concurrent_requests_get_their_own_answers(noisy_line_run: Path) -> None:
+def test_concurrent_requests_get_their_own_answers(noisy_line_run: Path) -> None:  # noqa: F811
     """20 clients at once on a real server (two model threads), each a different image, three
     rounds: every answer is the one that image gets alone (the same text; the confidence to float
     precision, as requests read together share a batch, which is checked to happen); no request
@@ -712,7 +704,7 @@ def test_tasks_serve_takes_the_run_as_model_flag(kaggle_run: Path) -> None:  # n
             assert f"port {port} on 127.0.0.1 is in use" in done.stderr
 
 
-def test_a_served_language_model_is_read_once(noisy_line_run: Path, tmp_path: Path) -> None:
+def test_a_served_language_model_is_read_once(noisy_line_run: Path, tmp_path: Path) -> None:  # noqa: F811
     """With --lm, the server reads with the LM it checked at start: the ARPA file removed or
     rewritten while serving changes no answer (each decode used to read the file again, so a
     rebuilt or moved LM made every request a 422 blamed on the client)."""

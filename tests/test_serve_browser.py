@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_fixtures import kaggle_run  # noqa: F401
-from test_serve import IAM_LINES, noisy_line_run  # noqa: F401
+from predict_fixtures import kaggle_run, noisy_line_run  # noqa: F401
+from test_serve import IAM_LINES
 
 from text_recognizer.predictors import LinePredictor
 from text_recognizer.serving.app import create_app

@@ -346,6 +346,16 @@ class Decoder:
         if self.lm is not None and self.method != "beam":
             raise ValueError("a language model needs beam search (decode 'beam')")
 
+    def describe(self) -> dict[str, Any]:
+        """What a report or an exported model records of this decoder (JSON-ready)."""
+        return {
+            "method": self.method,
+            "beam_width": self.beam_width if self.method == "beam" else 1,
+            "lm": self.lm,
+            "lm_weight": self.lm_weight if self.lm else None,
+            "lm_bonus": self.lm_bonus if self.lm else None,
+        }
+
     def loaded(self, mapping: Sequence[str]) -> Decoder:
         """This decoder with its LM read now (`load_lm`: a missing or corrupt file fails here)."""
         if self.lm is None:

@@ -73,13 +73,7 @@ def evaluate_run(
     return {
         "run": str(run),
         "runtime": runtime,
-        "decoder": {
-            "method": decoder.method,
-            "beam_width": decoder.beam_width if decoder.method == "beam" else 1,
-            "lm": decoder.lm,
-            "lm_weight": decoder.lm_weight if decoder.lm else None,
-            "lm_bonus": decoder.lm_bonus if decoder.lm else None,
-        },
+        "decoder": decoder.describe(),
         "dataset": name,
         "dataset_args": args,
         "split": split,

@@ -266,13 +266,7 @@ def onnx_metadata(
         "network_args": model.network_args,
         "data_config": data_config,
         "config": config,
-        "decoder": {
-            "method": decoder.method,
-            "beam_width": decoder.beam_width if decoder.method == "beam" else 1,
-            "lm": decoder.lm,
-            "lm_weight": decoder.lm_weight if decoder.lm else None,
-            "lm_bonus": decoder.lm_bonus if decoder.lm else None,
-        },
+        "decoder": decoder.describe(),
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", height, "width" if dynamic_width else width],
