@@ -2,13 +2,14 @@
 # A one-node Slurm cluster on this machine, for the tests and for trying the --slurm commands:
 # munged, slurmctld and slurmd as root, without systemd, the node on 127.0.0.1.
 #
-#   bash tasks/slurm_cluster.sh start     # idempotent: starts what is not running, waits for srun
+#   bash tasks/slurm_cluster.sh start     # idempotent: starts what is not running, waits until up
 #   bash tasks/slurm_cluster.sh status    # one line: up, or why not
 #   bash tasks/slurm_cluster.sh stop      # stops the daemons this script started
 #
 # Needs root and Debian's slurm-wlm and munge (apt-get install -y slurm-wlm munge). It writes
 # /etc/slurm/slurm.conf only when there is none or when this script wrote it (the marker line
-# below): a real cluster's config is never touched, and then `start` only checks that srun answers.
+# below), and never while slurmctld runs: a real cluster's config is never touched, and then `start`
+# only checks that the cluster is up (scontrol ping, and the node idle, mix or alloc).
 # State lives under /var/spool/slurm-textrec, logs under /var/log/slurm-textrec.
 set -uo pipefail
 
@@ -20,7 +21,15 @@ WAIT_S=${SLURM_CLUSTER_WAIT:-60}
 
 fail() { echo "slurm_cluster: $*" >&2; exit 1; }
 
-answers() { timeout 15 srun --quiet -N1 -n1 -t 1 hostname >/dev/null 2>&1; }
+# Up: slurmctld answers and the node takes jobs (idle, mix or alloc: busy is up). No srun probe:
+# it needs a free CPU, so a busy node would look down.
+answers() {
+    timeout 15 scontrol ping 2>/dev/null | grep -q "UP" || return 1
+    case "$(timeout 15 sinfo -h -o %t 2>/dev/null | head -n 1)" in
+        idle|mix|alloc|comp) return 0 ;;
+        *) return 1 ;;
+    esac
+}
 
 ours() { [ -f "$CONF" ] && head -n 1 "$CONF" | grep -qxF "$MARK"; }
 
@@ -107,15 +116,16 @@ start_munge() {
 }
 
 start() {
-    answers && { echo "slurm cluster up: srun answers ($(sinfo -h -o '%P %D node(s) %c CPUs' 2>/dev/null | head -n 1))"; return 0; }
+    answers && { echo "slurm cluster up: $(sinfo -h -o '%P %D node(s) %c CPUs %t' 2>/dev/null | head -n 1)"; return 0; }
     for b in slurmctld slurmd srun sinfo munge; do
         command -v "$b" >/dev/null || fail "$b not found (apt-get install -y slurm-wlm munge)"
     done
-    [ "$(id -u)" = 0 ] || fail "must run as root to start slurmctld and slurmd (no srun answers now)"
+    [ "$(id -u)" = 0 ] || fail "must run as root to start slurmctld and slurmd (the cluster is not up now)"
     if [ -f "$CONF" ] && ! ours; then
-        fail "$CONF exists and was not written by this script (a real cluster's?); not touching it, and srun does not answer"
+        fail "$CONF exists and was not written by this script (a real cluster's?); not touching it, and the cluster is not up"
     fi
-    write_conf
+    # The running daemons read this file: it is written only while slurmctld is not running.
+    if [ -f "$CONF" ] && pgrep -x slurmctld >/dev/null; then :; else write_conf; fi
     mkdir -p "$STATE/ctld" "$STATE/d" "$LOGS"
     start_munge
     pgrep -x slurmctld >/dev/null || slurmctld -f "$CONF" || fail "slurmctld did not start (see $LOGS/slurmctld.log)"
@@ -127,12 +137,12 @@ start() {
             down*|drain*|fail*) scontrol update NodeName="$(hostname -s)" State=RESUME >/dev/null 2>&1 ;;
         esac
         if answers; then
-            echo "slurm cluster up: srun answers ($(sinfo -h -o '%P %D node(s) %c CPUs %m MB' | head -n 1))"
+            echo "slurm cluster up: $(sinfo -h -o '%P %D node(s) %c CPUs %m MB %t' | head -n 1)"
             return 0
         fi
         sleep 1
     done
-    fail "srun does not answer after ${WAIT_S}s (see $LOGS/slurmctld.log and $LOGS/slurmd.log)"
+    fail "not up after ${WAIT_S}s (see $LOGS/slurmctld.log and $LOGS/slurmd.log)"
 }
 
 stop() {
@@ -153,7 +163,7 @@ status() {
     if answers; then
         echo "slurm cluster up: $(sinfo -h -o '%P %D node(s) %c CPUs %m MB %t' | head -n 1)"
     else
-        echo "slurm cluster down: srun does not answer"
+        echo "slurm cluster down: scontrol ping or the node's state ($(sinfo -h -o %t 2>/dev/null | head -n 1)) says so"
         return 1
     fi
 }

@@ -1,7 +1,7 @@
 """Experiments and sweeps on a real Slurm: a one-node cluster on this machine.
 
 The cluster is the one ``tasks/slurm_cluster.sh start`` makes (munged, slurmctld and slurmd as
-root on 127.0.0.1); the session fixture starts it when ``srun`` does not answer, and the tests
+root on 127.0.0.1); the session fixture starts it when it is not up (``scontrol ping``, the node's state), and the tests
 that need it skip with the reason when it cannot start (not root, slurm-wlm or munge missing).
 The placement checks at the top need no cluster: they read a Slurm job's environment.
 """
@@ -83,25 +83,278 @@ def test_under_slurm_no_gpu_lease_is_asked(monkeypatch: pytest.MonkeyPatch) -> N
     assert devices.lease_fields() == {}
 
 
+# ----- review fixes: no cluster needed ---------------------------------------------------------------
+def _task(tmp_path: Path, **kwargs: object):
+    from text_recognizer.orchestration.slurm_task import SlurmTask
+
+    return SlurmTask(
+        command=["run", "CONFIG"],
+        resume_base=["run"],
+        search_dir=str(tmp_path / "group"),
+        runs_root=str(tmp_path),
+        cwd=str(tmp_path),
+        label="experiments[0]",
+        **kwargs,
+    )
+
+
+def _run_folder(group: Path, name: str, slurm: dict, epochs: int = 0) -> Path:
+    run = group / name
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted", "slurm": slurm}))
+    rows = [json.dumps({"epoch": e, "loss": 1.0}) for e in range(1, epochs + 1)]
+    (run / "metrics.jsonl").write_text("".join(r + "\n" for r in rows))
+    return run
+
+
+def _slurm_env(monkeypatch: pytest.MonkeyPatch, restarts: str) -> None:
+    for key, value in {**SLURM_ENV, "SLURM_RESTART_COUNT": restarts}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_a_task_never_adopts_another_submissions_run_when_job_ids_repeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 1: an old run with the same array job and task ids (Slurm's counter restarted) is
+    not resumed, on the first attempt or after a requeue; the task's own run (its nonce) is."""
+    from text_recognizer.leasing.slurm_job import NONCE_ENV, record_fields
+    from text_recognizer.orchestration.slurm import array_runs
+
+    group = tmp_path / "group"
+    same_ids = {"job_id": "41", "array_job_id": "40", "array_task_id": "1"}
+    old = _run_folder(group, "2020-old", {**same_ids, "nonce": "someone-elses"})
+    _run_folder(group, "2019-older", dict(same_ids))  # before nonces: ids only
+    task = _task(tmp_path)
+    assert len(task.nonce) == 32 and task.nonce != _task(tmp_path).nonce
+    for restarts in ("0", "1"):
+        _slurm_env(monkeypatch, restarts)
+        assert task.argv() == ["run", "CONFIG"], f"restart {restarts} adopted {old}"
+    own = _run_folder(group, "2021-own", {**same_ids, "nonce": task.nonce})
+    _slurm_env(monkeypatch, "0")
+    assert task.argv() == ["run", "CONFIG"]  # the first attempt never searches
+    _slurm_env(monkeypatch, "1")
+    assert task.argv() == ["run", "--resume", str(own)]
+    # The run records the nonce it is given, and --wait's table takes only this array's runs.
+    assert task._env()[NONCE_ENV] == task.nonce
+    assert record_fields({**SLURM_ENV, NONCE_ENV: "n1"})["slurm"]["nonce"] == "n1"
+    assert array_runs(group, {task.nonce}) == [own]
+
+
+def _parse(argv: list[str]):
+    import argparse
+
+    from text_recognizer.orchestration.slurm import add_slurm_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_slurm_arguments(parser)
+    return options_from_args(parser.parse_args(argv))
+
+
+def test_a_time_limit_too_short_to_checkpoint_is_refused() -> None:
+    """Defect 2: --time 1 got Slurm's warning at once and requeued without end."""
+    from text_recognizer.errors import UserError
+    from text_recognizer.orchestration.slurm import MIN_TIME_MIN, SIGNAL_BEFORE_S
+
+    assert MIN_TIME_MIN * 60 >= 2 * SIGNAL_BEFORE_S
+    with pytest.raises(UserError, match=f"--time must be {MIN_TIME_MIN} to 525600 minutes"):
+        _parse(["--slurm", "--time", "1"])
+    assert _parse(["--slurm", "--time", str(MIN_TIME_MIN)]).time_min == MIN_TIME_MIN
+
+
+def _checkpoint(task, monkeypatch: pytest.MonkeyPatch, code: int | None):
+    monkeypatch.setattr(type(task), "_stop_run", lambda self: code)
+    return task.checkpoint()
+
+
+def test_checkpoint_requeues_only_an_attempt_that_finished_an_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 2: no requeue when this attempt logged no new epoch, nor after MAX_REQUEUES; the
+    task fails with the run's code (130) instead of coming back forever."""
+    from submitit.helpers import DelayedSubmission
+
+    from text_recognizer.errors import SlurmTaskFailed
+    from text_recognizer.orchestration.slurm_task import MAX_REQUEUES
+
+    task = _task(tmp_path)
+    run = _run_folder(tmp_path / "group", "2021-run", {"nonce": task.nonce}, epochs=2)
+    _slurm_env(monkeypatch, "1")
+    task._start_epoch = 2  # the attempt resumed after epoch 2 and got no further
+    with pytest.raises(SlurmTaskFailed, match="no new epoch") as failed:
+        _checkpoint(task, monkeypatch, 130)
+    assert failed.value.exit_code == 130
+    task._start_epoch = 1  # it finished epoch 2: requeued, bound to its run folder
+    again = _checkpoint(task, monkeypatch, 130)
+    assert isinstance(again, DelayedSubmission) and again.function.run_dir == str(run)
+    _slurm_env(monkeypatch, str(MAX_REQUEUES))
+    with pytest.raises(SlurmTaskFailed, match=f"restarted {MAX_REQUEUES} times"):
+        _checkpoint(task, monkeypatch, 130)
+    from text_recognizer.orchestration import slurm
+
+    assert slurm.executor(tmp_path, slurm.SlurmOptions(), "x").max_num_timeout == MAX_REQUEUES
+
+
+def test_checkpoint_keeps_the_runs_exit_code_and_counts_a_signal_death_as_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Minor (b): a run that failed (exit 2) as USR2 arrived is that failure, not submitit's "Job
+    not requeued"; a sweep trial reads 2 back. Minor (f): killed by the signal before its handler
+    was installed (exit -12) is interrupted, so it is requeued like one that caught it."""
+    from submitit.helpers import DelayedSubmission
+
+    from text_recognizer.errors import SlurmTaskFailed
+    from text_recognizer.orchestration.slurm_task import exit_code
+    from text_recognizer.orchestration.slurm_trials import _EXIT
+
+    task = _task(tmp_path)
+    _run_folder(tmp_path / "group", "2021-run", {"nonce": task.nonce}, epochs=1)
+    _slurm_env(monkeypatch, "0")
+    with pytest.raises(SlurmTaskFailed) as failed:
+        _checkpoint(task, monkeypatch, 2)
+    assert failed.value.exit_code == 2
+    assert _EXIT.findall(f"SlurmTaskFailed: {failed.value}") == ["2"]
+    assert exit_code(-12) == exit_code(-15) == 130 and exit_code(-9) == -9
+    assert isinstance(_checkpoint(task, monkeypatch, -12), DelayedSubmission)
+
+
+def test_an_inherited_cuda_visible_devices_is_no_slurm_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect 4 (and the CI failure of the sample-array test: gpus ["0"]): sbatch exports the
+    login shell's CUDA_VISIBLE_DEVICES; only Slurm's own variables say which GPUs it gave."""
+    from text_recognizer.leasing.slurm_job import record_fields, slurm_gpus
+
+    base = {"SLURM_JOB_ID": "5", "CUDA_VISIBLE_DEVICES": "0"}
+    assert slurm_gpus(base) == [] and record_fields(base)["slurm"]["gpus"] == []
+    assert slurm_gpus({**base, "SLURM_JOB_GPUS": "3"}) == ["3"]
+    assert slurm_gpus({**base, "SLURM_GPUS_ON_NODE": "1"}) == ["0"]
+    assert slurm_gpus({"SLURM_JOB_ID": "5", "SLURM_GPUS_ON_NODE": "2"}) == ["0", "1"]
+    for key in SLURM_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert "CUDA_VISIBLE_DEVICES" not in _task(tmp_path)._env()  # the run sees no GPU
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0")
+    assert _task(tmp_path)._env()["CUDA_VISIBLE_DEVICES"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("script", "flag"),
+    [
+        ("prepare_experiments.py", ["--gpus-per-run", "1"]),
+        ("prepare_experiments.py", ["--time", "60"]),
+        ("local_sweep.py", ["--cpus-per-run", "2"]),
+    ],
+)
+def test_slurm_flags_without_slurm_are_refused(script: str, flag: list[str]) -> None:
+    """Minor (a): they were ignored in silence."""
+    target = str(SAMPLE) if script.startswith("prepare") else "training/sweep_mnist.yaml"
+    done = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "training" / script), target, *flag],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"error: {flag[0]} needs --slurm"]
+
+
+def test_stops_are_checked_retried_and_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Minor (c): scancel's failure is retried then reported; stop_leftover does not take a failed
+    squeue for "nothing left"; _stop_all kills again every KILL_AGAIN_S, not every 0.05 s."""
+    import types
+
+    from text_recognizer.errors import SlurmError
+    from text_recognizer.orchestration import scheduler, slurm, slurm_trials
+
+    calls: list[list[str]] = []
+
+    def failing(argv, **kwargs):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 1, "", "scancel: error: Socket timed out")
+
+    monkeypatch.setattr(slurm.subprocess, "run", failing)
+    monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
+    assert "Socket timed out" in slurm.scancel(["7"])
+    assert len(calls) == 3
+    launcher = slurm_trials.SlurmTrialLauncher(slurm.SlurmOptions(), Path("/tmp/x"))
+    with pytest.raises(SlurmError, match="cannot list trial-1's leftover Slurm jobs"):
+        launcher.stop_leftover("trial-1")
+
+    kills = []
+    proc = types.SimpleNamespace(send_signal=lambda s: None, kill=lambda: kills.append(1))
+    sweep = types.SimpleNamespace(
+        active={"t": types.SimpleNamespace(proc=proc)}, term_grace_s=0.0, force=False
+    )
+    sweep.say = lambda line: None
+    ends = time.monotonic() + 1.0
+    sweep._reap = lambda: sweep.active.clear() if time.monotonic() > ends else None
+    scheduler.LocalSweep._stop_all(sweep)
+    assert len(kills) == 1  # was about 20 scancels in that second
+
+
+def test_wait_fails_on_a_job_that_can_never_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Minor (d): --cpus-per-run 64 on a 2-CPU node pends (PartitionConfig) for ever."""
+    from text_recognizer.errors import SlurmError
+    from text_recognizer.orchestration import slurm
+
+    seen: list[list[str]] = []
+
+    def fake(argv, **kwargs):
+        seen.append(argv)
+        if (
+            argv[0] == "squeue"
+        ):  # pending for ever; "gone" after 20 polls so no hang without the fix
+            out = "12_0|PENDING|PartitionConfig\n" if len(seen) < 20 else ""
+            return subprocess.CompletedProcess(argv, 0, out, "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(slurm.subprocess, "run", fake)
+    monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
+    with pytest.raises(SlurmError, match=r"12_0 can never start: pending \(PartitionConfig\)"):
+        slurm.wait_for("12")
+    assert ["scancel", "12"] in seen
+    assert not slurm.never_runs("Resources") and not slurm.never_runs("Priority")
+
+
+def test_mem_takes_what_slurm_takes() -> None:
+    """Minor (e): 4g and 0 (all of the node's memory) were refused."""
+    from text_recognizer.errors import UserError
+
+    for mem in ("4g", "4G", "500M", "0", "1024"):
+        assert _parse(["--slurm", "--mem", mem]).mem == mem
+    for mem in ("4 G", "-1", "01G", "4GB"):
+        with pytest.raises(UserError):
+            _parse(["--slurm", "--mem", mem])
+
+
 # ----- the real cluster -----------------------------------------------------------------------------
-def _srun_answers() -> bool:
-    if shutil.which("srun") is None:
+UP_STATES = {"idle", "mix", "alloc", "comp"}
+
+
+def _cluster_up() -> bool:
+    """The check tasks/slurm_cluster.sh makes: slurmctld answers ``scontrol ping`` and the node
+    takes jobs (idle, mix or alloc). Not an srun probe: that needs a free CPU, so a node busy with
+    other jobs (CI's own) would look down."""
+    if shutil.which("scontrol") is None or shutil.which("sinfo") is None:
         return False
     try:
-        done = subprocess.run(
-            ["srun", "--quiet", "-N1", "-n1", "-t", "1", "hostname"],
-            capture_output=True,
-            timeout=20,
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+        state = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=15
         )
-    except subprocess.TimeoutExpired:
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    return done.returncode == 0
+    first = state.stdout.split()[0] if state.stdout.split() else ""
+    return ping.returncode == 0 and "UP" in ping.stdout and first in UP_STATES
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
-    """A Slurm that answers: the one running, or the one-node cluster started now."""
-    if _srun_answers():
+    """A Slurm that is up: the one running (busy or not), or the one-node cluster started now."""
+    if _cluster_up():
         return
     missing = [b for b in ("slurmctld", "slurmd", "srun", "munged") if shutil.which(b) is None]
     if missing:
@@ -109,14 +362,16 @@ def slurm_cluster() -> None:
             f"no Slurm: {', '.join(missing)} not installed (apt-get install slurm-wlm munge)"
         )
     if os.geteuid() != 0:
-        pytest.skip("no Slurm answers, and starting the test cluster needs root")
+        pytest.skip("no Slurm is up, and starting the test cluster needs root")
     done = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True)
-    if done.returncode != 0 or not _srun_answers():
+    if done.returncode != 0 or not _cluster_up():
         pytest.skip(f"the test Slurm cluster did not start: {done.stderr.strip()[-300:]}")
 
 
-def _prepare(args: list[str], runs: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TEXT_RECOGNIZER_RUNS_DIR": str(runs)}
+def _prepare(
+    args: list[str], runs: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "TEXT_RECOGNIZER_RUNS_DIR": str(runs)}
     return subprocess.run(
         [sys.executable, PREPARE, *args],
         capture_output=True,
@@ -177,8 +432,11 @@ def test_sample_experiments_as_one_array_all_finished_with_their_slurm_ids(
 ) -> None:
     assert SAMPLE.is_file()
     runs = tmp_path / "runs"
-    done = _prepare(
-        [str(SAMPLE), "--slurm", "--nowandb", "--cpus-per-run", "1", "--wait"], runs, timeout=500
+    done = _prepare(  # a login shell's CUDA_VISIBLE_DEVICES (sbatch exports it) is no Slurm GPU
+        [str(SAMPLE), "--slurm", "--nowandb", "--cpus-per-run", "1", "--wait"],
+        runs,
+        timeout=500,
+        env={"CUDA_VISIBLE_DEVICES": "0"},
     )
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.split()[0]
@@ -189,7 +447,11 @@ def test_sample_experiments_as_one_array_all_finished_with_their_slurm_ids(
     slurm = [s["slurm"] for s in summaries]
     assert {s["array_job_id"] for s in slurm} == {job_id}
     assert sorted(s["array_task_id"] for s in slurm) == ["0", "1", "2"]
-    assert all(s["node"] and s["cpus_per_task"] == 1 and s["gpus"] == [] for s in slurm)
+    for s in slurm:  # each field on its own, so a failure names the one that is wrong
+        fields = {k: s.get(k) for k in ("node", "cpus_per_task", "gpus")}
+        assert s.get("node"), f"no node recorded: {fields}"
+        assert s.get("cpus_per_task") == 1, f"cpus_per_task is not 1: {fields}"
+        assert s.get("gpus") == [], f"gpus is not [] (an inherited CUDA_VISIBLE_DEVICES?): {fields}"
     assert all(s["num_threads"] == 1 and s["device"] == "cpu" for s in summaries)
     assert "gpu_uuid" not in summaries[0]  # no lease under Slurm
     # Slurm's logs beside the run records, and the compare_runs table of the three runs.
@@ -317,3 +579,39 @@ def test_a_partition_slurm_refuses_is_one_line_and_leaves_nothing(
         "Invalid partition name specified"
     ]
     assert not (runs / "sample-synthetic-experiments").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_busy_cluster_is_up_and_its_config_is_not_rewritten(slurm_cluster: None) -> None:
+    """Defect 3: with every CPU of the node taken, the srun probe timed out, so ``status`` said
+    down and ``start`` rewrote slurm.conf under the running daemons."""
+    cpus = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout
+    sbatch = ["sbatch", "--parsable", "-c", cpus.split()[0], "-t", "5", "-o", "/dev/null"]
+    submitted = subprocess.run(
+        [*sbatch, "--wrap", "sleep 240"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = submitted.stdout.strip().split(";")[0]
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = subprocess.run(
+                ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True
+            )
+            if state.stdout.strip() == "RUNNING":
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"job {job_id} did not start")
+        before = conf.stat().st_mtime_ns if conf.is_file() else None
+        status = subprocess.run(["bash", str(CLUSTER), "status"], capture_output=True, text=True)
+        assert status.returncode == 0 and "up" in status.stdout, status.stdout + status.stderr
+        assert _cluster_up()
+        start = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True)
+        assert start.returncode == 0, start.stderr
+        assert (conf.stat().st_mtime_ns if conf.is_file() else None) == before
+    finally:
+        subprocess.run(["scancel", job_id], check=False)

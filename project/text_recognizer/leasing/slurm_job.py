@@ -3,8 +3,9 @@
 Under Slurm (``SLURM_JOB_ID`` set) placement belongs to Slurm, as it belongs to torchrun under
 torchrun: the run takes no GPU lease and uses the GPUs Slurm gave it (Slurm sets
 ``CUDA_VISIBLE_DEVICES`` to them, so the first is ``cuda:0``), and its CPU threads are
-``--cpus-per-task``. ``summary.json`` records ``slurm`` (see ``record_fields``), which is also how
-a requeued task finds the run folder it left (``orchestration/slurm_task.py``).
+``--cpus-per-task``. ``summary.json`` records ``slurm`` (see ``record_fields``), whose ``nonce``
+(one per submitted task, never reused like Slurm's job ids) is how a requeued task finds the run
+folder it left (``orchestration/slurm_task.py``).
 """
 
 from __future__ import annotations
@@ -21,15 +22,23 @@ def in_slurm(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("SLURM_JOB_ID", "").strip())
 
 
+NONCE_ENV = "TEXT_RECOGNIZER_SLURM_NONCE"  # set by the Slurm task: which submission a run is
+
+
 def slurm_gpus(env: Mapping[str, str] | None = None) -> list[str]:
-    """The GPUs Slurm gave this job step (``SLURM_STEP_GPUS``, else ``SLURM_JOB_GPUS``, else the
-    ``CUDA_VISIBLE_DEVICES`` Slurm set); [] when it gave none."""
+    """The GPUs Slurm gave this job step (``SLURM_STEP_GPUS``, else ``SLURM_JOB_GPUS``, else
+    ``SLURM_GPUS_ON_NODE`` of them); [] when it gave none. ``CUDA_VISIBLE_DEVICES`` alone is never
+    trusted: sbatch exports the login shell's, so it may name GPUs Slurm did not give."""
     env = os.environ if env is None else env
-    for key in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES"):
+    for key in ("SLURM_STEP_GPUS", "SLURM_JOB_GPUS"):
         value = env.get(key, "").strip()
         if value:
             return [g.strip() for g in value.split(",") if g.strip()]
-    return []
+    count = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    if not (count.isascii() and count.isdigit() and 0 < int(count) < 10_000):
+        return []
+    visible = [g.strip() for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return visible if len(visible) == int(count) else [str(i) for i in range(int(count))]
 
 
 def slurm_cpus(env: Mapping[str, str] | None = None) -> int | None:
@@ -67,6 +76,8 @@ def record_fields(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     ):
         if env.get(key):
             info[field] = env[key]
+    if env.get(NONCE_ENV):
+        info["nonce"] = env[NONCE_ENV]
     info["node"] = env.get("SLURMD_NODENAME") or platform.node()
     info["gpus"] = slurm_gpus(env)
     cpus = slurm_cpus(env)

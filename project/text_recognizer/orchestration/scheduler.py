@@ -51,6 +51,8 @@ from text_recognizer.orchestration.trial_process import (
     trial_process_alive,
 )
 
+KILL_AGAIN_S = 5.0  # after the grace period, trials still alive are killed again this often
+
 
 def read_trial_record(run_dir: Path, part: str) -> Any:
     """One part of a trial's run record: ``"metrics"`` (metrics.jsonl's rows, one per epoch),
@@ -479,9 +481,13 @@ class LocalSweep:
             with contextlib.suppress(ProcessLookupError):
                 active.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.term_grace_s
+        killed_at: float | None = None
         while self.active:
             self._reap()
-            if self.active and (self.force or time.monotonic() > deadline):
+            now = time.monotonic()
+            due = killed_at is None or now - killed_at >= KILL_AGAIN_S
+            if self.active and (self.force or now > deadline) and due:
+                killed_at = now  # again only after a pause: a Slurm trial's kill is a scancel
                 for active in self.active.values():
                     with contextlib.suppress(ProcessLookupError):
                         active.proc.kill()

@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,23 @@ DEFAULT_TIME_MIN = 24 * 60
 SIGNAL_BEFORE_S = 90  # Slurm's warning before the time limit: time to checkpoint and requeue
 MAX_FAILED_STATUS = 101  # GNU parallel: 1-100 failed runs, 101 for more
 POLL_S = 1.0
-_MEM = re.compile(r"^[1-9][0-9]{0,8}[KMGT]?$")
+MIN_TIME_MIN = -(-2 * SIGNAL_BEFORE_S // 60)  # a run gets at least as long before the warning
+_MEM = re.compile(r"^(0|[1-9][0-9]{0,8}[KMGTkmgt]?)$")
+# Pending reasons under which a job can never start as asked (squeue %r): --wait stops at them.
+NEVER_RUNS = (
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "BadConstraints",
+    "InvalidQOS",
+    "InvalidAccount",
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxGRESPerJob",
+    "QOSMaxMemoryPerJob",
+    "QOSMaxWallDurationPerJobLimit",
+    "DependencyNeverSatisfied",
+    "JobHeldAdmin",
+)
 
 
 @dataclass(frozen=True)
@@ -58,39 +74,45 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
         "--slurm", action="store_true", help="submit to Slurm (submitit) instead of printing"
     )
     group.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
-    group.add_argument(
-        "--gpus-per-run", type=int, default=0, help="GPUs per run (--gres=gpu:N; default 0)"
-    )
-    group.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per run (default 1)")
-    group.add_argument("--mem", help="memory per run, as Slurm writes it (4G, 500M)")
+    group.add_argument("--gpus-per-run", type=int, help="GPUs per run (--gres=gpu:N; default 0)")
+    group.add_argument("--cpus-per-run", type=int, help="CPUs per run (default 1)")
+    group.add_argument("--mem", help="memory per run, as Slurm writes it (4G, 500M, 0 = all)")
     group.add_argument(
         "--time",
         type=int,
-        default=DEFAULT_TIME_MIN,
-        help=f"time limit per run in minutes (default {DEFAULT_TIME_MIN}); a run that hits it "
-        "checkpoints, is requeued and resumes",
+        help=f"time limit per run in minutes (default {DEFAULT_TIME_MIN}, at least "
+        f"{MIN_TIME_MIN}); a run that hits it checkpoints, is requeued and resumes while each "
+        "attempt finishes an epoch",
     )
     group.add_argument(
         "--array-parallelism", type=int, help="at most K runs of the array at once (%%K)"
     )
 
 
-SLURM_ONLY = ("partition", "mem", "array_parallelism")
+SLURM_ONLY = ("partition", "gpus_per_run", "cpus_per_run", "mem", "time", "array_parallelism")
+DEFAULTS = {"gpus_per_run": 0, "cpus_per_run": 1, "time": DEFAULT_TIME_MIN}
 
 
 def options_from_args(args: argparse.Namespace) -> SlurmOptions:
-    """Checked Slurm options; a bad value is a one-line UserError (exit 2)."""
+    """Checked Slurm options (the defaults filled into ``args``); a bad value, or a Slurm flag
+    without --slurm, is a one-line UserError (exit 2)."""
     given = [f"--{k.replace('_', '-')}" for k in SLURM_ONLY if getattr(args, k) is not None]
     if not args.slurm and given:
         raise UserError(f"{given[0]} needs --slurm")
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if not 0 <= args.gpus_per_run <= 64:
         raise UserError(f"--gpus-per-run must be 0 to 64, got {args.gpus_per_run}")
     if not 1 <= args.cpus_per_run <= 4096:
         raise UserError(f"--cpus-per-run must be 1 to 4096, got {args.cpus_per_run}")
-    if not 1 <= args.time <= 365 * 24 * 60:
-        raise UserError(f"--time must be 1 to 525600 minutes, got {args.time}")
+    if not MIN_TIME_MIN <= args.time <= 365 * 24 * 60:
+        raise UserError(
+            f"--time must be {MIN_TIME_MIN} to 525600 minutes (Slurm warns a run "
+            f"{SIGNAL_BEFORE_S}s before its limit to checkpoint), got {args.time}"
+        )
     if args.mem is not None and not _MEM.match(args.mem):
-        raise UserError(f"--mem must be a size as Slurm writes it (4G, 500M), got {args.mem!r}")
+        raise UserError(f"--mem must be a size as Slurm writes it (4G, 500M, 0), got {args.mem!r}")
     if args.array_parallelism is not None and not 1 <= args.array_parallelism <= 100_000:
         raise UserError(f"--array-parallelism must be 1 to 100000, got {args.array_parallelism}")
     if args.partition is not None and not re.match(r"^[A-Za-z0-9_.,-]{1,100}$", args.partition):
@@ -119,7 +141,9 @@ def executor(folder: Path, options: SlurmOptions, job_name: str) -> Any:
     warning ``SIGNAL_BEFORE_S`` seconds before the time limit."""
     import submitit
 
-    ex = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=1000)
+    from text_recognizer.orchestration.slurm_task import MAX_REQUEUES
+
+    ex = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=MAX_REQUEUES)
     params: dict[str, Any] = {
         "job_name": job_name[:100],
         "time": options.time_min,
@@ -174,12 +198,19 @@ def watch_lines(job_id: str, first_log: Path) -> list[str]:
     ]
 
 
+def never_runs(reason: str) -> bool:
+    """True for a pending reason under which the job can never start as asked."""
+    return any(reason.strip().startswith(r) for r in NEVER_RUNS)
+
+
 def wait_for(job_id: str) -> None:
-    """Until no task of the job is left in the queue (requeued ones count as left)."""
+    """Until no task of the job is left in the queue (requeued ones count as left). A task
+    pending for a reason it can never get past (``NEVER_RUNS``: more CPUs than a node has...)
+    is one SlurmError line, the job cancelled, rather than a wait without end."""
     while True:
         try:
             out = subprocess.run(
-                ["squeue", "-h", "-r", "-j", job_id, "-o", "%i %T"],
+                ["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T|%r"],
                 capture_output=True,
                 text=True,
                 timeout=60,
@@ -191,7 +222,37 @@ def wait_for(job_id: str) -> None:
                 return  # gone from slurmctld's memory: long done
             if out.returncode == 0 and not out.stdout.strip():
                 return
+            if out.returncode == 0:
+                for line in out.stdout.splitlines():
+                    task, state, reason = ([*line.split("|", 2), "", ""])[:3]
+                    if state == "PENDING" and never_runs(reason):
+                        scancel([job_id])
+                        raise SlurmError(
+                            f"Slurm job {task} can never start: pending ({reason.strip()}); "
+                            f"cancelled it (ask for what a node of the partition has)"
+                        )
         time.sleep(POLL_S)
+
+
+def scancel(args: Sequence[str], tries: int = 3) -> str:
+    """``scancel ARGS``, tried again on failure (slurmctld busy); '' when done, else why not."""
+    why = ""
+    for attempt in range(tries):
+        try:
+            done = subprocess.run(
+                ["scancel", *args], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            why = str(e)
+        else:
+            if done.returncode == 0:
+                return ""
+            why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
+            if "Invalid job id" in why or "already completing or completed" in why:
+                return ""  # gone already
+        if attempt + 1 < tries:
+            time.sleep(1.0)
+    return f"scancel {' '.join(args)} failed: {why[:200]}"
 
 
 def task_outcome(job: Any) -> tuple[bool, str]:
@@ -216,8 +277,9 @@ def failed_status(failed: int) -> int:
     return min(failed, MAX_FAILED_STATUS)
 
 
-def array_runs(search_dir: Path, job_id: str) -> list[Path]:
-    """The run folders of this array (their summary.json names it)."""
+def array_runs(search_dir: Path, nonces: Collection[str]) -> list[Path]:
+    """The run folders of this array's tasks: their summary.json names a task's ``nonce`` (not the
+    job id, which Slurm reuses)."""
     from text_recognizer.run.records import read_json
 
     if not search_dir.is_dir():
@@ -225,10 +287,7 @@ def array_runs(search_dir: Path, job_id: str) -> list[Path]:
     out = []
     for child in sorted(search_dir.iterdir()):
         recorded = read_json(child / "summary.json").get("slurm")
-        if isinstance(recorded, dict) and job_id in (
-            recorded.get("array_job_id"),
-            recorded.get("job_id"),
-        ):
+        if isinstance(recorded, dict) and recorded.get("nonce") in nonces:
             out.append(child)
     return out
 
@@ -338,7 +397,7 @@ def submit_experiments(
         if not ok:
             failed += 1
             progress.line(f"{task.label} ({job.job_id}) failed: {why}")
-    print_table(array_runs(group_dir, job_id))
+    print_table(array_runs(group_dir, {task.nonce for task in tasks}))
     progress.line(
         f"Slurm job array {job_id}: {len(jobs) - failed} finished, {failed} failed "
         f"in {time.monotonic() - started:.0f}s"

@@ -12,8 +12,11 @@ after an interruption:
 - A plain SIGTERM (``scancel --signal=TERM``) ends the run ``interrupted`` as well; the task then
   requeues its own job (``scontrol requeue``, the same job id) unless it was cancelled outright.
 - The requeued task continues the run with ``--resume RUN_DIR``: the folder is the one whose
-  ``summary.json`` names this task's Slurm ids (``leasing/slurm_job.record_fields``), so no epoch
-  is repeated. A run that failed (exit 1) or was refused as bad input (exit 2) is never requeued.
+  ``summary.json`` names this task's ``nonce`` (one per submission, given to the run in its
+  environment and recorded by ``leasing/slurm_job.record_fields``; Slurm's job ids repeat, so they
+  are not matched, and the first attempt never searches), so no epoch is repeated. A run that
+  failed (exit 1) or was refused as bad input (exit 2) is never requeued, nor an attempt that
+  finished no new epoch, nor a job restarted ``MAX_REQUEUES`` times.
 
 A task whose run did not finish raises ``SlurmTaskFailed``, so Slurm shows it FAILED and submitit's
 result names the exit code.
@@ -26,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,21 +39,58 @@ from text_recognizer.errors import SlurmTaskFailed
 INTERRUPTED = 130
 MAX_REQUEUES = 50  # a run interrupted this often without finishing is stopped, not requeued again
 CHILD_GRACE_S = 60.0  # how long checkpoint() waits for the run to write its checkpoint and end
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2}
 
 
-def find_task_run(search_dir: Path, key: dict[str, str] | None) -> Path | None:
-    """The run folder in ``search_dir`` (one level down) whose summary.json names this Slurm task
-    (``key``: its array job and task ids, or its job id); None when it has none yet."""
+def find_task_run(search_dir: Path, nonce: str | None) -> Path | None:
+    """The run folder in ``search_dir`` (one level down) whose summary.json names this task's
+    submission (``nonce``, recorded as ``slurm.nonce``); None when it has none yet. Slurm's job ids
+    are not matched: they repeat (a cluster's counter restarts, or wraps)."""
     from text_recognizer.run.records import read_json
 
-    if key is None or not search_dir.is_dir():
+    if not nonce or not search_dir.is_dir():
         return None
     found = []
     for child in search_dir.iterdir():
         recorded = read_json(child / "summary.json").get("slurm")
-        if isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in key.items()):
+        if isinstance(recorded, dict) and recorded.get("nonce") == nonce:
             found.append(child)
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def restart_count(env: Any = None) -> int:
+    """``SLURM_RESTART_COUNT``: 0 on a job's first attempt."""
+    value = (os.environ if env is None else env).get("SLURM_RESTART_COUNT", "0").strip()
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def last_epoch(run_dir: Path | None) -> int:
+    """The last epoch logged in ``run_dir``'s metrics.jsonl; 0 when none (or no folder)."""
+    import json
+
+    if run_dir is None:
+        return 0
+    try:
+        text = (run_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    last = 0
+    for line in text.splitlines():
+        try:
+            epoch = json.loads(line).get("epoch")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            last = max(last, epoch)
+    return last
+
+
+def exit_code(code: int) -> int:
+    """A run killed by a stop signal before its handler was installed (exit -TERM, -USR2...) was
+    interrupted, as one that caught it: 130."""
+    if code < 0 and -code in _STOP_SIGNALS:
+        return INTERRUPTED
+    return code
 
 
 def _job_state(job_id: str) -> str:
@@ -100,28 +141,37 @@ class SlurmTask:
     run_dir: str | None = None
     log_path: str | None = None  # the run's output appended here (a sweep trial's log)
     unset_env: list[str] = field(default_factory=list)
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)  # this submission, in summary.json
     _proc: Any = field(default=None, repr=False, compare=False)
+    _start_epoch: int = field(default=0, repr=False, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_proc": None}
 
-    def _run_dir(self) -> Path | None:
-        from text_recognizer.leasing.slurm_job import task_key
-
+    def _run_dir(self, first_attempt: bool = False) -> Path | None:
+        """The run folder this task began: the known one, else the one its nonce names. On the
+        first attempt nothing is searched: a folder found then is another submission's."""
         if self.run_dir is not None:
             known = Path(self.run_dir)
             return known if (known / "summary.json").is_file() else None
-        return find_task_run(Path(self.search_dir), task_key())
+        if first_attempt:
+            return None
+        return find_task_run(Path(self.search_dir), self.nonce)
 
     def argv(self) -> list[str]:
         """The command for this attempt: a fresh start, or ``--resume`` of the run it began."""
-        run_dir = self._run_dir()
+        run_dir = self._run_dir(first_attempt=restart_count() == 0)
         if run_dir is None:
             return list(self.command)
         return [*self.resume_base, "--resume", str(run_dir)]
 
     def _env(self) -> dict[str, str]:
+        from text_recognizer.leasing.slurm_job import NONCE_ENV, slurm_gpus
+
         env = {k: v for k, v in os.environ.items() if k not in self.unset_env}
+        if not slurm_gpus(env):  # inherited from the login shell: Slurm gave no GPU
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+        env[NONCE_ENV] = self.nonce
         env["TEXT_RECOGNIZER_RUNS_DIR"] = self.runs_root
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -130,6 +180,7 @@ class SlurmTask:
         """Run the command; requeue the job after an interruption; raise unless it finished."""
         argv = self.argv()
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        self._start_epoch = last_epoch(self._run_dir()) if "--resume" in argv else 0
         what = "resuming" if "--resume" in argv else "starting"
         print(f"slurm task {self.label}: {what} (restart {restarts})", file=sys.stderr, flush=True)
         log = open(self.log_path, "a", encoding="utf-8") if self.log_path else None  # noqa: SIM115
@@ -145,7 +196,7 @@ class SlurmTask:
                 stdout=log,
                 stderr=subprocess.STDOUT if log is not None else None,
             )
-            code = self._proc.wait()
+            code = exit_code(self._proc.wait())
         finally:
             if log is not None:
                 log.close()
@@ -165,8 +216,8 @@ class SlurmTask:
     @staticmethod
     def _may_requeue(job: str) -> bool:
         """Only a job still running (signalled, not cancelled) and not requeued too often."""
-        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
-        if restarts.isdigit() and int(restarts) >= MAX_REQUEUES:
+        restarts = restart_count()
+        if restart_count() >= MAX_REQUEUES:
             print(f"not requeued: restarted {restarts} times already", file=sys.stderr)
             return False
         return _job_state(job) == "RUNNING"
@@ -174,13 +225,30 @@ class SlurmTask:
     def checkpoint(self) -> Any:
         """Called by submitit on Slurm's warning (time limit, preemption): let the run end at its
         checkpoint and return this task bound to its run folder, for submitit to requeue.
-        None (no requeue) when the run ended on its own with a failure or bad input."""
+
+        Not requeued (``SlurmTaskFailed`` with the run's own exit code, which submitit records as
+        the task's result) when the run ended with a failure or bad input, when this attempt
+        finished no new epoch (a time limit too short for one epoch would requeue forever), or
+        after ``MAX_REQUEUES`` restarts."""
         from submitit.helpers import DelayedSubmission
 
         code = self._stop_run()
+        code = None if code is None else exit_code(code)
         if code is not None and code not in (0, INTERRUPTED):
-            return None
+            raise SlurmTaskFailed(f"{self.label}: the run exited with {code}", code)
         run_dir = self._run_dir()
+        if code != 0:
+            why = ""
+            if restart_count() >= MAX_REQUEUES:
+                why = f"restarted {restart_count()} times already"
+            elif last_epoch(run_dir) <= self._start_epoch:
+                why = "this attempt finished no new epoch (is --time shorter than one epoch?)"
+            if why:
+                print(f"slurm task {self.label}: not requeued: {why}", file=sys.stderr, flush=True)
+                raise SlurmTaskFailed(
+                    f"{self.label}: the run exited with {INTERRUPTED} (not requeued: {why})",
+                    INTERRUPTED,
+                )
         bound = replace(self, run_dir=str(run_dir) if run_dir is not None else self.run_dir)
         return DelayedSubmission(bound)
 

@@ -17,15 +17,18 @@ import hashlib
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
 from text_recognizer import paths
+from text_recognizer.errors import SlurmError
 from text_recognizer.orchestration.slurm import (
     LOG_FOLDER,
     SlurmOptions,
     executor,
+    scancel,
     submit_tasks,
 )
 
@@ -84,19 +87,22 @@ class SlurmTrialProcess:
         return int(found[-1]) if found else 1
 
     def send_signal(self, signum: int) -> None:
-        """SIGTERM: the run ends ``interrupted`` (a job still pending is cancelled)."""
+        """SIGTERM: the run ends ``interrupted`` (a job still pending is cancelled). A scancel
+        that fails after its retries is a warning line: the scheduler escalates to ``kill``."""
         self._signalled = True
         if _squeue_state(self.job_id) == "PENDING":
-            subprocess.run(["scancel", self.job_id], capture_output=True, check=False)
+            self._report(scancel([self.job_id]))
             return
         name = signal.Signals(signum).name.removeprefix("SIG")
-        subprocess.run(
-            ["scancel", f"--signal={name}", self.job_id], capture_output=True, check=False
-        )
+        self._report(scancel([f"--signal={name}", self.job_id]))
 
     def kill(self) -> None:
         self._signalled = True
-        subprocess.run(["scancel", self.job_id], capture_output=True, check=False)
+        self._report(scancel([self.job_id]))
+
+    def _report(self, why: str) -> None:
+        if why:
+            print(f"warning: Slurm job {self.job_id}: {why}", file=sys.stderr, flush=True)
 
 
 class SlurmTrialLauncher:
@@ -146,13 +152,29 @@ class SlurmTrialLauncher:
         """Cancel a job of this trial that a session before this one left in the queue, and wait
         until it has gone, so a rerun never shares the trial's folder with it."""
         name = self.job_name(trial_id)
-        listed = subprocess.run(
-            ["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True, text=True
-        )
+        try:
+            listed = subprocess.run(
+                ["squeue", "-h", "--name", name, "-o", "%i"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise SlurmError(f"cannot list {trial_id}'s leftover Slurm jobs: {e}") from None
+        if listed.returncode != 0:
+            why = listed.stderr.strip().splitlines()[-1] if listed.stderr.strip() else "failed"
+            raise SlurmError(f"cannot list {trial_id}'s leftover Slurm jobs: squeue: {why[:200]}")
         ids = listed.stdout.split()
         if not ids:
             return
-        subprocess.run(["scancel", *ids], capture_output=True, check=False)
+        why = scancel(ids)
+        if why:
+            raise SlurmError(f"cannot cancel {trial_id}'s leftover Slurm job(s): {why}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_squeue_state(i) for i in ids):
             time.sleep(1)
+        if any(_squeue_state(i) for i in ids):
+            raise SlurmError(
+                f"{trial_id}'s leftover Slurm job(s) {' '.join(ids)} still queued after "
+                f"{timeout:.0f}s; scancel them and resume"
+            )
