@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -615,3 +616,90 @@ def test_a_busy_cluster_is_up_and_its_config_is_not_rewritten(slurm_cluster: Non
         assert (conf.stat().st_mtime_ns if conf.is_file() else None) == before
     finally:
         subprocess.run(["scancel", job_id], check=False)
+
+
+def test_hyperband_stops_running_slurm_trials_with_scancel_term(
+    slurm_cluster: None, tmp_path: Path
+) -> None:
+    """The sweep's hyperband stop reaches a trial that is a Slurm job: with the metrics of
+    tests/test_sweeps.py's hyperband case, the two laggards (here real Slurm jobs, each a
+    `sleep 300`) are sent `scancel --signal=TERM` and leave the queue within seconds, ended by
+    it; the trial hyperband keeps is not touched."""
+    import signal as signals
+
+    import submitit
+
+    from text_recognizer.orchestration.scheduler import LocalSweep, _Active
+    from text_recognizer.orchestration.slurm import SlurmOptions, executor
+    from text_recognizer.orchestration.slurm_trials import SlurmTrialProcess, _squeue_state
+    from text_recognizer.orchestration.sweep_state import Trial
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
+    sweep = {
+        "name": "hb-slurm",
+        "program": "training/run_sweep.py",
+        "method": "grid",
+        "metric": {"name": "val_loss", "goal": "minimize"},
+        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
+        "parameters": {"config": {"value": str(base)}, "train_args.seed": {"values": [1, 2]}},
+    }
+    state_dir = tmp_path / "hb"
+    runner = LocalSweep(sweep, "sweep.yaml", state_dir, jobs=4, out=open(os.devnull, "w"))  # noqa: SIM115
+    histories = {  # band 2 values 0.4 0.5 0.7 0.9: only 0.4 and 0.5 pass (eta 3)
+        "trial-0001": ([1.0, 0.5], 10, "running"),  # the best running one: goes on
+        "trial-0002": ([1.0, 0.7], 10, "running"),  # behind: stopped (a Slurm job)
+        "trial-0003": ([1.0, 0.9, 0.8], 10, "running"),  # behind: stopped (a Slurm job)
+        "trial-0006": ([1.0, 0.4, 0.3], 3, "finished"),
+    }
+    ex = executor(tmp_path / "submitit", SlurmOptions(cpus_per_run=1), "hb-slurm-test")
+    jobs: dict[str, SlurmTrialProcess] = {}
+    local = subprocess.Popen(["sleep", "300"])
+    try:
+        for i, (history, epochs, status) in histories.items():
+            trial = Trial(id=i, params={"train_args.seed": int(i[-1])}, status=status)
+            runner.state.trials.append(trial)
+            (state_dir / i).mkdir(parents=True)
+            (state_dir / i / "config.json").write_text(
+                json.dumps({"train_args": {"epochs": epochs}})
+            )
+            (state_dir / i / "metrics.jsonl").write_text(
+                "".join(
+                    json.dumps({"epoch": e + 1, "val_loss": v}) + "\n"
+                    for e, v in enumerate(history)
+                )
+            )
+            if status != "running":
+                continue
+            if i == "trial-0001":
+                proc: Any = local
+            else:
+                proc = jobs[i] = SlurmTrialProcess(
+                    ex.submit(submitit.helpers.CommandFunction(["sleep", "300"]))
+                )
+            runner.active[i] = _Active(trial, proc, open(os.devnull, "w"), time.monotonic())  # noqa: SIM115
+        deadline = time.monotonic() + 120
+        while any(_squeue_state(j.job_id) != "RUNNING" for j in jobs.values()):
+            assert time.monotonic() < deadline, "the two sleep jobs did not start"
+            time.sleep(1)
+        runner._early_terminate()
+        stopped = {i for i, t in runner.active.items() if t.trial.stop_requested}
+        assert stopped == {"trial-0002", "trial-0003"}
+        started = time.monotonic()
+        codes = {}
+        while len(codes) < 2:
+            assert time.monotonic() - started < 60, f"still queued after TERM: {codes}"
+            for i, job in jobs.items():
+                code = job.poll()
+                if code is not None:
+                    codes[i] = code
+            time.sleep(0.5)
+        # ended by the signal (a `sleep 300` that ran its course would hold them 5 minutes), not
+        # successfully; a real trial's SlurmTask reads the TERM back as 130 (the requeue tests)
+        assert set(codes) == {"trial-0002", "trial-0003"} and 0 not in codes.values()
+        assert local.poll() is None  # the trial hyperband keeps runs on
+    finally:
+        local.send_signal(signals.SIGKILL)
+        local.wait()
+        for job in jobs.values():
+            subprocess.run(["scancel", job.job_id], check=False)
