@@ -103,7 +103,9 @@ def sample_rss(pid: int, stop: threading.Event, samples: list[float]) -> None:
 class Server:
     """``python -m text_recognizer.serve`` in a child process, up once ``/healthz`` answers."""
 
-    def __init__(self, run: Path, runtime: str, threads: int | None, log: Path) -> None:
+    def __init__(
+        self, run: Path, runtime: str, threads: int | None, log: Path, extra: list[str]
+    ) -> None:
         self.port = free_port()
         command = [
             sys.executable,
@@ -118,6 +120,7 @@ class Server:
         ]
         if threads:
             command += ["--threads", str(threads)]
+        command += extra
         self.log = log
         self.process = subprocess.Popen(
             command, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True
@@ -230,6 +233,8 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="a run folder (default: untrained 28x952)")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads")
+    parser.add_argument("--workers", type=int, default=None, help="the server's --workers")
+    parser.add_argument("--batch", type=int, default=None, help="the server's --batch")
     parser.add_argument("--quick", action="store_true", help="4 clients x 5 s")
     args = parser.parse_args()
     if args.quick:
@@ -246,7 +251,8 @@ def main() -> int:
         for runtime in args.runtimes.split(","):
             if runtime == "onnx" and not (run / "model.onnx").is_file():
                 export_onnx(run)
-            server = Server(run, runtime, args.threads, Path(tmp) / f"server_{runtime}.log")
+            extra = [f"--{k}={v}" for k in ("workers", "batch") if (v := getattr(args, k))]
+            server = Server(run, runtime, args.threads, Path(tmp) / f"server_{runtime}.log", extra)
             try:
                 status, answer = request(server.port, "POST", "/v1/predict", body)
                 if status != 200:
