@@ -142,3 +142,24 @@ def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config = tmp_path / "kaggle-config"
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(config))
     return config
+
+
+def seed_trial(
+    runner, state_dir: Path, trial_id: str, history: list[float], epochs: int, status: str
+):
+    """A trial with a made-up val_loss history in ``runner``'s state and folder (the hyperband
+    tests): its Trial, which the caller makes active with a process when it is running."""
+    import json
+
+    from text_recognizer.orchestration.sweep_state import Trial
+
+    trial = Trial(id=trial_id, params={"train_args.seed": int(trial_id[-1])}, status=status)
+    runner.state.trials.append(trial)
+    (state_dir / trial_id).mkdir(parents=True)
+    (state_dir / trial_id / "config.json").write_text(
+        json.dumps({"train_args": {"epochs": epochs}})
+    )
+    (state_dir / trial_id / "metrics.jsonl").write_text(
+        "".join(json.dumps({"epoch": e + 1, "val_loss": v}) + "\n" for e, v in enumerate(history))
+    )
+    return trial

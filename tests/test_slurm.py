@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, seed_trial
 
 PREPARE = str(PROJECT_ROOT / "training" / "prepare_experiments.py")
 SAMPLE = PROJECT_ROOT / "training" / "experiments" / "sample_synthetic.json"
@@ -632,7 +632,6 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
     from text_recognizer.orchestration.scheduler import LocalSweep, _Active
     from text_recognizer.orchestration.slurm import SlurmOptions, executor
     from text_recognizer.orchestration.slurm_trials import SlurmTrialProcess, _squeue_state
-    from text_recognizer.orchestration.sweep_state import Trial
 
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
@@ -657,18 +656,7 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
     local = subprocess.Popen(["sleep", "300"])
     try:
         for i, (history, epochs, status) in histories.items():
-            trial = Trial(id=i, params={"train_args.seed": int(i[-1])}, status=status)
-            runner.state.trials.append(trial)
-            (state_dir / i).mkdir(parents=True)
-            (state_dir / i / "config.json").write_text(
-                json.dumps({"train_args": {"epochs": epochs}})
-            )
-            (state_dir / i / "metrics.jsonl").write_text(
-                "".join(
-                    json.dumps({"epoch": e + 1, "val_loss": v}) + "\n"
-                    for e, v in enumerate(history)
-                )
-            )
+            trial = seed_trial(runner, state_dir, i, history, epochs, status)
             if status != "running":
                 continue
             if i == "trial-0001":

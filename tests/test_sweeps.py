@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, run_script
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, run_script, seed_trial
 from text_recognizer import errors
 from text_recognizer.config import override_value, validate_config
 from text_recognizer.orchestration.local_sweep import local_sweep_main
 from text_recognizer.orchestration.scheduler import LocalSweep, _Active
-from text_recognizer.orchestration.sweep_state import Trial
 from text_recognizer.orchestration.sweep_yaml import (
     check_parameter_space,
     check_sweep,
@@ -397,18 +396,7 @@ def test_hyperband_stops_the_laggards(tmp_path, runs_dir):
     procs = {}
     try:
         for i, (history, epochs, status) in histories.items():
-            trial = Trial(id=i, params={"train_args.seed": int(i[-1])}, status=status)
-            runner.state.trials.append(trial)
-            (state_dir / i).mkdir(parents=True)
-            (state_dir / i / "config.json").write_text(
-                json.dumps({"train_args": {"epochs": epochs}})
-            )
-            (state_dir / i / "metrics.jsonl").write_text(
-                "".join(
-                    json.dumps({"epoch": e + 1, "val_loss": v}) + "\n"
-                    for e, v in enumerate(history)
-                )
-            )
+            trial = seed_trial(runner, state_dir, i, history, epochs, status)
             if status != "running":
                 continue
             procs[i] = subprocess.Popen(["sleep", "60"])
