@@ -25,6 +25,9 @@ fail() { echo "slurm_cluster: $*" >&2; exit 1; }
 # it needs a free CPU, so a busy node would look down.
 answers() {
     timeout 15 scontrol ping 2>/dev/null | grep -q "UP" || return 1
+    # Our one-node cluster: its slurmd must be running here (slurmctld shows a node whose slurmd
+    # died as idle until SlurmdTimeout passes, and its jobs would pend).
+    if ours; then pgrep -x slurmd >/dev/null || return 1; fi
     case "$(timeout 15 sinfo -h -o %t 2>/dev/null | head -n 1)" in
         idle|mix|alloc|comp) return 0 ;;
         *) return 1 ;;

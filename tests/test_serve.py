@@ -725,3 +725,36 @@ def test_a_served_language_model_is_read_once(noisy_line_run: Path, tmp_path: Pa
         gone = [client.post("/v1/predict", json={"image": data_url(p)}).json() for p in files]
     assert "LM" in reader.decoder_name()
     assert [a["pred"] for a in after] == [a["pred"] for a in before] == [a["pred"] for a in gone]
+
+
+def test_the_head_deadline_spares_a_pipelined_request_being_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two requests pipelined on one connection, each taking longer than the head deadline: both
+    are answered (the deadline is for a head that has not arrived, not for a request at work)."""
+    import time
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from text_recognizer.serving import server as server_module
+
+    monkeypatch.setattr(server_module, "HEADER_TIMEOUT_S", 0.5)
+
+    def slow(request: Any) -> PlainTextResponse:
+        time.sleep(1.0)
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/slow", slow)])
+    with ServerThread(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+            received = b""
+            while received.count(b"HTTP/1.1 200") < 2:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                received += chunk
+    assert received.count(b"HTTP/1.1 200") == 2, received

@@ -170,8 +170,9 @@ def _checkpoint(task, monkeypatch: pytest.MonkeyPatch, code: int | None):
 def test_checkpoint_requeues_only_an_attempt_that_finished_an_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Defect 2: no requeue when this attempt logged no new epoch, nor after MAX_REQUEUES; the
-    task fails with the run's code (130) instead of coming back forever."""
+    """No requeue when this attempt ran into its time limit without logging a new epoch, nor after
+    MAX_REQUEUES; the task fails with the run's code (130) instead of coming back forever. A
+    preempted attempt (far from its limit) is requeued whatever it finished."""
     from submitit.helpers import DelayedSubmission
 
     from text_recognizer.errors import SlurmTaskFailed
@@ -184,6 +185,12 @@ def test_checkpoint_requeues_only_an_attempt_that_finished_an_epoch(
     with pytest.raises(SlurmTaskFailed, match="no new epoch") as failed:
         _checkpoint(task, monkeypatch, 130)
     assert failed.value.exit_code == 130
+    from text_recognizer.orchestration import slurm_task
+
+    with monkeypatch.context() as preempted:  # far from its time limit: preempted, requeued
+        preempted.setattr(slurm_task, "near_time_limit", lambda job_id: False)
+        requeued = _checkpoint(task, monkeypatch, 130)
+        assert isinstance(requeued, DelayedSubmission)
     task._start_epoch = 1  # it finished epoch 2: requeued, bound to its run folder
     again = _checkpoint(task, monkeypatch, 130)
     assert isinstance(again, DelayedSubmission) and again.function.run_dir == str(run)
@@ -691,3 +698,13 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
         local.wait()
         for job in jobs.values():
             subprocess.run(["scancel", job.job_id], check=False)
+
+
+def test_slurm_durations_are_read_as_slurm_writes_them() -> None:
+    from text_recognizer.orchestration.slurm_task import slurm_seconds
+
+    assert slurm_seconds("5") == 300  # minutes alone
+    assert slurm_seconds("1:30") == 90
+    assert slurm_seconds("2:00:05") == 7205
+    assert slurm_seconds("1-00:00:00") == 86400
+    assert slurm_seconds("UNLIMITED") is None and slurm_seconds("INVALID") is None

@@ -58,6 +58,48 @@ def find_task_run(search_dir: Path, nonce: str | None) -> Path | None:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
+def slurm_seconds(text: str) -> int | None:
+    """Seconds of a Slurm duration (``[days-]hours:minutes:seconds``, ``minutes:seconds``);
+    None for ``UNLIMITED``, ``INVALID`` or anything else."""
+    days, _, clock = text.strip().rpartition("-")
+    parts = clock.split(":")
+    if (
+        not (1 <= len(parts) <= 3)
+        or not all(x.isdigit() for x in parts)
+        or (days and not days.isdigit())
+    ):
+        return None
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    if len(parts) == 1:  # minutes alone
+        seconds *= 60
+    return seconds + int(days or 0) * 86400
+
+
+def near_time_limit(job_id: str | None, margin_s: int = 150) -> bool:
+    """Whether this job has run to within ``margin_s`` of its time limit (Slurm's warning comes
+    90 s before it): a time-out, not a preemption. True when Slurm cannot say (the careful side:
+    the no-progress rule then applies)."""
+    if not job_id:
+        return True
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%M %l"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if len(out) != 2:
+        return True
+    used, limit = slurm_seconds(out[0]), slurm_seconds(out[1])
+    if used is None:
+        return True
+    return limit is not None and used >= limit - margin_s
+
+
 def restart_count(env: Any = None) -> int:
     """``SLURM_RESTART_COUNT``: 0 on a job's first attempt."""
     value = (os.environ if env is None else env).get("SLURM_RESTART_COUNT", "0").strip()
@@ -227,9 +269,9 @@ class SlurmTask:
         checkpoint and return this task bound to its run folder, for submitit to requeue.
 
         Not requeued (``SlurmTaskFailed`` with the run's own exit code, which submitit records as
-        the task's result) when the run ended with a failure or bad input, when this attempt
-        finished no new epoch (a time limit too short for one epoch would requeue forever), or
-        after ``MAX_REQUEUES`` restarts."""
+        the task's result) when the run ended with a failure or bad input, when this attempt ran
+        into its time limit without finishing a new epoch (a time limit too short for one epoch
+        would requeue forever; a preemption is requeued), or after ``MAX_REQUEUES`` restarts."""
         from submitit.helpers import DelayedSubmission
 
         code = self._stop_run()
@@ -241,7 +283,9 @@ class SlurmTask:
             why = ""
             if restart_count() >= MAX_REQUEUES:
                 why = f"restarted {restart_count()} times already"
-            elif last_epoch(run_dir) <= self._start_epoch:
+            elif last_epoch(run_dir) <= self._start_epoch and near_time_limit(
+                os.environ.get("SLURM_JOB_ID")
+            ):  # a preempted attempt is requeued whatever it finished (MAX_REQUEUES bounds it)
                 why = "this attempt finished no new epoch (is --time shorter than one epoch?)"
             if why:
                 print(f"slurm task {self.label}: not requeued: {why}", file=sys.stderr, flush=True)

@@ -117,9 +117,12 @@ def create_app(reader: Reader, limits: Limits | None = None) -> FastAPI:
 
         return run
 
-    def prepared(images: list[Any]) -> Any:
+    def prepared(images: list[Any]) -> tuple[Any, float]:
+        """The model's input and when its preparing began: ``ms`` counts from there on every
+        route (after decoding, as ``Reader.read`` does)."""
         (image,) = images
-        return reader.prepare(image)
+        start = time.perf_counter()
+        return reader.prepare(image), start
 
     def paragraph(images: list[Any], beam: int | None) -> Any:
         (image,) = images
@@ -144,8 +147,7 @@ def create_app(reader: Reader, limits: Limits | None = None) -> FastAPI:
         if beam is not None or not reader.shares_batches:  # read alone
             (result,) = await in_thread(decoded(reader.read), payloads, beam)
             return result
-        start = time.perf_counter()
-        x = await in_thread(decoded(prepared), payloads)
+        x, start = await in_thread(decoded(prepared), payloads)
         prediction = await asyncio.wrap_future(reader.submit(x))  # shares a forward pass
         return answer(prediction.text, prediction.confidence, (time.perf_counter() - start) * 1000)
 

@@ -99,10 +99,12 @@ def header_timeout_protocol() -> type:
                 self._head_deadline.cancel()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            done = self.cycle
+            super().on_response_complete()  # may already start a pipelined request's cycle
             if not self.transport.is_closing():
                 self._head_deadline.cancel()
-                self._arm_header_deadline()
+                if self.cycle is done:  # no next head parsed yet: it has the deadline
+                    self._arm_header_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._head_deadline.cancel()
