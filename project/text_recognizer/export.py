@@ -130,10 +130,6 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = DEFAULT_OPSET
     """Export the network of ``weights`` (a weights.pt or run folder) to ``out``, atomically,
     with its metadata; checked against torch before it is written. Returns what was written:
     model, network, dynamic axes and the max difference of the check."""
-    import io
-    import math
-    import warnings
-
     import torch
 
     from text_recognizer.errors import ExportError, storage_error
@@ -158,51 +154,19 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = DEFAULT_OPSET
     except OSError as e:
         raise storage_error(e, source) from None
     model, config = Model.load_with_config(source)
-    network = model.network.eval()
+    model.network.eval()  # traced and checked in eval mode (dropout off)
     height, width = (int(d) for d in model.input_shape[-2:])
     dynamic_width = _dynamic_width(model)
-    axes_in = {0: "batch", 2: "width"} if dynamic_width else {0: "batch"}
-    axes_out = {0: "batch", 1: "steps"} if dynamic_width else {0: "batch"}
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(2, height, width, generator=generator)
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes
-            torch.onnx.export(
-                network,
-                (example,),
-                buffer,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes_in, OUTPUT_NAME: axes_out},
-            )
-    except Exception as e:  # an operator without an ONNX form, a model over protobuf's 2 GB
-        raise ExportError(
-            f"network {model.network_name!r} cannot be exported to ONNX opset {opset}: "
-            f"{type(e).__name__}: {str(e)[:200]}"
-        ) from None
-    proto = onnx.load_from_string(buffer.getvalue())
+    proto = onnx.load_from_string(_trace(model, example, opset, dynamic_width))
     metadata = onnx_metadata(model, config, record, opset, dynamic_width)
     entry = proto.metadata_props.add()
     entry.key, entry.value = _metadata_key(), metadata
     proto.producer_name = "text_recognizer.export"
     data = proto.SerializeToString()
     wider = [torch.rand(1, height, width + 32, generator=generator)] if dynamic_width else []
-    max_diff, scale = _compare(network, data, [example, *wider])
-    relative = max_diff / scale
-    if math.isnan(relative):
-        raise ExportError(
-            f"the ONNX export of {model.network_name!r} gives non-finite outputs (NaN or inf) "
-            "on the check batch, or torch does; nothing written"
-        )
-    if not relative <= TOLERANCE:
-        raise ExportError(
-            f"the ONNX export of {model.network_name!r} differs from torch by {max_diff:.2e} "
-            f"({relative:.2e} of the largest |logit|, more than {TOLERANCE:.0e}); nothing written"
-        )
+    max_diff, scale = _check(model, data, [example, *wider])
     try:
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
@@ -216,8 +180,64 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = DEFAULT_OPSET
         "dynamic": dynamic,
         "max_diff": max_diff,
         "scale": scale,
-        "relative_diff": relative,
+        "relative_diff": max_diff / scale,
     }
+
+
+def _trace(model: Any, example: Any, opset: int, dynamic_width: bool) -> bytes:
+    """The network as ONNX bytes (torch's TorchScript exporter), batch dynamic, and the width
+    where the network allows it; a network that cannot be exported is one ExportError line."""
+    import io
+    import warnings
+
+    import torch
+
+    from text_recognizer.errors import ExportError
+
+    axes_in = {0: "batch", 2: "width"} if dynamic_width else {0: "batch"}
+    axes_out = {0: "batch", 1: "steps"} if dynamic_width else {0: "batch"}
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracing notes
+            torch.onnx.export(
+                model.network,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: axes_in, OUTPUT_NAME: axes_out},
+            )
+    except Exception as e:  # an operator without an ONNX form, a model over protobuf's 2 GB
+        raise ExportError(
+            f"network {model.network_name!r} cannot be exported to ONNX opset {opset}: "
+            f"{type(e).__name__}: {str(e)[:200]}"
+        ) from None
+    return buffer.getvalue()
+
+
+def _check(model: Any, data: bytes, inputs: list[Any]) -> tuple[float, float]:
+    """(max difference, logit scale) of onnxruntime on ``data`` against torch on ``inputs``;
+    an ExportError (nothing written) when it is not finite or over TOLERANCE of the scale."""
+    import math
+
+    from text_recognizer.errors import ExportError
+
+    max_diff, scale = _compare(model.network, data, inputs)
+    relative = max_diff / scale
+    if math.isnan(relative):
+        raise ExportError(
+            f"the ONNX export of {model.network_name!r} gives non-finite outputs (NaN or inf) "
+            "on the check batch, or torch does; nothing written"
+        )
+    if not relative <= TOLERANCE:
+        raise ExportError(
+            f"the ONNX export of {model.network_name!r} differs from torch by {max_diff:.2e} "
+            f"({relative:.2e} of the largest |logit|, more than {TOLERANCE:.0e}); nothing written"
+        )
+    return max_diff, scale
 
 
 def _metadata_key() -> str:
