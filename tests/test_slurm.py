@@ -638,7 +638,8 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
 
     from text_recognizer.orchestration.scheduler import LocalSweep, _Active
     from text_recognizer.orchestration.slurm import SlurmOptions, executor
-    from text_recognizer.orchestration.slurm_trials import SlurmTrialProcess, _squeue_state
+    from text_recognizer.orchestration.slurm_task import job_state
+    from text_recognizer.orchestration.slurm_trials import SlurmTrialProcess
 
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
@@ -674,7 +675,7 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
                 )
             runner.active[i] = _Active(trial, proc, open(os.devnull, "w"), time.monotonic())  # noqa: SIM115
         deadline = time.monotonic() + 120
-        while any(_squeue_state(j.job_id) != "RUNNING" for j in jobs.values()):
+        while any(job_state(j.job_id) != "RUNNING" for j in jobs.values()):
             assert time.monotonic() < deadline, "the two sleep jobs did not start"
             time.sleep(1)
         runner._early_terminate()

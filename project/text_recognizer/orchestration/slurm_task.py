@@ -135,17 +135,20 @@ def exit_code(code: int) -> int:
     return code
 
 
-def _job_state(job_id: str) -> str:
-    """This job's state as squeue reports it (``RUNNING``, ``CANCELLED``...), '' when unknown."""
+def job_state(job_id: str, timeout: float = 60) -> str:
+    """One job's state as squeue reports it (``RUNNING``, ``PENDING``...); '' once it has left
+    the queue; ``UNKNOWN`` when squeue cannot say now (slurmctld busy: ask again later)."""
     try:
         out = subprocess.run(
             ["squeue", "-h", "-j", job_id, "-o", "%T"],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=timeout,
         )
     except (OSError, subprocess.TimeoutExpired):
-        return ""
+        return "UNKNOWN"
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        return "UNKNOWN"
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
 
 
@@ -262,7 +265,7 @@ class SlurmTask:
         if restart_count() >= MAX_REQUEUES:
             print(f"not requeued: restarted {restarts} times already", file=sys.stderr)
             return False
-        return _job_state(job) == "RUNNING"
+        return job_state(job, timeout=30) == "RUNNING"
 
     def checkpoint(self) -> Any:
         """Called by submitit on Slurm's warning (time limit, preemption): let the run end at its

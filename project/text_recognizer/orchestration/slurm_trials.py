@@ -31,21 +31,10 @@ from text_recognizer.orchestration.slurm import (
     scancel,
     submit_tasks,
 )
+from text_recognizer.orchestration.slurm_task import job_state
 
 POLL_EVERY_S = 2.0  # squeue at most this often per trial
 _EXIT = re.compile(r"exited with (-?\d+)")
-
-
-def _squeue_state(job_id: str) -> str:
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=60
-        )
-    except subprocess.TimeoutExpired:
-        return "UNKNOWN"
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        return "UNKNOWN"  # slurmctld busy: ask again later
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else ""
 
 
 class SlurmTrialProcess:
@@ -67,7 +56,7 @@ class SlurmTrialProcess:
         if now - self._checked < POLL_EVERY_S:
             return None
         self._checked = now
-        if _squeue_state(self.job_id):
+        if job_state(self.job_id):
             return None
         self.returncode = self._exit_code()
         return self.returncode
@@ -90,7 +79,7 @@ class SlurmTrialProcess:
         """SIGTERM: the run ends ``interrupted`` (a job still pending is cancelled). A scancel
         that fails after its retries is a warning line: the scheduler escalates to ``kill``."""
         self._signalled = True
-        if _squeue_state(self.job_id) == "PENDING":
+        if job_state(self.job_id) == "PENDING":
             self._report(scancel([self.job_id]))
             return
         name = signal.Signals(signum).name.removeprefix("SIG")
@@ -171,9 +160,9 @@ class SlurmTrialLauncher:
         if why:
             raise SlurmError(f"cannot cancel {trial_id}'s leftover Slurm job(s): {why}")
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_squeue_state(i) for i in ids):
+        while time.monotonic() < deadline and any(job_state(i) for i in ids):
             time.sleep(1)
-        if any(_squeue_state(i) for i in ids):
+        if any(job_state(i) for i in ids):
             raise SlurmError(
                 f"{trial_id}'s leftover Slurm job(s) {' '.join(ids)} still queued after "
                 f"{timeout:.0f}s; scancel them and resume"
