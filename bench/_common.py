@@ -24,6 +24,31 @@ NUM_CLASSES = 36  # digits + upper case, like SyntheticCharactersDataset's defau
 IMAGE_SIZE = 28
 
 
+def data_config(
+    shape: tuple[int, int], chars: int, max_length: int | None = None
+) -> dict[str, Any]:
+    """What a dataset would tell a model of ``chars`` classes at ``shape``: characters when
+    ``max_length`` is None, else lines of up to ``max_length`` (the benchmarks' untrained
+    models: latency depends on the architecture and the image size, not on the data)."""
+    from text_recognizer.datasets.text import make_mapping, text_config
+
+    letters = [chr(c) for c in range(33, 33 + chars)]
+    if max_length is None:
+        return {
+            "kind": "characters",
+            "input_shape": list(shape),
+            "output_shape": [chars],
+            "mapping": letters,
+        }
+    mapping = make_mapping(letters)
+    return {
+        "kind": "lines",
+        "input_shape": list(shape),
+        "mapping": mapping,
+        **text_config(mapping, max_length),
+    }
+
+
 def setup_threads(threads: int) -> None:
     """Pin torch's intra-op and inter-op thread pools to the same size, before any torch work."""
     import torch

@@ -57,19 +57,11 @@ def exported_run(folder: Path, experiment: str, model_name: str, shape, chars: i
 
     import torch
 
-    from text_recognizer.datasets.text import make_mapping, text_config
     from text_recognizer.export import export_onnx
     from text_recognizer.models import MODELS
 
     config = json.loads((EXPERIMENTS / f"{experiment}.json").read_text())
-    letters = [chr(c) for c in range(33, 33 + chars)]
-    if max_length is None:
-        data_config = {"kind": "characters", "input_shape": list(shape), "output_shape": [chars]}
-        data_config["mapping"] = letters
-    else:
-        mapping = make_mapping(letters)
-        data_config = {"kind": "lines", "input_shape": list(shape), "mapping": mapping}
-        data_config.update(text_config(mapping, max_length))
+    data_config = _common.data_config(shape, chars, max_length)
     torch.manual_seed(0)
     args = config.get("network_args") or {}
     model = MODELS[model_name].load()(data_config, config["network"], args, "cpu")

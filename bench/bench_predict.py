@@ -29,27 +29,11 @@ CASES = [
 
 
 def build_predictor(model_name: str, network: str, shape: tuple[int, int], chars: int, max_length):
-    from text_recognizer.datasets.text import make_mapping, text_config
     from text_recognizer.models import MODELS
     from text_recognizer.networks import NETWORKS
     from text_recognizer.predictors import CharacterPredictor, LinePredictor
 
-    letters = [chr(c) for c in range(33, 33 + chars)]
-    if max_length is None:
-        data_config = {
-            "kind": "characters",
-            "input_shape": list(shape),
-            "output_shape": [chars],
-            "mapping": letters,
-        }
-    else:
-        mapping = make_mapping(letters)
-        data_config = {
-            "kind": "lines",
-            "input_shape": list(shape),
-            "mapping": mapping,
-            **text_config(mapping, max_length),
-        }
+    data_config = _common.data_config(shape, chars, max_length)
     args = {k: p.default for k, p in NETWORKS[network].args.items()}
     model = MODELS[model_name].load()(data_config, network, args, "cpu")
     model.network.eval()

@@ -58,17 +58,10 @@ def line_png(text: str = TEXT, shape: tuple[int, int] = SHAPE) -> bytes:
 
 def make_run(folder: Path) -> Path:
     """A run folder holding an untrained line_lstm_ctc (default arguments) for 28 x 952 lines."""
-    from text_recognizer.datasets.text import make_mapping, text_config
     from text_recognizer.models import MODELS
     from text_recognizer.networks import NETWORKS
 
-    mapping = make_mapping([chr(c) for c in range(33, 33 + 79)])
-    data_config = {
-        "kind": "lines",
-        "input_shape": list(SHAPE),
-        "mapping": mapping,
-        **text_config(mapping, 34),
-    }
+    data_config = _common.data_config(SHAPE, 79, 34)
     args = {k: p.default for k, p in NETWORKS["line_lstm_ctc"].args.items()}
     model = MODELS["LineModelCtc"].load()(data_config, "line_lstm_ctc", args, "cpu")
     run = folder / "line_lstm_ctc_28x952"
