@@ -215,3 +215,20 @@ def test_without_a_lines_txt_the_benchmark_lines_stay_with_a_warning(
     ds = IamLinesDataset(data_dir=str(tmp_path / "hf"), **ARGS).load_or_generate_data()
     assert len(ds.x_train) == 3 and "paragraph_benchmark_text" not in ds.skipped
     assert "cannot be told apart and stay in train" in capsys.readouterr().err
+
+
+def test_the_shipped_metadata_pins_the_parquet_files() -> None:
+    """data/raw/iam/metadata.toml downloads Teklia's files at one commit, each checked against the
+    sha256 the Hub shows for it (a changed or truncated download is refused, never read)."""
+    import re
+
+    from text_recognizer.datasets.metadata import load_metadata
+
+    root = Path(__file__).resolve().parents[1]
+    files = {f.filename: f for f in load_metadata(root / "data" / "raw" / "iam" / "metadata.toml")}
+    for split in ("train", "validation", "test"):
+        entry = files[f"{split}.parquet"]
+        assert re.fullmatch(r"[0-9a-f]{64}", entry.sha256), entry
+        assert re.search(r"/Teklia/IAM-line/resolve/[0-9a-f]{40}/data/", entry.url), entry.url
+        assert entry.size is not None or entry.max_size is not None
+    assert len({files[f"{s}.parquet"].sha256 for s in ("train", "validation", "test")}) == 3
