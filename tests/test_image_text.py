@@ -401,19 +401,139 @@ def test_a_csv_name_two_images_answer_to_is_ambiguous(tmp_path: Path) -> None:
     """A row's name that is one image's path and another's file name (``x.png`` and
     ``sub/x.png``) is counted as ambiguous, never paired with either; a unique file name pairs."""
     from text_recognizer.datasets.image_text_layouts import read_items
+    from text_recognizer.datasets.item_store import ItemStore
 
     for rel in ("x.png", "sub/x.png", "sub/y.png", "z.png"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     (tmp_path / "labels.csv").write_text("x.png,one\ny.png,two\nsub/x.png,three\nq.png,four\n")
     skips: list[tuple[str, str]] = []
-    items = read_items(
-        tmp_path, "csv", tmp_path / "labels.csv", lambda reason, what: skips.append((reason, what))
-    )
-    assert [(i.rel, i.text) for i in items] == [("sub/y.png", "two"), ("sub/x.png", "three")]
+    with ItemStore(tmp_path / "scratch") as store:
+        read_items(
+            tmp_path,
+            "csv",
+            tmp_path / "labels.csv",
+            lambda reason, what: skips.append((reason, what)),
+            store,
+        )
+        items = [(rel, text) for _, rel, text, _ in store.items()]
+    assert items == [("sub/y.png", "two"), ("sub/x.png", "three")]
+    assert not list((tmp_path / "scratch").iterdir())  # the store's file is gone
     assert [r for r, _ in skips] == [
         "ambiguous_image_name",
         "transcript_without_image",
         "image_without_transcript",
         "image_without_transcript",
     ]
+
+
+def test_transcripts_wait_on_disk_while_images_decode(
+    tmp_path: Path, data_dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the images are decoded, the folder's names and transcripts are rows of the temporary
+    SQLite file (item_store), not Python strings: memory besides the arrays does not grow with
+    the number of images. 20,000 items of 120-character transcripts (2.4 MB of text, 5+ MB as
+    Python strings) leave Python's heap (tracemalloc: numpy's arrays included) within 1 MB of its
+    size before, plus the image array; the arrays are those of the texts."""
+    import tracemalloc
+
+    from text_recognizer.datasets import image_text
+
+    count, width = 20_000, 120
+    folder = tmp_path / "many"
+    (folder / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    rows = []
+    for i in range(count):
+        (folder / "img" / f"{i:05d}.png").touch()  # never read: decoding is replaced below
+        rows.append(f"img/{i:05d}.png,{''.join(rng.choice(letters, width))}")
+    (folder / "labels.csv").write_text("filename,text\n" + "\n".join(rows) + "\n")
+    traced: list[int] = []
+
+    def decode_images(paths, spec, out, workers, on_chunk, root) -> None:
+        traced.append(tracemalloc.get_traced_memory()[0] - out.nbytes)
+        out[:] = np.arange(len(paths), dtype=np.int64)[:, None, None] % 251
+        for start in range(0, len(paths), 1000):
+            on_chunk(start, [None] * len(paths[start : start + 1000]))
+
+    monkeypatch.setattr(image_text, "decode_images", decode_images)
+    shape = {"image_height": 4, "image_width": 8, "max_length": width, "workers": 1}
+    warm = tmp_path / "warm"  # the first build imports what processing needs: not measured
+    warm.mkdir()
+    for i in range(3):
+        (warm / f"{i}.png").touch()
+    (warm / "labels.csv").write_text("0.png,ab\n1.png,ba\n2.png,aa\n")
+    ImageTextDataset(data_dir=str(warm), **shape).process()
+    traced.clear()
+    ds = ImageTextDataset(data_dir=str(folder), **shape)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        arrays, mapping = ds.process()
+    finally:
+        tracemalloc.stop()
+    assert traced and traced[0] - before < 1 << 20, (traced[0] - before) / count
+    # every row's text is its label, whichever split it went to
+    by_row = {i: rows[i].split(",", 1)[1] for i in range(count)}
+    got = [decode(y, mapping) for y in np.concatenate([arrays["y_trainval"], arrays["y_test"]])]
+    x = np.concatenate([arrays["x_trainval"], arrays["x_test"]])
+    assert len(got) == count
+    assert sorted(got) == sorted(by_row.values())
+    firsts = {int(x[i, 0, 0]) for i in range(10)}
+    assert all(by_row[r] in got for r in firsts)
+    assert not [p for p in ds.cache_path.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_a_full_disk_while_listing_is_one_line(tmp_path: Path) -> None:
+    """The temporary item list hitting a full disk is a StorageError naming it, not sqlite's."""
+    from text_recognizer.datasets.item_store import ItemStore
+    from text_recognizer.errors import StorageError
+
+    with ItemStore(tmp_path) as store:
+        store.db.execute("PRAGMA max_page_count = 8")  # the file may not grow past 8 pages
+        with pytest.raises(StorageError) as err:
+            store.add_images(f"img/{i:06d}.png" for i in range(10_000))
+    message = str(err.value)
+    assert "\n" not in message and "temporary item list" in message
+    assert "the disk is full" in message
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_file_name_that_is_not_utf8_is_an_image_like_another(tmp_path: Path, data_dirs) -> None:
+    """scandir gives an undecodable name as surrogates; it is paired, listed and decoded as any
+    other (stored as its bytes), never a crash of the build."""
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for i, text in enumerate(("ab", "ba", "aab", "bba")):
+        Image.new("L", (40, 16), 255).save(folder / f"{i}.png")
+        (folder / f"{i}.gt.txt").write_text(text)
+    raw = os.fsencode(folder)
+    Image.new("L", (40, 16), 255).save(os.fsdecode(raw + b"/\xff.png"))
+    with open(raw + b"/\xff.gt.txt", "w") as f:
+        f.write("abba")
+    ds = ImageTextDataset(data_dir=str(folder), image_height=16, image_width=64, max_length=8)
+    ds.load_or_generate_data()
+    assert sorted(texts(ds, "train") + texts(ds, "val") + texts(ds, "test")) == sorted(
+        ["ab", "ba", "aab", "bba", "abba"]
+    )
+    assert ds.skipped == {}
+
+
+def test_a_store_that_cannot_start_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    """SQLite failing as the store opens (a full disk) is a one-line StorageError, and the temp
+    file it had made is removed."""
+    import sqlite3
+
+    from text_recognizer.datasets import item_store
+    from text_recognizer.errors import StorageError
+
+    def refuse(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(item_store.sqlite3, "connect", refuse)
+    with pytest.raises(StorageError, match=r"temporary item list .*: the disk is full"):
+        item_store.ItemStore(tmp_path)
+    assert not list(tmp_path.iterdir())

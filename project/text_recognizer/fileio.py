@@ -71,6 +71,12 @@ def _host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname().split(".")[0]) or "host"
 
 
+def temp_prefix(name: str) -> str:
+    """The start of a temp file's name for ``name`` (``tempfile.mkstemp(prefix=..., suffix=".tmp")``):
+    host and pid in it, so `clean_stale_temps` knows a dead writer's leftover."""
+    return f".{name}.{_host_tag()}-{os.getpid()}."
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -111,9 +117,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.{_host_tag()}-{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     finally:

@@ -492,7 +492,8 @@ def files_fingerprint(files: Iterable[Path]) -> str:
             except OSError:
                 continue
             separator = "\n" if rows else ""  # rows joined by new lines, as they always were
-            digest.update(f"{separator}{path}|{info.st_size}|{info.st_mtime_ns}".encode())
+            row = f"{separator}{path}|{info.st_size}|{info.st_mtime_ns}"
+            digest.update(row.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8 too
             rows += 1
     return digest.hexdigest() if rows else ""
 

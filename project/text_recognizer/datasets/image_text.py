@@ -28,6 +28,7 @@ no part of the cache key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,13 +38,13 @@ from text_recognizer import progress
 from text_recognizer.datasets.base import Dataset, summary_main
 from text_recognizer.datasets.image_text_layouts import (
     FORMATS,
-    Item,
     decode_images,
     detect_format,
     read_items,
     read_split_list,
 )
-from text_recognizer.datasets.text import encode_many, make_mapping
+from text_recognizer.datasets.item_store import ItemStore
+from text_recognizer.datasets.text import encode_into, make_mapping
 from text_recognizer.errors import ConfigError, DataError
 
 SPLITS = ("train", "validation", "test")
@@ -177,28 +178,34 @@ class ImageTextDataset(Dataset):
 
     # ----- processing ---------------------------------------------------------------------------------
     def process(self) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Pair, filter, decode, split and encode. The folder's names and transcripts wait on disk
+        (`item_store.ItemStore`, beside the cache) while the images are decoded: what the build
+        holds besides the cache's arrays does not grow with the number of images."""
         fmt, where = self.layout()
-        items = read_items(self.data_dir, fmt, where, self.note_skip)
-        split_of = self._split_lists(items)
-        kept: list[tuple[Item, str | None]] = []
-        for item in items:
-            split = split_of.get(item.key) if split_of is not None else None
-            if split is None and "train" in self.listed:  # a train list says what trains
-                self.note_skip("not_in_split_lists", item.rel)
-            elif not item.text:
-                self.note_skip("empty_transcript", item.rel)
-            elif len(item.text) > self.args["max_length"]:
-                self.note_skip("longer_than_max_length", f"{item.rel} ({len(item.text)})")
-            elif self.charset is not None and set(item.text) - set(self.charset):
-                self.note_skip("outside_charset", f"{item.rel}: {item.text[:40]!r}")
-            else:
-                kept.append((item, split))
-        images, rows, kept = self._decode(kept)
-        split_names = self._assign(kept)
-        return self._assemble(images, rows, kept, split_names)
+        with ItemStore(self.cache_path.parent, f"{self.cache_path.name}.items") as store:
+            read_items(self.data_dir, fmt, where, self.note_skip, store)
+            self._split_lists(store)
+            store.keep(self._usable(store))
+            images, readable = self._decode(store)
+            codes = self._assign(store, readable)
+            return self._assemble(store, images, readable, codes)
 
-    def _split_lists(self, items: list[Item]) -> dict[str, str] | None:
-        """Item key -> split from the split lists, or None when there is none."""
+    def _usable(self, store: ItemStore) -> Iterator[int]:
+        """The items that go on to decoding; the rest are counted skips."""
+        for seq, rel, text, split in store.items():
+            if split is None and "train" in self.listed:  # a train list says what trains
+                self.note_skip("not_in_split_lists", rel)
+            elif not text:
+                self.note_skip("empty_transcript", rel)
+            elif len(text) > self.args["max_length"]:
+                self.note_skip("longer_than_max_length", f"{rel} ({len(text)})")
+            elif self.charset is not None and set(text) - set(self.charset):
+                self.note_skip("outside_charset", f"{rel}: {text[:40]!r}")
+            else:
+                yield seq
+
+    def _split_lists(self, store: ItemStore) -> None:
+        """Give the items named in the split lists their split (`listed`: which lists exist)."""
         found: dict[str, Path] = {}
         for split in SPLITS:
             path = self.lists[split]
@@ -214,35 +221,26 @@ class ImageTextDataset(Dataset):
             if path is not None:
                 found[split] = path
         self.listed = set(found)
-        if not found:
-            return None
-        by_name: dict[str, str] = {}
-        for item in items:
-            for name in item.names():
-                by_name.setdefault(name, item.key)
-        split_of: dict[str, str] = {}
         for split, path in found.items():
             for line_no, entry in read_split_list(path):
-                key = by_name.get(entry)
-                if key is None:
+                seq = store.item_named(entry)
+                if seq is None:
                     self.note_skip("listed_but_not_found", f"{path.name}:{line_no}: {entry[:60]}")
-                elif split_of.setdefault(key, split) != split:
+                elif (already := store.set_split(seq, split)) != split:
                     raise DataError(
-                        f"{path}: line {line_no}: {entry!r} is also in the {split_of[key]} list; "
+                        f"{path}: line {line_no}: {entry!r} is also in the {already} list; "
                         "an item belongs to one split"
                     )
-        return split_of
 
-    def _decode(
-        self, kept: list[tuple[Item, str | None]]
-    ) -> tuple[np.ndarray, np.ndarray, list[tuple[Item, str | None]]]:
-        """Every usable image through ``preprocess_image`` on ``workers`` processes: (the array of
-        one row per item, the rows of the readable ones, those items). An unreadable image is a
-        counted skip, noted in the items' order."""
+    def _decode(self, store: ItemStore) -> tuple[np.ndarray, np.ndarray]:
+        """Every kept item's image through ``preprocess_image`` on ``workers`` processes: (the
+        array of one row per kept item, which rows are readable). An unreadable image is a counted
+        skip, noted in the items' order."""
         spec = self.preprocessing()
-        images = np.zeros((len(kept), spec["height"], spec["width"]), dtype=np.uint8)
-        readable = np.zeros(len(kept), dtype=bool)
-        with progress.bar(len(kept), "image_text", unit="img") as bar:
+        paths = store.kept_paths()
+        images = np.zeros((len(paths), spec["height"], spec["width"]), dtype=np.uint8)
+        readable = np.zeros(len(paths), dtype=bool)
+        with progress.bar(len(paths), "image_text", unit="img") as bar:
 
             def on_chunk(start: int, statuses: list[str | None]) -> None:
                 bar.update(len(statuses))
@@ -250,13 +248,11 @@ class ImageTextDataset(Dataset):
                     if status is None:
                         readable[i] = True
                     else:
-                        self.note_skip("unreadable_image", f"{kept[i][0].rel} ({status})")
+                        self.note_skip("unreadable_image", f"{paths[i]} ({status})")
 
-            rels = [item.rel for item, _ in kept]  # the items' strings, not copies
-            decode_images(rels, spec, images, self.workers, on_chunk, str(self.data_dir))
+            decode_images(paths, spec, images, self.workers, on_chunk, str(self.data_dir))
         self._warn_skips()
-        rows = np.flatnonzero(readable)
-        return images, rows, [kept[i] for i in rows]
+        return images, readable
 
     def _warn_skips(self) -> None:
         """One warning line per kind of broken pairing (as KaggleNamesDataset's): a typo in a file
@@ -269,62 +265,83 @@ class ImageTextDataset(Dataset):
                     f"warning: {self.data_dir}: {count} item(s) skipped, {reason} (e.g. {examples})"
                 )
 
-    def _assign(self, kept: list[tuple[Item, str | None]]) -> list[str]:
-        """Each usable item's split: from the lists, the rest by the seeded test carve."""
-        names = [split or "train" for _, split in kept]
+    @staticmethod
+    def _readable(store: ItemStore, readable: np.ndarray) -> Iterator[tuple[str, str, str | None]]:
+        """(image path, text, listed split) of the kept items whose image was read, in order."""
+        return (row for row, ok in zip(store.kept(), readable.tolist(), strict=True) if ok)
+
+    def _assign(self, store: ItemStore, readable: np.ndarray) -> np.ndarray:
+        """Each readable item's split, as an index into SPLITS: from the lists, the rest by the
+        seeded test carve."""
+        codes = np.fromiter(
+            (SPLITS.index(split or "train") for _, _, split in self._readable(store, readable)),
+            dtype=np.int8,
+            count=int(readable.sum()),
+        )
         if "test" in self.listed:
-            return names
-        pool = np.array([i for i, n in enumerate(names) if n == "train"], dtype=np.int64)
+            return codes
+        pool = np.flatnonzero(codes == 0)
         if len(pool) < 2:
             raise DataError(
                 f"{self.data_dir} has {len(pool)} usable item(s); need 2+ to hold out a test set"
             )
         order = np.random.default_rng(self.args["split_seed"]).permutation(len(pool))
         num_test = min(max(1, round(len(pool) * self.args["test_fraction"])), len(pool) - 1)
-        for i in pool[order[:num_test]]:
-            names[i] = "test"
-        return names
+        codes[pool[order[:num_test]]] = 2
+        return codes
 
     def _assemble(
-        self,
-        images: np.ndarray,
-        rows: np.ndarray,
-        kept: list[tuple[Item, str | None]],
-        names: list[str],
+        self, store: ItemStore, images: np.ndarray, readable: np.ndarray, codes: np.ndarray
     ) -> tuple[dict[str, np.ndarray], list[str]]:
         """Mapping from the training transcripts (or ``charset``); others outside it skipped.
-        ``kept[i]``'s image is ``images[rows[i]]``; the splits are gathered in place in
-        ``images``, which becomes ``x_trainval`` (`split_off`): no second copy of the images."""
-        train_texts = [item.text for (item, _), n in zip(kept, names, strict=True) if n == "train"]
-        if not train_texts:
+        The i-th readable item is row ``flatnonzero(readable)[i]`` of ``images``; the splits are
+        gathered in place there (it becomes ``x_trainval``, `split_off`) and the labels encoded
+        straight into their arrays: no second copy of either."""
+        if not (codes == 0).any():
             raise DataError(
                 f"{self.data_dir} has no usable training item (skipped: {self.skipped})"
             )
-        chars = self.charset if self.charset is not None else sorted(set("".join(train_texts)))
+        if self.charset is not None:
+            chars: str | list[str] = self.charset
+        else:
+            seen: set[str] = set()
+            for (_, text, _), code in zip(
+                self._readable(store, readable), codes.tolist(), strict=True
+            ):
+                if code == 0:
+                    seen.update(text)
+            chars = sorted(seen)
         mapping = make_mapping(chars)
         known = set(chars)
-        picks: dict[str, list[int]] = {s: [] for s in SPLITS}
-        for i, ((item, _), split) in enumerate(zip(kept, names, strict=True)):
-            if set(item.text) - known:
-                self.note_skip(
-                    f"outside_training_charset_{split}", f"{item.rel}: {item.text[:40]!r}"
-                )
-            else:
-                picks[split].append(i)
+        encodable = np.ones(len(codes), dtype=bool)
+        for i, ((rel, text, _), code) in enumerate(
+            zip(self._readable(store, readable), codes.tolist(), strict=True)
+        ):
+            if set(text) - known:
+                encodable[i] = False
+                self.note_skip(f"outside_training_charset_{SPLITS[code]}", f"{rel}: {text[:40]!r}")
+        picks = [np.flatnonzero((codes == s) & encodable) for s in range(len(SPLITS))]
+
+        def texts(split: int) -> Iterator[str]:
+            wanted = (codes == split) & encodable
+            rows = zip(self._readable(store, readable), wanted.tolist(), strict=True)
+            return (text for (_, text, _), want in rows if want)
+
         length = self.args["max_length"]
-        y_tr, y_va, y_te = (
-            encode_many([kept[i][0].text for i in picks[s]], mapping, length) for s in SPLITS
-        )
-        order = np.concatenate([np.asarray(picks[s], dtype=np.int64) for s in SPLITS])
-        gather_rows(images, rows[order])
-        trainval = len(picks["train"]) + len(picks["validation"])
-        x_test = split_off(images, trainval, len(picks["test"]))
+        num_train, num_val, num_test = (len(p) for p in picks)
+        y_trainval = np.empty((num_train + num_val, length), dtype=np.int64)
+        y_test = np.empty((num_test, length), dtype=np.int64)
+        encode_into(y_trainval[:num_train], texts(0), mapping)
+        encode_into(y_trainval[num_train:], texts(1), mapping)
+        encode_into(y_test, texts(2), mapping)
+        gather_rows(images, np.flatnonzero(readable)[np.concatenate(picks)])
+        x_test = split_off(images, num_train + num_val, num_test)
         arrays = {
             "x_trainval": images,
-            "y_trainval": np.concatenate([y_tr, y_va]),
-            "trainval_is_validation": np.r_[np.zeros(len(y_tr), bool), np.ones(len(y_va), bool)],
+            "y_trainval": y_trainval,
+            "trainval_is_validation": np.r_[np.zeros(num_train, bool), np.ones(num_val, bool)],
             "x_test": x_test,
-            "y_test": y_te,
+            "y_test": y_test,
         }
         return arrays, mapping
 
@@ -373,7 +390,7 @@ def gather_rows(a: np.ndarray, order: np.ndarray) -> np.ndarray:
     return a[:n]
 
 
-def split_off(a: np.ndarray, keep: int, count: int, step_bytes: int = 64 << 20) -> np.ndarray:
+def split_off(a: np.ndarray, keep: int, count: int, step_bytes: int = 4 << 20) -> np.ndarray:
     """Rows ``keep:keep + count`` of ``a`` as a new array, ``a`` shrunk in place to its first
     ``keep`` rows (``a`` owns its data and nothing views it): moved a block at a time from the end,
     so memory never holds both copies."""

@@ -1,6 +1,6 @@
 """Reading the folder layouts of `image_text.ImageTextDataset`: which one it is, and its items.
 
-Each layout yields `Item` (image path, transcript) for every transcript whose image is there;
+Each layout pairs every transcript whose image is there with it, in an `item_store.ItemStore`;
 the rest is counted through ``note_skip`` (an image without transcript, a transcript without
 image), never fatal. What cannot be read as the layout at all (a CSV row with one column, a
 ``gt.txt`` line without the space after its id, an empty folder) is a one-line `DataError` naming
@@ -18,13 +18,13 @@ import os
 import posixpath
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from text_recognizer.datasets.item_store import AMBIGUOUS, ItemStore
 from text_recognizer.errors import DataError
 from text_recognizer.fileio import read_small_text, walk_files
 
@@ -52,36 +52,16 @@ CHUNK_ROWS = 256
 CHUNK_BYTES = 8 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One line image and its transcript: ``rel``, the image's posix path under the folder (the
-    key), and the text. Two strings and no path object: a folder's items cost a few hundred bytes
-    each, against an image's thousands in the cache."""
-
-    rel: str
-    text: str
-
-    @property
-    def key(self) -> str:
-        return self.rel
-
-    def names(self) -> tuple[str, ...]:
-        """What a split list may call it: the path under the folder, the file name, the stem
-        (and the path without its suffix, PyLaia's id of an image in a subfolder)."""
-        name = posixpath.basename(self.rel)
-        return (self.rel, name, posixpath.splitext(name)[0], self.rel.rsplit(".", 1)[0])
-
-
 def clean_text(raw: str) -> str:
     """Line ends become spaces and the ends are stripped; inner spaces are the writer's."""
     return " ".join(part.strip("\r") for part in raw.strip().split("\n"))
 
 
-def list_images(folder: Path) -> list[str]:
+def list_images(folder: Path) -> Iterator[str]:
     """The posix path under the folder of every image in it, sorted (streamed: `walk_files`)."""
-    return [
-        rel for rel, _ in walk_files(folder) if posixpath.splitext(rel)[1].lower() in IMAGE_SUFFIXES
-    ]
+    for rel, _ in walk_files(folder):
+        if posixpath.splitext(rel)[1].lower() in IMAGE_SUFFIXES:
+            yield rel
 
 
 def detect_format(folder: Path, fmt: str, labels_file: Path | None) -> tuple[str, Path | None]:
@@ -129,23 +109,20 @@ def detect_format(folder: Path, fmt: str, labels_file: Path | None) -> tuple[str
     return fmt, None
 
 
-def read_items(folder: Path, fmt: str, where: Path | None, note_skip: NoteSkip) -> list[Item]:
-    """The items of the folder in its layout; images left without a transcript are counted."""
-    images = list_images(folder)
+def read_items(
+    folder: Path, fmt: str, where: Path | None, note_skip: NoteSkip, store: ItemStore
+) -> None:
+    """The items of the folder in its layout, into ``store``; images left without a transcript are
+    counted."""
+    store.add_images(list_images(folder))
     if fmt == "csv" and where is not None:
-        pairs = read_table(where)
-        items = match(pairs, images, folder, where, note_skip, by_stem=False)
+        match(read_table(where), store, folder, where, note_skip, by_stem=False)
     elif fmt == "pylaia" and where is not None:
-        pairs = read_id_lines(where)
-        items = match(pairs, images, folder, where, note_skip, by_stem=True)
+        match(read_id_lines(where), store, folder, where, note_skip, by_stem=True)
     else:
-        items = read_sidecars(images, folder, note_skip)
-    used = {item.rel for item in items}
-    for rel in images:
-        if rel not in used:
-            note_skip("image_without_transcript", rel)
-    del used
-    return items
+        read_sidecars(store, folder, note_skip)
+    for rel in store.images_without_item():
+        note_skip("image_without_transcript", rel)
 
 
 def read_table(path: Path) -> Iterator[tuple[int, str, str]]:
@@ -202,66 +179,38 @@ def read_id_lines(path: Path) -> Iterator[tuple[int, str, str]]:
         yield number, parts[0], parts[1]
 
 
-AMBIGUOUS = ""  # a name that two images answer to, in `name_index`
-
-
-def name_index(images: list[str], by_stem: bool) -> dict[str, str]:
-    """Name -> image for the other names an image answers to (its file name; with ``by_stem`` its
-    stem and its path without suffix), `AMBIGUOUS` where several do. An image's path is not
-    repeated here (``images`` is looked up for it)."""
-    index: dict[str, str] = {}
-    for rel in images:
-        name = posixpath.basename(rel)
-        names = {name, posixpath.splitext(name)[0], rel.rsplit(".", 1)[0]} if by_stem else {name}
-        for other in names - {rel}:
-            index[other] = rel if index.get(other, rel) == rel else AMBIGUOUS
-    return index
-
-
 def match(
     rows: Iterable[tuple[int, str, str]],
-    images: list[str],
+    store: ItemStore,
     folder: Path,
     where: Path,
     note_skip: NoteSkip,
     by_stem: bool,
-) -> list[Item]:
+) -> None:
     """Pair each row with its image: a path under the folder (absolute or not), else a unique file
     name (or stem, with ``by_stem``) anywhere in it. Unmatched, ambiguous or repeated rows are
     counted."""
-    paths, index = set(images), name_index(images, by_stem)
-    items: list[Item] = []
-    seen: set[str] = set()
     for line, name, raw in rows:
         wanted = name.replace("\\", "/").removeprefix("./")
-        if Path(wanted).is_absolute() and Path(wanted).is_relative_to(folder):
+        # strings, not Path objects: pathlib interns each part, a table that grows with the folder
+        if posixpath.isabs(wanted) and Path(wanted).is_relative_to(folder):
             wanted = Path(wanted).relative_to(folder).as_posix()
-        candidates = {wanted, index.get(wanted)} if wanted in paths else {index.get(wanted)}
-        candidates.discard(None)
-        found = AMBIGUOUS if len(candidates) > 1 else next(iter(candidates), None)
+        found = store.find_image(wanted, by_stem)
         label = f"{where.name}:{line}: {name[:60]}"
         if found is None:
             note_skip("transcript_without_image", label)
         elif found == AMBIGUOUS:
             note_skip("ambiguous_image_name", label)
-        elif found in seen:
+        elif not store.add_item(found, clean_text(raw)):
             note_skip("duplicate_transcript", label)
-        else:
-            seen.add(found)
-            items.append(Item(found, clean_text(raw)))
-    return items
 
 
-def read_sidecars(images: list[str], folder: Path, note_skip: NoteSkip) -> list[Item]:
+def read_sidecars(store: ItemStore, folder: Path, note_skip: NoteSkip) -> None:
     """kraken's ``x.png`` + ``x.gt.txt`` pairs (any image suffix); lone sidecars are counted."""
-    by_stem: dict[str, str] = {}
-    for rel in images:
-        by_stem.setdefault(rel.rsplit(".", 1)[0], rel)
-    items = []
     for rel_gt, _ in walk_files(folder):
         if not rel_gt.endswith(SIDECAR):
             continue
-        rel = by_stem.get(rel_gt[: -len(SIDECAR)])
+        rel = store.image_with_base(rel_gt[: -len(SIDECAR)])
         if rel is None:
             note_skip("transcript_without_image", rel_gt)
             continue
@@ -272,8 +221,7 @@ def read_sidecars(images: list[str], folder: Path, note_skip: NoteSkip) -> list[
         except DataError as e:
             note_skip("unreadable_transcript", f"{rel_gt} ({str(e)[-60:]})")
             continue
-        items.append(Item(rel, clean_text(text)))
-    return items
+        store.add_item(rel, clean_text(text))
 
 
 def read_split_list(path: Path) -> list[tuple[int, str]]:
@@ -334,15 +282,16 @@ def _worker_start() -> None:
 
 
 def decode_images(
-    paths: list[str],
+    paths: Sequence[str],
     spec: dict[str, Any],
     out: np.ndarray,
     workers: int,
     on_chunk: OnChunk,
     root: str = "",
 ) -> None:
-    """Decode ``paths`` (under ``root``: the items' own paths, no second list) into the rows of ``out`` (preallocated, one row each), calling
-    ``on_chunk(start, statuses)`` for each chunk in order. ``workers`` processes (0: all cores;
+    """Decode ``paths`` (under ``root``; any sequence that slices, `item_store.KeptPaths` too)
+    into the rows of ``out`` (preallocated, one row each), calling ``on_chunk(start, statuses)``
+    for each chunk in order. ``workers`` processes (0: all cores;
     1, or fewer than POOL_MIN_IMAGES images: in this process); the result is the same bit for bit.
     Memory is ``out`` plus a bounded number of chunks in flight, however many images there are."""
     step = chunk_rows(int(spec["height"]), int(spec["width"]))

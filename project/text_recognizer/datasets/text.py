@@ -29,25 +29,46 @@ def make_mapping(characters: Iterable[str]) -> list[str]:
     return [*SPECIAL_TOKENS, *seen]
 
 
-def encode(text: str, mapping: Sequence[str], max_length: int) -> np.ndarray:
-    """One label as a padded index row; ValueError names what does not fit."""
-    index = {tok: i for i, tok in enumerate(mapping)}
+def _label_index(mapping: Sequence[str]) -> dict[str, int]:
+    return {tok: i for i, tok in enumerate(mapping)}
+
+
+def _indices(text: str, index: dict[str, int], max_length: int) -> list[int]:
+    """The class indices of ``text``; ValueError names what does not fit."""
     unknown = sorted({ch for ch in text if ch not in index or index[ch] < len(SPECIAL_TOKENS)})
     if unknown:
         raise ValueError(f"characters outside the mapping: {''.join(unknown)!r}")
     if len(text) > max_length:
         raise ValueError(f"label of {len(text)} characters is longer than max_length {max_length}")
+    return [index[ch] for ch in text]
+
+
+def encode(text: str, mapping: Sequence[str], max_length: int) -> np.ndarray:
+    """One label as a padded index row; ValueError names what does not fit."""
     row = np.full(max_length, PADDING_INDEX, dtype=np.int64)
-    row[: len(text)] = [index[ch] for ch in text]
+    row[: len(text)] = _indices(text, _label_index(mapping), max_length)
     return row
 
 
 def encode_many(texts: Sequence[str], mapping: Sequence[str], max_length: int) -> np.ndarray:
     """Labels for many texts at once, (N, max_length) int64."""
-    out = np.full((len(texts), max_length), PADDING_INDEX, dtype=np.int64)
-    for i, text in enumerate(texts):
-        out[i] = encode(text, mapping, max_length)
+    out = np.empty((len(texts), max_length), dtype=np.int64)
+    encode_into(out, texts, mapping)
     return out
+
+
+def encode_into(out: np.ndarray, texts: Iterable[str], mapping: Sequence[str]) -> None:
+    """The labels of ``texts`` (an iterable: a stream will do) written into the rows of ``out``,
+    (N, max_length), as `encode_many` makes them: large label arrays are built once, in place."""
+    index, max_length = _label_index(mapping), out.shape[1]
+    out.fill(PADDING_INDEX)
+    count = 0
+    for count, text in enumerate(texts, 1):
+        if count > len(out):
+            raise ValueError(f"more texts than the {len(out)} rows to encode them into")
+        out[count - 1, : len(text)] = _indices(text, index, max_length)
+    if count != len(out):
+        raise ValueError(f"{count} texts for {len(out)} rows")
 
 
 def decode(indices: Iterable[int], mapping: Sequence[str]) -> str:
