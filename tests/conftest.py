@@ -32,6 +32,35 @@ TINY_CHARACTER_CONFIG = {
 }
 
 
+LAYER_SIZES = {"network_args.layer_size": {"values": [8, 16, 32, 64]}}  # a 4-trial grid
+
+
+def tiny_sweep(tmp_path: Path, name: str, parameters: dict, **extra: object) -> dict:
+    """A grid sweep (W&B's YAML, as a dict) of the tiny character config, written beside it as
+    base.json: ``parameters`` besides ``config``, ``extra`` top-level keys (early_terminate)."""
+    import json
+
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
+    return {
+        "name": name,
+        "program": "training/run_sweep.py",
+        "method": "grid",
+        "metric": {"name": "val_loss", "goal": "minimize"},
+        **extra,
+        "parameters": {"config": {"value": str(base)}, **parameters},
+    }
+
+
+def write_tiny_sweep(tmp_path: Path, name: str = "tiny") -> Path:
+    """`tiny_sweep` over LAYER_SIZES as tmp_path/sweep.yaml."""
+    import yaml
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep(tmp_path, name, LAYER_SIZES), sort_keys=False))
+    return path
+
+
 @pytest.fixture
 def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh runs folder for one test."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, seed_trial
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, seed_trial, tiny_sweep, write_tiny_sweep
 
 PREPARE = str(PROJECT_ROOT / "training" / "prepare_experiments.py")
 SAMPLE = PROJECT_ROOT / "training" / "experiments" / "sample_synthetic.json"
@@ -532,22 +532,7 @@ def test_a_signalled_task_is_requeued_and_resumes_without_repeating_an_epoch(
 def test_a_four_trial_sweep_runs_as_slurm_jobs_two_at_a_time(
     slurm_cluster: None, tmp_path: Path
 ) -> None:
-    import yaml
-
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
-    sweep = {
-        "name": "tiny-slurm",
-        "program": "training/run_sweep.py",
-        "method": "grid",
-        "metric": {"name": "val_loss", "goal": "minimize"},
-        "parameters": {
-            "config": {"value": str(base)},
-            "network_args.layer_size": {"values": [8, 16, 32, 64]},
-        },
-    }
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    path = write_tiny_sweep(tmp_path, "tiny-slurm")
     state_dir = tmp_path / "state" / "tiny-slurm"
     args = ["--state", str(state_dir), "--jobs", "2", "--nowandb", "--slurm", "--cpus-per-run", "1"]
     done = subprocess.run(
@@ -641,16 +626,12 @@ def test_hyperband_stops_running_slurm_trials_with_scancel_term(
     from text_recognizer.orchestration.slurm_task import job_state
     from text_recognizer.orchestration.slurm_trials import SlurmTrialProcess
 
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps({"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}))
-    sweep = {
-        "name": "hb-slurm",
-        "program": "training/run_sweep.py",
-        "method": "grid",
-        "metric": {"name": "val_loss", "goal": "minimize"},
-        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 3},
-        "parameters": {"config": {"value": str(base)}, "train_args.seed": {"values": [1, 2]}},
-    }
+    sweep = tiny_sweep(
+        tmp_path,
+        "hb-slurm",
+        {"train_args.seed": {"values": [1, 2]}},
+        early_terminate={"type": "hyperband", "min_iter": 2, "eta": 3},
+    )
     state_dir = tmp_path / "hb"
     runner = LocalSweep(sweep, "sweep.yaml", state_dir, jobs=4, out=open(os.devnull, "w"))  # noqa: SIM115
     histories = {  # band 2 values 0.4 0.5 0.7 0.9: only 0.4 and 0.5 pass (eta 3)

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG
+from conftest import PROJECT_ROOT, TINY_CHARACTER_CONFIG, write_tiny_sweep
 from text_recognizer.orchestration import local_sweep as ls
 
 BASE = {"experiment_group": "tiny", **TINY_CHARACTER_CONFIG}
@@ -44,24 +43,6 @@ DRIVER = textwrap.dedent(
     sys.exit(local_sweep_main(sys.argv[1:]))
     """
 )
-
-
-def write_sweep(tmp_path: Path) -> Path:
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps(BASE))
-    sweep = {
-        "name": "tiny",
-        "program": "training/run_sweep.py",
-        "method": "grid",
-        "metric": {"name": "val_loss", "goal": "minimize"},
-        "parameters": {
-            "config": {"value": str(base)},
-            "network_args.layer_size": {"values": [8, 16, 32, 64]},
-        },
-    }
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return path
 
 
 def running(state_dir: Path) -> int:
@@ -105,7 +86,7 @@ def test_resume_command_keeps_the_options_given(options: list[str], expected: st
 
 @pytest.mark.parametrize("reader", ["tee", "head -n 1"])
 def test_ctrl_c_with_output_piped_says_how_to_resume(tmp_path: Path, reader: str) -> None:
-    sweep = write_sweep(tmp_path)
+    sweep = write_tiny_sweep(tmp_path)
     state = tmp_path / "state"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -142,7 +123,7 @@ def test_ctrl_c_with_output_piped_says_how_to_resume(tmp_path: Path, reader: str
 
 def test_stdout_gone_before_the_end_goes_on_on_stderr(tmp_path: Path) -> None:
     """A reader that has gone before the sweep ends: the sweep keeps its lines on stderr."""
-    sweep = write_sweep(tmp_path)
+    sweep = write_tiny_sweep(tmp_path)
     state = tmp_path / "state"
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -234,7 +215,7 @@ def test_sweep_wandb_with_a_netrc_login_goes_on(tmp_path: Path) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {'k' * 40}\n")
     env["NETRC"] = str(netrc)
-    done = sweep_wandb(env, str(write_sweep(tmp_path)), "--count", "1")  # no data needed
+    done = sweep_wandb(env, str(write_tiny_sweep(tmp_path)), "--count", "1")  # no data needed
     assert done.returncode == 0, done.stderr
     recorded = calls.read_text().splitlines()
     assert recorded[0].startswith("sweep --project text-recognizer")
