@@ -294,9 +294,9 @@ class ImageTextDataset(Dataset):
         self, store: ItemStore, images: np.ndarray, readable: np.ndarray, codes: np.ndarray
     ) -> tuple[dict[str, np.ndarray], list[str]]:
         """Mapping from the training transcripts (or ``charset``); others outside it skipped.
-        The i-th readable item is row ``flatnonzero(readable)[i]`` of ``images``; the splits are
-        gathered in place there (it becomes ``x_trainval``, `split_off`) and the labels encoded
-        straight into their arrays: no second copy of either."""
+        The i-th readable item is row ``flatnonzero(readable)[i]`` of ``images``; images and
+        labels are gathered into split order in place (each becomes its ``*_trainval`` array,
+        `split_off` moving the test rows out): no second copy of either."""
         if not (codes == 0).any():
             raise DataError(
                 f"{self.data_dir} has no usable training item (skipped: {self.skipped})"
@@ -321,24 +321,20 @@ class ImageTextDataset(Dataset):
                 encodable[i] = False
                 self.note_skip(f"outside_training_charset_{SPLITS[code]}", f"{rel}: {text[:40]!r}")
         picks = [np.flatnonzero((codes == s) & encodable) for s in range(len(SPLITS))]
-
-        def texts(split: int) -> Iterator[str]:
-            wanted = (codes == split) & encodable
-            rows = zip(self._readable(store, readable), wanted.tolist(), strict=True)
-            return (text for (_, text, _), want in rows if want)
-
-        length = self.args["max_length"]
+        order = np.concatenate(picks)  # train, validation, test: readable items' indices
+        # Labels in the items' order (one pass), then put in split order as the images are: the
+        # same in-place gather and split-off for both arrays.
+        labels = np.empty((len(order), self.args["max_length"]), dtype=np.int64)
+        rows = zip(self._readable(store, readable), encodable.tolist(), strict=True)
+        encode_into(labels, (text for (_, text, _), ok in rows if ok), mapping)
+        gather_rows(labels, (np.cumsum(encodable) - 1)[order])
+        gather_rows(images, np.flatnonzero(readable)[order])
         num_train, num_val, num_test = (len(p) for p in picks)
-        y_trainval = np.empty((num_train + num_val, length), dtype=np.int64)
-        y_test = np.empty((num_test, length), dtype=np.int64)
-        encode_into(y_trainval[:num_train], texts(0), mapping)
-        encode_into(y_trainval[num_train:], texts(1), mapping)
-        encode_into(y_test, texts(2), mapping)
-        gather_rows(images, np.flatnonzero(readable)[np.concatenate(picks)])
         x_test = split_off(images, num_train + num_val, num_test)
+        y_test = split_off(labels, num_train + num_val, num_test)
         arrays = {
             "x_trainval": images,
-            "y_trainval": y_trainval,
+            "y_trainval": labels,
             "trainval_is_validation": np.r_[np.zeros(num_train, bool), np.ones(num_val, bool)],
             "x_test": x_test,
             "y_test": y_test,
